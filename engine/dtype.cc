@@ -15,7 +15,7 @@ size_t DTypeSize(DType dtype) {
   return 0;
 }
 
-std::string_view DTypeName(DType dtype) {
+const char* DTypeName(DType dtype) {
   switch (dtype) {
     case DType::kF32: return "F32";
     case DType::kF16: return "F16";
@@ -29,7 +29,7 @@ absl::StatusOr<DType> ParseSafetensorsDType(std::string_view name) {
   if (name == "F16") return DType::kF16;
   if (name == "BF16") return DType::kBF16;
   return absl::InvalidArgumentError(
-      absl::StrCat("unsupported tensor dtype \"", name, "\" (supported: F32, F16, BF16)"));
+      absl::StrCat("unsupported tensor dtype \"", std::string(name), "\" (supported: F32, F16, BF16)"));
 }
 
 absl::StatusOr<DType> ParseDTypeFlag(std::string_view name) {
@@ -37,7 +37,7 @@ absl::StatusOr<DType> ParseDTypeFlag(std::string_view name) {
   if (name == "f16") return DType::kF16;
   if (name == "bf16") return DType::kBF16;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown dtype \"", name, "\" (expected f32, f16 or bf16)"));
+      absl::StrCat("unknown dtype \"", std::string(name), "\" (expected f32, f16 or bf16)"));
 }
 
 float F16ToF32(uint16_t h) {

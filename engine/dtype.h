@@ -14,7 +14,7 @@ enum class DType { kF32, kF16, kBF16 };
 
 size_t DTypeSize(DType dtype);
 // Safetensors spelling: "F32", "F16", "BF16".
-std::string_view DTypeName(DType dtype);
+const char* DTypeName(DType dtype);
 absl::StatusOr<DType> ParseSafetensorsDType(std::string_view name);
 // Command-line spelling: "f32", "f16", "bf16".
 absl::StatusOr<DType> ParseDTypeFlag(std::string_view name);

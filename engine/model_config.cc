@@ -8,12 +8,12 @@ namespace {
 
 using nlohmann::json;
 
-absl::Status FieldError(std::string_view file, std::string_view field, std::string_view what) {
+absl::Status FieldError(absl::string_view file, absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(file, ": field \"", field, "\" ", what));
 }
 
 // Reads an optional integer field; absent or null leaves *out unchanged.
-absl::Status ReadInt(const json& j, std::string_view file, const char* field, int64_t* out) {
+absl::Status ReadInt(const json& j, absl::string_view file, const char* field, int64_t* out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_number_integer()) return FieldError(file, field, "must be an integer");
@@ -21,7 +21,7 @@ absl::Status ReadInt(const json& j, std::string_view file, const char* field, in
   return absl::OkStatus();
 }
 
-absl::Status ReadDouble(const json& j, std::string_view file, const char* field, double* out) {
+absl::Status ReadDouble(const json& j, absl::string_view file, const char* field, double* out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_number()) return FieldError(file, field, "must be a number");
@@ -29,7 +29,7 @@ absl::Status ReadDouble(const json& j, std::string_view file, const char* field,
   return absl::OkStatus();
 }
 
-absl::Status ReadBool(const json& j, std::string_view file, const char* field, bool* out) {
+absl::Status ReadBool(const json& j, absl::string_view file, const char* field, bool* out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_boolean()) return FieldError(file, field, "must be true or false");
@@ -38,7 +38,7 @@ absl::Status ReadBool(const json& j, std::string_view file, const char* field, b
 }
 
 // eos_token_id may be an int or a list of ints (first one wins).
-absl::Status ReadTokenId(const json& j, std::string_view file, const char* field, int64_t* out) {
+absl::Status ReadTokenId(const json& j, absl::string_view file, const char* field, int64_t* out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) {
@@ -50,11 +50,11 @@ absl::Status ReadTokenId(const json& j, std::string_view file, const char* field
 
 }  // namespace
 
-std::string_view ModelTypeName(ModelType type) {
+const char* ModelTypeName(ModelType type) {
   return type == ModelType::kFalconMamba ? "falcon_mamba" : "mamba";
 }
 
-absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, std::string_view file) {
+absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, const std::string& file) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(file, ": not a JSON object"));

@@ -10,7 +10,7 @@
 namespace mambaserve {
 
 enum class ModelType { kMamba, kFalconMamba };
-std::string_view ModelTypeName(ModelType type);  // "mamba" / "falcon_mamba"
+const char* ModelTypeName(ModelType type);  // "mamba" / "falcon_mamba"
 
 struct ModelConfig {
   ModelType model_type = ModelType::kMamba;
@@ -39,7 +39,7 @@ struct ModelConfig {
 
 // Reads config.json fields. Sizes that only tensor shapes can settle (E, R, V) are provisional here;
 // LoadModel replaces them with the shapes' values.
-absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, std::string_view file_name);
+absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, const std::string& file_name);
 
 // The config.json a Hugging Face checkpoint of this architecture carries.
 std::string ModelConfigToJson(const ModelConfig& config, std::string_view torch_dtype);

@@ -24,7 +24,7 @@ namespace {
 // A header larger than this is not a real checkpoint (HF caps it at 100 MB too).
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
-absl::Status Invalid(std::string_view file, std::string_view what) {
+absl::Status Invalid(absl::string_view file, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(file, ": ", what));
 }
 
@@ -39,7 +39,7 @@ int64_t TensorView::numel() const {
 std::string TensorView::ShapeString() const { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 
 absl::StatusOr<std::vector<TensorView>> ParseSafetensors(std::span<const unsigned char> image,
-                                                         std::string_view file_name) {
+                                                         const std::string& file_name) {
   if (image.size() < 8) {
     return Invalid(file_name, absl::StrCat("truncated safetensors file (", image.size(),
                                            " bytes, need at least 8 for the header length)"));

@@ -30,7 +30,7 @@ struct TensorView {
 // Parses and validates a whole safetensors image (8-byte little-endian header length, JSON header,
 // data). Every offset is bounds- and overlap-checked; errors name `file_name` and the tensor.
 absl::StatusOr<std::vector<TensorView>> ParseSafetensors(std::span<const unsigned char> image,
-                                                         std::string_view file_name);
+                                                         const std::string& file_name);
 
 // A read-only memory mapping of one file.
 class MappedFile {
