@@ -173,12 +173,11 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir, const L
     ASSIGN_OR_RETURN(l.out_proj_bias, bind.Bind(m + "out_proj.bias", {D}, config.use_bias));
   }
   ASSIGN_OR_RETURN(model->norm_f, bind.Bind("backbone.norm_f.weight", {D}));
-  ASSIGN_OR_RETURN(model->lm_head, bind.Bind("lm_head.weight", {V, D}, !config.tie_word_embeddings));
-  if (model->lm_head == nullptr) {
+  if (config.tie_word_embeddings) {
+    // As in Hugging Face: a tied model uses the embeddings even if lm_head.weight is also stored.
     model->lm_head = model->embeddings;
   } else {
-    // A checkpoint that ships lm_head is untied whatever its config says.
-    config.tie_word_embeddings = false;
+    ASSIGN_OR_RETURN(model->lm_head, bind.Bind("lm_head.weight", {V, D}));
   }
   model->checkpoint_dtype = in_proj0->dtype;
 
