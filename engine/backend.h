@@ -85,6 +85,11 @@ struct BackendOptions {
 // loaded at run time) and falls back to the CPU when it or a GPU is missing.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Model> model,
                                                        const BackendOptions& options);
+// As above; when kAuto falls back to the CPU, *fallback_reason says why the CUDA backend was not
+// used (module missing, no driver, no GPU). Left empty otherwise.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Model> model,
+                                                       const BackendOptions& options,
+                                                       std::string* fallback_reason);
 
 // The weight dtype a backend holds for `model` under `options` (resolves "auto").
 DType ResolveWeightDType(const Model& model, const BackendOptions& options);

@@ -74,21 +74,22 @@ absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("unknown backend \"", std::string(name), "\" (expected auto, cpu or cuda)"));
 }
 
-DType ResolveWeightDType(const Model& model, const BackendOptions& options) {
-  if (options.weight_dtype.has_value()) {
-    return *options.weight_dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
-  }
-  return model.checkpoint_dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Model> model,
+                                                       const BackendOptions& options) {
+  return CreateBackend(std::move(model), options, nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Model> model,
-                                                       const BackendOptions& options) {
+                                                       const BackendOptions& options,
+                                                       std::string* fallback_reason) {
+  if (fallback_reason != nullptr) fallback_reason->clear();
   if (options.kind != BackendKind::kCpu) {
     CudaAttempt cuda = TryCudaBackend(model, options);
     if (cuda.result == CudaCreateResult::kOk) return std::move(cuda.backend);
     if (cuda.result == CudaCreateResult::kError || options.kind == BackendKind::kCuda) {
       return absl::FailedPreconditionError(absl::StrCat("CUDA backend: ", cuda.message));
     }
+    if (fallback_reason != nullptr) *fallback_reason = cuda.message;
   }
   auto cpu = CpuBackend::Create(std::move(model), options);
   if (!cpu.ok()) return cpu.status();

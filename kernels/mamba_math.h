@@ -17,9 +17,22 @@ MS_HOST_DEVICE float Softplus(float x) { return x <= 20.0f ? log1pf(expf(x)) : x
 
 MS_HOST_DEVICE float Silu(float x) { return x / (1.0f + expf(-x)); }
 
+// dt = softplus(dt_proj(dt_low) + dt_proj.bias), in fp32 and never clamped.
+MS_HOST_DEVICE float DtSoftplus(float dt_raw, float dt_bias) { return Softplus(dt_raw + dt_bias); }
+
 // 1 / sqrt(mean(x^2) + eps) given the sum of squares over n elements.
 MS_HOST_DEVICE float RmsScale(float sum_squares, int n, float eps) {
   return 1.0f / sqrtf(sum_squares / static_cast<float>(n) + eps);
+}
+
+// One state element's update: h = exp(dt*a) * h + (dt*x) * b, given dt_x = dt*x.
+MS_HOST_DEVICE float ScanStateStep(float h, float a, float b, float dt, float dt_x) {
+  return expf(dt * a) * h + dt_x * b;
+}
+
+// The mixer output for one channel and token: (h.C + D*x) * silu(z).
+MS_HOST_DEVICE float GatedOutput(float y_state, float d, float x, float z) {
+  return (y_state + d * x) * Silu(z);
 }
 
 // One selective-scan step for channel state h[N]:
@@ -29,7 +42,7 @@ MS_HOST_DEVICE float ScanStep(float* h, const float* a, const float* b, const fl
   const float dt_x = dt * x;
   float y = 0.0f;
   for (int n = 0; n < n_state; ++n) {
-    h[n] = expf(dt * a[n]) * h[n] + dt_x * b[n];
+    h[n] = ScanStateStep(h[n], a[n], b[n], dt, dt_x);
     y += h[n] * c[n];
   }
   return y;
@@ -42,5 +55,10 @@ MS_HOST_DEVICE float ConvSilu(const float* window, const float* weight, float bi
   for (int k = 0; k < k_conv; ++k) acc += weight[k] * window[k];
   return Silu(acc);
 }
+
+// Widest conv kernel the CUDA kernels keep in registers (Mamba uses 4).
+inline constexpr int kMaxConvWidth = 8;
+// Largest d_state the CUDA scan maps onto one warp's lanes (Mamba uses 16).
+inline constexpr int kMaxStateSize = 32;
 
 }  // namespace mambaserve::math

@@ -47,12 +47,18 @@ absl::Status Eval(int argc, char** argv) {
       return absl::InvalidArgumentError(absl::StrCat("token id ", t, " >= vocab size ", model->config.vocab_size));
     }
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(model, options));
+  std::string fallback_reason;
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(model, options, &fallback_reason));
+  if (!fallback_reason.empty()) std::cerr << "eval: using the CPU backend: " << fallback_reason << "\n";
   ASSIGN_OR_RETURN(GreedyResult result, GreedyGenerate(*backend, 0, tokens, static_cast<int>(generate)));
   nlohmann::json out;
   out["last_logits"] = result.last_logits;
   out["generated"] = result.generated;
-  out["backend"] = backend->info().name;
+  const BackendInfo info = backend->info();
+  out["backend"] = info.name;
+  out["device"] = info.device;
+  out["weight_dtype"] = DTypeName(info.weight_dtype);
+  if (!fallback_reason.empty()) out["fallback_reason"] = fallback_reason;
   return WriteOutputFile(json_path, out.dump() + "\n");
 }
 

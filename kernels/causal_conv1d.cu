@@ -1,0 +1,110 @@
+#include "kernels/causal_conv1d.h"
+#include "kernels/cuda_utils.cuh"
+#include "kernels/mamba_math.h"
+
+namespace mambaserve::kernels {
+namespace {
+
+using math::kMaxConvWidth;
+
+// Prefill: a block owns 32 channels of one chunk for the whole chunk. threadIdx.x is the channel
+// (32 consecutive floats: one 128-byte transaction per token), threadIdx.y one of kSlices time
+// slices, so a long chunk is split 8 ways without a second pass; the state is written after a
+// barrier, once every slice has read the old one.
+constexpr int kChannels = 32;
+constexpr int kSlices = 8;
+
+template <typename T>
+__global__ void CausalConv1dPrefillKernel(CausalConv1dParams p) {
+  const int chunk = blockIdx.y;
+  const int64_t ch = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
+  const int64_t row0 = p.chunks.row_begin[chunk];
+  const int64_t len = p.chunks.len[chunk];
+  const int slot = p.chunks.slot[chunk];
+  const bool has_state = slot >= 0 && p.chunks.fresh[chunk] == 0;
+  const int K = p.k_conv;
+  const bool active = ch < p.d_inner;
+  float* state = active && slot >= 0 ? p.conv_state + slot * p.slot_stride + ch * (K - 1) : nullptr;
+  const float xb = active && p.x_bias != nullptr ? p.x_bias[ch] : 0.0f;
+
+  // Input at time t of this chunk (t < 0: from the state).
+  auto input = [&](int64_t t) -> float {
+    if (t >= 0) return p.x[(row0 + t) * p.ld_x + ch] + xb;
+    return has_state ? state[t + K - 1] : 0.0f;
+  };
+
+  if (active) {
+    float w[kMaxConvWidth], window[kMaxConvWidth];
+    for (int k = 0; k < K; ++k) w[k] = p.weight[ch * K + k];
+    const float b = p.bias != nullptr ? p.bias[ch] : 0.0f;
+    const int64_t per_slice = (len + kSlices - 1) / kSlices;
+    const int64_t t0 = threadIdx.y * per_slice;
+    const int64_t t1 = min(len, t0 + per_slice);
+    if (t0 < t1) {
+      for (int k = 0; k < K - 1; ++k) window[k] = input(t0 - (K - 1) + k);
+      for (int64_t t = t0; t < t1; ++t) {
+        window[K - 1] = input(t);
+        const float v = math::ConvSilu(window, w, b, K);
+        p.out[(row0 + t) * p.ld_out + ch] = v;
+        if (p.out_gemm != nullptr) {
+          static_cast<T*>(p.out_gemm)[(row0 + t) * p.ld_out_gemm + ch] = FromF32<T>(v);
+        }
+        for (int k = 0; k < K - 1; ++k) window[k] = window[k + 1];
+      }
+    }
+  }
+  __syncthreads();
+  if (active && threadIdx.y == 0 && slot >= 0) {
+    // New state: inputs at times len-K+1 .. len-1. Ascending j reads old entries j+len > j, which
+    // are not yet overwritten.
+    for (int j = 0; j < K - 1; ++j) state[j] = input(len - (K - 1) + j);
+  }
+}
+
+template <typename T>
+__global__ void CausalConv1dUpdateKernel(CausalConv1dParams p) {
+  const int row = blockIdx.y;
+  const int64_t ch = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (ch >= p.d_inner) return;
+  const int slot = p.chunks.slot[row];
+  const bool has_state = slot >= 0 && p.chunks.fresh[row] == 0;
+  const int K = p.k_conv;
+  float* state = slot >= 0 ? p.conv_state + slot * p.slot_stride + ch * (K - 1) : nullptr;
+  float w[kMaxConvWidth], window[kMaxConvWidth];
+  for (int k = 0; k < K; ++k) w[k] = p.weight[ch * K + k];
+  for (int k = 0; k < K - 1; ++k) window[k] = has_state ? state[k] : 0.0f;
+  window[K - 1] = p.x[row * p.ld_x + ch] + (p.x_bias != nullptr ? p.x_bias[ch] : 0.0f);
+  const float v = math::ConvSilu(window, w, p.bias != nullptr ? p.bias[ch] : 0.0f, K);
+  p.out[row * p.ld_out + ch] = v;
+  if (p.out_gemm != nullptr) static_cast<T*>(p.out_gemm)[row * p.ld_out_gemm + ch] = FromF32<T>(v);
+  if (slot >= 0) {
+    for (int k = 0; k < K - 1; ++k) state[k] = window[k + 1];
+  }
+}
+
+}  // namespace
+
+LaunchResult InvokeCausalConv1dPrefill(const CausalConv1dParams& p, cudaStream_t stream) {
+  if (p.chunks.num_chunks == 0) return 0;
+  if (p.k_conv < 2 || p.k_conv > kMaxConvWidth) return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
+                  static_cast<unsigned>(p.chunks.num_chunks));
+  const dim3 block(kChannels, kSlices);
+  MS_DISPATCH_GEMM_TYPE(p.out_gemm_type, T,
+                        [&] { CausalConv1dPrefillKernel<T><<<grid, block, 0, stream>>>(p); });
+  return LastLaunchResult();
+}
+
+LaunchResult InvokeCausalConv1dUpdate(const CausalConv1dParams& p, cudaStream_t stream) {
+  if (p.chunks.num_chunks == 0) return 0;
+  if (p.k_conv < 2 || p.k_conv > kMaxConvWidth) return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  // 128 channels per block: enough blocks for a batch-1 step of a small model to spread over SMs.
+  constexpr int kThreads = 128;
+  const dim3 grid(static_cast<unsigned>((p.d_inner + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(p.chunks.num_chunks));
+  MS_DISPATCH_GEMM_TYPE(p.out_gemm_type, T,
+                        [&] { CausalConv1dUpdateKernel<T><<<grid, kThreads, 0, stream>>>(p); });
+  return LastLaunchResult();
+}
+
+}  // namespace mambaserve::kernels

@@ -1,0 +1,68 @@
+// Device helpers shared by the kernel files (nvcc only).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/kernel_types.h"
+
+namespace mambaserve::kernels {
+
+template <typename T>
+struct GemmElem;
+template <>
+struct GemmElem<float> {
+  static constexpr GemmType kType = GemmType::kF32;
+};
+template <>
+struct GemmElem<__nv_bfloat16> {
+  static constexpr GemmType kType = GemmType::kBF16;
+};
+
+__device__ __forceinline__ float ToF32(float v) { return v; }
+__device__ __forceinline__ float ToF32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T FromF32(float v);
+template <>
+__device__ __forceinline__ float FromF32<float>(float v) { return v; }
+// Round to nearest even, as torch's .to(torch.bfloat16) and the host's F32ToBf16.
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromF32<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Sum over the whole block; every thread gets the result. `scratch` holds 32 floats.
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int num_warps = (blockDim.x + 31) >> 5;
+  v = WarpSum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < num_warps ? scratch[lane] : 0.0f;
+  return WarpSum(v);
+}
+
+// The status of the launch just made (configuration errors surface here; faults surface at the
+// next synchronisation).
+inline LaunchResult LastLaunchResult() { return static_cast<LaunchResult>(cudaGetLastError()); }
+
+// Dispatches a GemmType to a template taking the element type.
+#define MS_DISPATCH_GEMM_TYPE(type, T, ...)            \
+  [&] {                                                \
+    if ((type) == ::mambaserve::kernels::GemmType::kBF16) { \
+      using T = __nv_bfloat16;                         \
+      return __VA_ARGS__();                            \
+    } else {                                           \
+      using T = float;                                 \
+      return __VA_ARGS__();                            \
+    }                                                  \
+  }()
+
+}  // namespace mambaserve::kernels

@@ -1,0 +1,371 @@
+// Every CUDA op against its CPU twin (engine/cpu/mixer_ops.h, WeightMatrix, plain loops), over
+// packed chunks with scattered slots, fresh and padding rows, f32 and bf16 outputs. Skips without a
+// GPU. Tolerances: f32 outputs 1e-5 relative (+1e-5 absolute); bf16 outputs are compared with the
+// CPU value rounded to bf16 (one bf16 ulp, 2^-8 relative).
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/cpu/mixer_ops.h"
+#include "engine/dtype.h"
+#include "gtest/gtest.h"
+#include "kernels/bcdt_rms_norm.h"
+#include "kernels/causal_conv1d.h"
+#include "kernels/embedding.h"
+#include "kernels/mamba_math.h"
+#include "kernels/rms_norm.h"
+#include "kernels/selective_scan.h"
+#include "kernels/skinny_gemm.h"
+#include "tests/testing/cuda_test_util.h"
+
+namespace mambaserve::kernels {
+namespace {
+
+using testing::DeviceBuffer;
+
+std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f, float mean = 0.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(mean, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<uint16_t> ToBf16(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = F32ToBf16(v[i]);
+  return out;
+}
+
+float RoundBf16(float v) { return Bf16ToF32(F32ToBf16(v)); }
+
+// Expects got[i] ≈ want[i] with the tolerance of `type`'s output.
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, GemmType type, const char* what,
+                double rel = 1e-5, double abs = 1e-5) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int failures = 0;
+  for (size_t i = 0; i < got.size() && failures < 10; ++i) {
+    double w = want[i], tol = rel * std::fabs(w) + abs;
+    if (type == GemmType::kBF16) {
+      w = RoundBf16(want[i]);
+      tol = std::fabs(w) * (1.0 / 256) + abs + rel * std::fabs(w);
+    }
+    if (!(std::fabs(got[i] - w) <= tol)) {
+      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << w;
+      ++failures;
+    }
+  }
+}
+
+// A device output of `n` elements in `type`, read back as fp32.
+class TypedOutput {
+ public:
+  TypedOutput(GemmType type, size_t n) : type_(type), f32_(type == GemmType::kF32 ? n : 0), b16_(type == GemmType::kBF16 ? n : 0) {}
+  void* get() { return type_ == GemmType::kF32 ? static_cast<void*>(f32_.get()) : static_cast<void*>(b16_.get()); }
+  std::vector<float> Download() const {
+    if (type_ == GemmType::kF32) return f32_.Download();
+    std::vector<float> out;
+    for (uint16_t b : b16_.Download()) out.push_back(Bf16ToF32(b));
+    return out;
+  }
+
+ private:
+  GemmType type_;
+  DeviceBuffer<float> f32_;
+  DeviceBuffer<uint16_t> b16_;
+};
+
+// Chunks of a packed pass, on host and device.
+struct Chunks {
+  std::vector<int32_t> row_begin, len, slot, fresh;
+  int64_t rows = 0;
+  Chunks(std::vector<int32_t> lens, std::vector<int32_t> slots, std::vector<int32_t> fresh_flags)
+      : len(std::move(lens)), slot(std::move(slots)), fresh(std::move(fresh_flags)) {
+    for (int32_t l : len) {
+      row_begin.push_back(static_cast<int32_t>(rows));
+      rows += l;
+    }
+    d_row_begin = std::make_unique<DeviceBuffer<int32_t>>(row_begin);
+    d_len = std::make_unique<DeviceBuffer<int32_t>>(len);
+    d_slot = std::make_unique<DeviceBuffer<int32_t>>(slot);
+    d_fresh = std::make_unique<DeviceBuffer<int32_t>>(fresh);
+  }
+  ChunkTable table() const {
+    return ChunkTable{d_row_begin->get(), d_len->get(), d_slot->get(), d_fresh->get(), static_cast<int>(len.size())};
+  }
+  std::unique_ptr<DeviceBuffer<int32_t>> d_row_begin, d_len, d_slot, d_fresh;
+};
+
+void PrintTo(GemmType t, std::ostream* os) { *os << (t == GemmType::kF32 ? "f32" : "bf16"); }
+
+class CudaOpsTest : public ::testing::TestWithParam<GemmType> {
+ protected:
+  void SetUp() override { MS_SKIP_WITHOUT_CUDA(); }
+  GemmType type() const { return GetParam(); }
+};
+
+TEST_P(CudaOpsTest, EmbeddingGathersRows) {
+  const int64_t V = 50, D = 70;
+  const auto table = Random(V * D, 1);
+  const std::vector<int32_t> tokens = {3, 49, 0, 3, 17};
+  DeviceBuffer<float> t32(table);
+  DeviceBuffer<uint16_t> t16(ToBf16(table));
+  DeviceBuffer<int32_t> d_tokens(tokens);
+  DeviceBuffer<float> out(tokens.size() * D);
+  EmbeddingParams p;
+  p.table = type() == GemmType::kF32 ? static_cast<const void*>(t32.get()) : t16.get();
+  p.table_type = type();
+  p.tokens = d_tokens.get();
+  p.out = out.get();
+  p.rows = static_cast<int64_t>(tokens.size());
+  p.dim = D;
+  ASSERT_EQ(InvokeEmbedding(p, nullptr), 0);
+  std::vector<float> want;
+  for (int32_t t : tokens)
+    for (int64_t i = 0; i < D; ++i) want.push_back(type() == GemmType::kF32 ? table[t * D + i] : RoundBf16(table[t * D + i]));
+  ExpectNear(out.Download(), want, GemmType::kF32, "embedding", 0, 0);  // exact either way
+}
+
+TEST_P(CudaOpsTest, ResidualRmsNormAddsThenNormalises) {
+  const int64_t rows = 5, D = 300;
+  auto residual = Random(rows * D, 2, 3.0f);
+  const auto delta = Random(rows * D, 3), bias = Random(D, 4, 0.1f), weight = Random(D, 5, 0.1f, 1.0f);
+  DeviceBuffer<float> d_res(residual), d_delta(delta), d_bias(bias), d_w(weight);
+  TypedOutput out(type(), rows * D);
+  ResidualRmsNormParams p;
+  p.residual = d_res.get();
+  p.delta = d_delta.get();
+  p.delta_bias = d_bias.get();
+  p.weight = d_w.get();
+  p.out = out.get();
+  p.out_type = type();
+  p.out_rows = rows;
+  p.dim = D;
+  p.eps = 1e-5f;
+  ASSERT_EQ(InvokeResidualRmsNorm(p, nullptr), 0);
+  for (int64_t i = 0; i < rows * D; ++i) residual[i] += delta[i] + bias[i % D];
+  std::vector<float> want(rows * D);
+  cpu::RmsNormRows(residual.data(), D, weight.data(), want.data(), D, rows, D, 1e-5f);
+  ExpectNear(d_res.Download(), residual, GemmType::kF32, "residual", 1e-6, 1e-6);
+  ExpectNear(out.Download(), want, type(), "normalised");
+
+  // Gather mode (norm_f): rows {3, 0} of 4 output slots, count read from the device.
+  DeviceBuffer<int32_t> index(std::vector<int32_t>{3, 0, 0, 0}), count(std::vector<int32_t>{2});
+  TypedOutput gathered(type(), 4 * D);
+  p.delta = nullptr;
+  p.out = gathered.get();
+  p.row_index = index.get();
+  p.out_rows_device = count.get();
+  p.out_rows = 4;
+  ASSERT_EQ(InvokeResidualRmsNorm(p, nullptr), 0);
+  const auto g = gathered.Download();
+  ExpectNear({g.begin(), g.begin() + D}, {want.begin() + 3 * D, want.begin() + 4 * D}, type(), "gathered row 3");
+  ExpectNear({g.begin() + D, g.begin() + 2 * D}, {want.begin(), want.begin() + D}, type(), "gathered row 0");
+  ExpectNear({g.begin() + 2 * D, g.end()}, std::vector<float>(2 * D, 0.0f), GemmType::kF32, "rows past the count", 0, 0);
+}
+
+TEST_P(CudaOpsTest, BcdtRmsNormNormalisesEachSegment) {
+  for (bool normalize : {true, false}) {
+    const int64_t rows = 4, R = 12, N = 16, ld = R + 2 * N + 3;
+    auto x_dbl = Random(rows * ld, 6, 2.0f);
+    DeviceBuffer<float> d_x(x_dbl);
+    TypedOutput dt_low(type(), rows * R);
+    BcdtRmsNormParams p;
+    p.x_dbl = d_x.get();
+    p.ld_x_dbl = ld;
+    p.dt_low = dt_low.get();
+    p.ld_dt_low = R;
+    p.dt_low_type = type();
+    p.rows = rows;
+    p.dt_rank = R;
+    p.d_state = N;
+    p.normalize = normalize;
+    p.eps = 1e-6f;
+    ASSERT_EQ(InvokeBcdtRmsNorm(p, nullptr), 0);
+    std::vector<float> want = x_dbl;
+    if (normalize) {
+      cpu::RmsNormRows(want.data(), ld, nullptr, want.data(), ld, rows, R, 1e-6f);
+      cpu::RmsNormRows(want.data() + R, ld, nullptr, want.data() + R, ld, rows, N, 1e-6f);
+      cpu::RmsNormRows(want.data() + R + N, ld, nullptr, want.data() + R + N, ld, rows, N, 1e-6f);
+    }
+    std::vector<float> want_dt;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < R; ++j) want_dt.push_back(want[r * ld + j]);
+    auto got = d_x.Download();
+    for (int64_t r = 0; r < rows; ++r)  // dt_low columns of x_dbl are left as they were
+      for (int64_t j = 0; j < R; ++j) got[r * ld + j] = want[r * ld + j] = x_dbl[r * ld + j];
+    ExpectNear(got, want, GemmType::kF32, normalize ? "B/C normalised" : "B/C untouched");
+    ExpectNear(dt_low.Download(), want_dt, type(), "dt_low");
+  }
+}
+
+// Conv state pool of `slots` slots with 2 layers each; the test works on layer 1.
+struct ConvSetup {
+  static constexpr int64_t kLayers = 2;
+  int64_t E, K, slots;
+  int64_t per_layer() const { return E * (K - 1); }
+  int64_t slot_stride() const { return kLayers * per_layer(); }
+};
+
+void RunConvTest(GemmType type, bool decode) {
+  const ConvSetup s{70, 4, 8};
+  const Chunks chunks = decode ? Chunks({1, 1, 1, 1}, {5, -1, 2, 0}, {0, 0, 1, 0})
+                               : Chunks({1, 5, 37, 3, 2}, {4, 0, 2, 7, 1}, {0, 1, 0, 0, 0});
+  const int64_t rows = chunks.rows, E = s.E, K = s.K, ld_x = 2 * E + 5;
+  const auto x = Random(rows * ld_x, 7), weight = Random(E * K, 8, 0.5f), bias = Random(E, 9, 0.5f),
+             x_bias = Random(E, 10, 0.1f);
+  auto pool = Random(s.slots * s.slot_stride(), 11);
+  DeviceBuffer<float> d_x(x), d_w(weight), d_b(bias), d_xb(x_bias), d_pool(pool), out(rows * E);
+  TypedOutput out_gemm(type, rows * E);
+  CausalConv1dParams p;
+  p.x = d_x.get();
+  p.ld_x = ld_x;
+  p.x_bias = d_xb.get();
+  p.weight = d_w.get();
+  p.bias = d_b.get();
+  p.conv_state = d_pool.get() + s.per_layer();  // layer 1
+  p.slot_stride = s.slot_stride();
+  p.chunks = chunks.table();
+  p.out = out.get();
+  p.ld_out = E;
+  p.out_gemm = out_gemm.get();
+  p.ld_out_gemm = E;
+  p.out_gemm_type = type;
+  p.d_inner = E;
+  p.k_conv = static_cast<int>(K);
+  ASSERT_EQ(decode ? InvokeCausalConv1dUpdate(p, nullptr) : InvokeCausalConv1dPrefill(p, nullptr), 0);
+
+  // CPU twin per chunk; the in_proj bias is added to x first, as the CPU backend does.
+  std::vector<float> x_biased(rows * E), want(rows * E);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < E; ++c) x_biased[r * E + c] = x[r * ld_x + c] + x_bias[c];
+  std::vector<float> want_pool = pool;
+  for (size_t i = 0; i < chunks.len.size(); ++i) {
+    std::vector<float> scratch_state(E * (K - 1), 0.0f);
+    float* state = chunks.slot[i] >= 0 ? want_pool.data() + chunks.slot[i] * s.slot_stride() + s.per_layer()
+                                       : scratch_state.data();
+    if (chunks.fresh[i]) std::fill_n(state, E * (K - 1), 0.0f);
+    cpu::CausalConv1dSilu(x_biased.data() + chunks.row_begin[i] * E, E, chunks.len[i], weight.data(), bias.data(), K,
+                          state, want.data() + chunks.row_begin[i] * E, E, 0, E);
+  }
+  ExpectNear(out.Download(), want, GemmType::kF32, "conv out");
+  ExpectNear(out_gemm.Download(), want, type, "conv out (GEMM copy)");
+  ExpectNear(d_pool.Download(), want_pool, GemmType::kF32, "conv state pool", 1e-6, 1e-6);
+}
+
+TEST_P(CudaOpsTest, CausalConv1dPrefillMatchesCpu) { RunConvTest(type(), false); }
+TEST_P(CudaOpsTest, CausalConv1dUpdateMatchesCpu) { RunConvTest(type(), true); }
+
+void RunScanTest(GemmType type, bool decode, int64_t N) {
+  const int64_t E = 40, layers = 2, slots = 8, slot_stride = layers * E * N + 17;
+  const Chunks chunks = decode ? Chunks({1, 1, 1, 1, 1}, {5, -1, 2, 0, 7}, {0, 0, 1, 0, 0})
+                               : Chunks({1, 5, 70, 3}, {4, 0, 2, 7}, {0, 1, 0, 0});
+  const int64_t rows = chunks.rows, ld_bc = 3 + 2 * N + 1, ld_z = 2 * E;
+  const auto x = Random(rows * E, 12), dt_raw = Random(rows * E, 13, 1.0f), dt_bias = Random(E, 14, 0.5f, -4.0f),
+             bc = Random(rows * ld_bc, 15), z = Random(rows * ld_z, 16), z_bias = Random(E, 17, 0.1f),
+             d = Random(E, 18, 0.2f, 1.0f);
+  std::vector<float> a(E * N);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t n = 0; n < N; ++n) a[e * N + n] = -(n + 1.0f) * (1.0f + 0.05f * e);
+  auto pool = Random(slots * slot_stride, 19);
+  DeviceBuffer<float> d_x(x), d_dt(dt_raw), d_dtb(dt_bias), d_bc(bc), d_z(z), d_zb(z_bias), d_a(a), d_d(d), d_pool(pool);
+  TypedOutput y(type, rows * E);
+  SelectiveScanParams p;
+  p.x = d_x.get();
+  p.ld_x = E;
+  p.dt = d_dt.get();
+  p.ld_dt = E;
+  p.dt_bias = d_dtb.get();
+  p.b = d_bc.get() + 3;
+  p.c = d_bc.get() + 3 + N;
+  p.ld_bc = ld_bc;
+  p.z = d_z.get() + E;
+  p.ld_z = ld_z;
+  p.z_bias = d_zb.get();
+  p.a = d_a.get();
+  p.d = d_d.get();
+  p.ssm_state = d_pool.get() + E * N;  // layer 1
+  p.slot_stride = slot_stride;
+  p.chunks = chunks.table();
+  p.y = y.get();
+  p.ld_y = E;
+  p.y_type = type;
+  p.d_inner = E;
+  p.d_state = static_cast<int>(N);
+  ASSERT_EQ(decode ? InvokeSelectiveScanUpdate(p, nullptr) : InvokeSelectiveScanPrefill(p, nullptr), 0);
+
+  std::vector<float> dt(rows * E), zb(rows * E), want(rows * E);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t e = 0; e < E; ++e) {
+      dt[r * E + e] = math::DtSoftplus(dt_raw[r * E + e], dt_bias[e]);
+      zb[r * E + e] = z[r * ld_z + E + e] + z_bias[e];
+    }
+  }
+  std::vector<float> want_pool = pool;
+  for (size_t i = 0; i < chunks.len.size(); ++i) {
+    std::vector<float> scratch_state(E * N, 0.0f);
+    float* state = chunks.slot[i] >= 0 ? want_pool.data() + chunks.slot[i] * slot_stride + E * N : scratch_state.data();
+    if (chunks.fresh[i]) std::fill_n(state, E * N, 0.0f);
+    const int64_t r0 = chunks.row_begin[i];
+    cpu::SelectiveScan(x.data() + r0 * E, dt.data() + r0 * E, bc.data() + r0 * ld_bc + 3, bc.data() + r0 * ld_bc + 3 + N,
+                       ld_bc, a.data(), d.data(), zb.data() + r0 * E, E, chunks.len[i], E, N, state,
+                       want.data() + r0 * E, 0, E);
+  }
+  ExpectNear(y.Download(), want, type, "scan y", 1e-5, 1e-5);
+  ExpectNear(d_pool.Download(), want_pool, GemmType::kF32, "ssm state pool", 1e-5, 1e-5);
+}
+
+TEST_P(CudaOpsTest, SelectiveScanPrefillMatchesCpu) { RunScanTest(type(), false, 16); }
+TEST_P(CudaOpsTest, SelectiveScanUpdateMatchesCpu) { RunScanTest(type(), true, 16); }
+TEST_P(CudaOpsTest, SelectiveScanWithOddStateSize) {
+  RunScanTest(type(), false, 5);
+  RunScanTest(type(), true, 5);
+}
+
+TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
+  const int64_t m = 37, k = 256 + 64;
+  for (int64_t rows : {1, 2, 3, 5, 8}) {
+    const int64_t ldx = k + 8;
+    auto w = Random(m * k, 20), x = Random(rows * ldx, 21);
+    if (type() == GemmType::kBF16) {
+      for (float& v : w) v = RoundBf16(v);
+      for (float& v : x) v = RoundBf16(v);
+    }
+    DeviceBuffer<float> w32(w), x32(x), y(rows * m);
+    DeviceBuffer<uint16_t> w16(ToBf16(w)), x16(ToBf16(x));
+    SkinnyGemmParams p;
+    p.w = type() == GemmType::kF32 ? static_cast<const void*>(w32.get()) : w16.get();
+    p.x = type() == GemmType::kF32 ? static_cast<const void*>(x32.get()) : x16.get();
+    p.ldx = ldx;
+    p.y = y.get();
+    p.ldy = m;
+    p.type = type();
+    p.rows = rows;
+    p.m = m;
+    p.k = k;
+    ASSERT_TRUE(SkinnyGemmSupports(p));
+    ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
+    std::vector<float> want(rows * m);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < m; ++j) {
+        double acc = 0;
+        for (int64_t i = 0; i < k; ++i) acc += double(w[j * k + i]) * x[r * ldx + i];
+        want[r * m + j] = static_cast<float>(acc);
+      }
+    // Inputs are exact in both types and accumulation is fp32 either way.
+    ExpectNear(y.Download(), want, GemmType::kF32, "skinny gemm", 1e-5, 1e-4);
+  }
+  SkinnyGemmParams odd;
+  odd.rows = 1;
+  odd.k = 7;
+  odd.ldx = 7;
+  EXPECT_FALSE(SkinnyGemmSupports(odd));
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaOpsTest, ::testing::Values(GemmType::kF32, GemmType::kBF16),
+                         [](const auto& info) { return info.param == GemmType::kF32 ? "f32" : "bf16"; });
+
+}  // namespace
+}  // namespace mambaserve::kernels
