@@ -42,41 +42,59 @@ struct Vec16<__nv_bfloat16> {
   }
 };
 
+// A block is kWarpsPerBlock warps; `split` warps share one output column, each taking every
+// split-th 16-byte slice of k, so short outputs (x_proj: R+2N = 288 columns) still put enough
+// loads in flight on every SM. Partial sums meet in shared memory.
 template <typename T, int kRows>
-__global__ void SkinnyGemmKernel(SkinnyGemmParams p) {
+__global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
   using V = Vec16<T>;
-  const int lane = threadIdx.x & 31;
-  const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (col >= p.m) return;
-  const T* w = static_cast<const T*>(p.w) + col * p.k;
-  const T* x = static_cast<const T*>(p.x);
+  __shared__ float partial[kWarpsPerBlock][kRows];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int cols_per_block = kWarpsPerBlock / split;
+  const int64_t col = static_cast<int64_t>(blockIdx.x) * cols_per_block + warp / split;
+  const int part = warp % split;
+  const bool active = col < p.m;
   float acc[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
+  if (active) {
+    const T* w = static_cast<const T*>(p.w) + col * p.k;
+    const T* x = static_cast<const T*>(p.x);
+    const int64_t step = static_cast<int64_t>(32) * V::kN * split;
 #pragma unroll 4
-  for (int64_t k0 = static_cast<int64_t>(lane) * V::kN; k0 < p.k; k0 += 32 * V::kN) {
-    float wv[V::kN];
-    V::LoadStreaming(w + k0, wv);
+    for (int64_t k0 = (static_cast<int64_t>(part) * 32 + lane) * V::kN; k0 < p.k; k0 += step) {
+      float wv[V::kN];
+      V::LoadStreaming(w + k0, wv);
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      if (r >= p.rows) break;
-      float xv[V::kN];
-      V::Load(x + r * p.ldx + k0, xv);
+      for (int r = 0; r < kRows; ++r) {
+        if (r >= p.rows) break;
+        float xv[V::kN];
+        V::Load(x + r * p.ldx + k0, xv);
 #pragma unroll
-      for (int i = 0; i < V::kN; ++i) acc[r] = fmaf(wv[i], xv[i], acc[r]);
+        for (int i = 0; i < V::kN; ++i) acc[r] = fmaf(wv[i], xv[i], acc[r]);
+      }
     }
   }
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const float sum = WarpSum(acc[r]);
-    if (lane == r && r < p.rows) p.y[r * p.ldy + col] = sum;
+    if (lane == 0) partial[warp][r] = sum;
+  }
+  __syncthreads();
+  if (active && part == 0 && lane < kRows && lane < p.rows) {
+    float total = 0.0f;
+    for (int s = 0; s < split; ++s) total += partial[warp + s][lane];
+    p.y[lane * p.ldy + col] = total;
   }
 }
 
 template <typename T, int kRows>
 void Launch(const SkinnyGemmParams& p, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((p.m + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  SkinnyGemmKernel<T, kRows><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p);
+  // Few output columns: split k over 2 or 4 warps so at least ~1k warps stream the matrix.
+  const int split = p.m >= 4096 ? 1 : p.m >= 1024 ? 2 : 4;
+  const int cols_per_block = kWarpsPerBlock / split;
+  const unsigned blocks = static_cast<unsigned>((p.m + cols_per_block - 1) / cols_per_block);
+  SkinnyGemmKernel<T, kRows><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p, split);
 }
 
 template <typename T>

@@ -448,6 +448,7 @@ absl::Status CudaBackend::CheckSlot(int slot) const {
 
 absl::Status CudaBackend::ResetSlot(int slot) {
   RETURN_IF_ERROR(CheckSlot(slot));
+  MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
   const int64_t bytes = config_.state_bytes();
   MS_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(reinterpret_cast<char*>(state_pool_) + slot * bytes, 0, bytes, stream_),
                           "ResetSlot");
@@ -456,6 +457,7 @@ absl::Status CudaBackend::ResetSlot(int slot) {
 
 absl::Status CudaBackend::ReadSlot(int slot, std::span<uint8_t> out) {
   RETURN_IF_ERROR(CheckSlot(slot));
+  MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
   const int64_t bytes = config_.state_bytes();
   if (static_cast<int64_t>(out.size()) != bytes) {
     return absl::InvalidArgumentError(absl::StrCat("state buffer is ", out.size(), " bytes, slot holds ", bytes));
@@ -469,6 +471,7 @@ absl::Status CudaBackend::ReadSlot(int slot, std::span<uint8_t> out) {
 
 absl::Status CudaBackend::WriteSlot(int slot, std::span<const uint8_t> in) {
   RETURN_IF_ERROR(CheckSlot(slot));
+  MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
   const int64_t bytes = config_.state_bytes();
   if (static_cast<int64_t>(in.size()) != bytes) {
     return absl::InvalidArgumentError(absl::StrCat("state blob is ", in.size(), " bytes, slot holds ", bytes));
@@ -505,7 +508,12 @@ absl::Status CudaBackend::Forward(const Step& step, StepOutput* out) {
   int rows_out = 0;
   for (size_t i = 0; i < step.sequences.size(); ++i)
     if (step.sequences[i].want_logits) out->row_of_sequence[i] = rows_out++;
-  out->logits.assign(static_cast<size_t>(rows_out) * config_.vocab_size, 0.0f);
+  // Every row is overwritten below: resize, not assign, so a reused StepOutput is not re-zeroed
+  // (at batch 256 x 65k vocab that alone would be 66 MB of writes per step).
+  out->logits.resize(static_cast<size_t>(rows_out) * config_.vocab_size);
+  // The scheduler thread may not be the one that created the backend: the current device is
+  // per thread.
+  MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
 
   // Same packing as the CPU backend: passes of at most max_rows_ rows; a long prompt spans several
   // passes and its state carries through the slot, so memory is constant in prompt length.
@@ -609,6 +617,18 @@ absl::Status CudaBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows
 absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
   auto it = graphs_.find(bucket);
   if (it == graphs_.end()) {
+    // Run the step once eagerly with every row as padding (no state touched, no logits) so lazy
+    // module loading and cuBLAS's first-call setup happen outside the capture.
+    std::vector<int32_t> saved(meta_host_, meta_host_ + meta_.total);
+    std::fill_n(meta_host_ + meta_.slot, bucket, -1);
+    meta_host_[meta_.logit_count] = 0;
+    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+                            "step metadata upload");
+    RETURN_IF_ERROR(EnqueueForward(bucket, bucket, /*decode=*/true, bucket));
+    MS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "graph warm-up");
+    std::copy(saved.begin(), saved.end(), meta_host_);
+    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+                            "step metadata upload");
     MS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture begin");
     const absl::Status enqueued = EnqueueForward(bucket, bucket, /*decode=*/true, bucket);
     cudaGraph_t graph = nullptr;

@@ -325,7 +325,9 @@ TEST_P(CudaOpsTest, SelectiveScanWithOddStateSize) {
 }
 
 TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
-  const int64_t m = 37, k = 256 + 64;
+  const int64_t k = 256 + 64;
+  // m picks the k-split: 4 warps per column below 1024 columns, 2 below 4096, 1 above.
+  for (int64_t m : {37, 1030, 4099})
   for (int64_t rows : {1, 2, 3, 5, 8}) {
     const int64_t ldx = k + 8;
     auto w = Random(m * k, 20), x = Random(rows * ldx, 21);
