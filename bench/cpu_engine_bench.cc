@@ -12,6 +12,7 @@
 #include <random>
 
 #include "engine/backend.h"
+#include "engine/cpu/blas_kernels.h"
 #include "engine/cpu/thread_pool.h"
 #include "engine/random_model.h"
 #include "nlohmann/json.hpp"
@@ -147,6 +148,7 @@ absl::Status Run(int argc, char** argv) {
       {"model", {{"preset", preset}, {"dtype", "f32"}, {"weight_bytes", info.weight_bytes},
                  {"d_model", config->d_model}, {"n_layers", config->n_layers}, {"vocab", config->vocab_size}}},
       {"threads", info.device},
+      {"blas_kernels", BlasCoreName()},
       {"prefill_512_tokens_per_s", prefill_tps},
       {"decode_tokens_per_s", decode},
       {"batch1_achieved_weight_gbs", achieved_gbs},
@@ -167,6 +169,7 @@ absl::Status Run(int argc, char** argv) {
 }  // namespace mambaserve
 
 int main(int argc, char** argv) {
+  mambaserve::ReexecWithFastBlasKernelsIfNeeded(argv);
   absl::Status s = mambaserve::Run(argc, argv);
   if (!s.ok()) {
     std::cerr << "cpu_engine_bench: " << s.message() << "\n";

@@ -3,6 +3,7 @@
 #include <iostream>
 #include <string_view>
 
+#include "engine/cpu/blas_kernels.h"
 #include "tools/commands.h"
 
 namespace {
@@ -26,6 +27,7 @@ void PrintUsage(std::ostream& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  mambaserve::ReexecWithFastBlasKernelsIfNeeded(argv);
   if (argc < 2 || std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "help") {
     PrintUsage(argc < 2 ? std::cerr : std::cout);
     return argc < 2 ? 2 : 0;
