@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(std::shared_ptr<c
   openblas_set_num_threads(1);
 
   auto backend = std::unique_ptr<CpuBackend>(new CpuBackend(c, options));
-  const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv;
+  const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank;
   for (const LayerWeights& w : model->layers) {
     Layer l;
     l.norm = ToF32(w.norm);
