@@ -114,17 +114,34 @@ absl::StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const nlohmann::json& 
   if (!config.is_array()) {
     return absl::InvalidArgumentError("tokenizer.json: added_tokens must be an array");
   }
+  // Ids are assigned the way the reference does when it loads the file (the "id" fields are
+  // only checked there): a spelling already in the model vocabulary keeps the model's id, a
+  // repeated spelling keeps its first id, and a new one gets the next id after the highest
+  // added id, or the model vocabulary size when that is larger.
+  const auto model_size = static_cast<int64_t>(model.id_to_token().size());
+  std::optional<int64_t> max_added_id;
   for (size_t i = 0; i < config.size(); ++i) {
     ASSIGN_OR_RETURN(AddedToken token,
                      ParseToken(config[i], absl::StrCat("added_tokens[", i, "]")));
     if (token.content.empty()) continue;  // ignored by the reference as well
-    // A spelling already in the model vocabulary keeps the model's id.
-    if (const std::optional<int32_t> model_id = model.TokenToId(token.content)) {
-      token.id = *model_id;
+    const auto existing = vocab.by_content_.find(token.content);
+    int64_t id;
+    if (existing != vocab.by_content_.end()) {
+      id = vocab.tokens_[existing->second].id;
+    } else if (const std::optional<int32_t> model_id = model.TokenToId(token.content)) {
+      id = *model_id;
+    } else if (!max_added_id.has_value()) {
+      id = model_size;
+    } else {
+      id = (*max_added_id >= model_size || model_size == 0) ? *max_added_id + 1 : model_size;
     }
-    if (const auto it = vocab.by_content_.find(token.content); it != vocab.by_content_.end()) {
-      token.id = vocab.tokens_[it->second].id;
-      vocab.tokens_[it->second] = token;  // the last definition wins
+    if (id > std::numeric_limits<int32_t>::max()) {
+      return absl::InvalidArgumentError("tokenizer.json: too many added tokens");
+    }
+    token.id = static_cast<int32_t>(id);
+    max_added_id = std::max(max_added_id.value_or(id), id);
+    if (existing != vocab.by_content_.end()) {
+      vocab.tokens_[existing->second] = token;  // the last definition wins
       continue;
     }
     vocab.by_content_[token.content] = vocab.tokens_.size();
