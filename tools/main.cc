@@ -5,6 +5,7 @@
 
 #include "engine/cpu/blas_kernels.h"
 #include "tools/commands.h"
+#include "tools/tokenize_command.h"
 
 namespace {
 
@@ -17,6 +18,7 @@ struct Subcommand {
 constexpr Subcommand kSubcommands[] = {
     {"make-model", mambaserve::RunMakeModelCommand, "write a deterministic random checkpoint (HF layout)"},
     {"eval", mambaserve::RunEvalCommand, "last logits + greedy tokens for a prompt, as JSON"},
+    {"tokenize", mambaserve::RunTokenizeCommand, "text -> token ids (or --decode ids -> text), as JSON"},
 };
 
 void PrintUsage(std::ostream& out) {
