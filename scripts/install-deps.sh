@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
-# Installs the Debian packages mambaserve needs to build, run and test. Idempotent: installs only
-# what is missing, so it is cheap to call from every entry point.
+# Installs the Debian/Ubuntu packages mambaserve needs to build, run and test. Idempotent: installs
+# only what is missing, so it is cheap to call from every entry point, and never touches apt when
+# everything is already present (machines without network access work as long as nothing is
+# missing).
+#   --build-only   only what building the engine, the CUDA module, tests and benchmarks needs
+#                  (what scripts/gpu-check.sh uses; no gRPC / Python packages)
 set -euo pipefail
 
-packages=(
-  build-essential cmake ninja-build ccache pkg-config git
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
-  libopenblas-dev libre2-dev libutf8proc-dev nlohmann-json3-dev
+build_packages=(
+  build-essential cmake ninja-build pkg-config
+  libabsl-dev libopenblas-dev libre2-dev libutf8proc-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+)
+other_packages=(
+  ccache git
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   python3-numpy python3-grpcio python3-protobuf
 )
+
+packages=("${build_packages[@]}")
+[[ "${1:-}" == "--build-only" ]] || packages+=("${other_packages[@]}")
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  echo "install-deps: no dpkg on this system; install the equivalents of: ${packages[*]}" >&2
+  exit 0
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -19,9 +34,15 @@ done
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
   sudo_cmd=()
-  [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo_cmd=(sudo)
+  fi
   export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -qq
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if ! { "${sudo_cmd[@]}" apt-get update -qq &&
+         "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+    echo "install-deps: apt-get failed (offline?); still missing: ${missing[*]}" >&2
+    exit 1
+  fi
 fi
 echo "install-deps: all packages present"

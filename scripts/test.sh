@@ -4,6 +4,7 @@
 #   2. Release build (CPU engine, server, tools, tests, benchmarks)
 #   3. AddressSanitizer + UBSan build of the engine tests, run
 #   4. every CTest test of the Release build (unit, end-to-end, float64 reference comparison)
+#   5. with nvcc present: the CUDA backend module for sm_80/86/89/90 and its tests (GPU ones skip)
 # Prints the time each phase took. Exit status is non-zero if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,3 +36,17 @@ phase "build (sanitizers)" cmake --build build/asan -j "$jobs" --target \
   engine_model_loading_test engine_cpu_backend_test safetensors_fuzz
 phase "test (sanitizers)" ctest --test-dir build/asan -j "$jobs" --output-on-failure -R '^(ModelLoading|Safetensors|DType|BothModelTypes|MixerOps|safetensors_fuzz)'
 phase "test (release)" ctest --test-dir build/cpu -j "$jobs" --output-on-failure
+
+# The CUDA backend module, compiled for sm_80/86/89/90 whenever nvcc is present (no GPU needed):
+# its tests run here, the GPU ones skipping with the reason; scripts/gpu-check.sh runs them on a GPU.
+nvcc=${CUDACXX:-/usr/local/cuda/bin/nvcc}
+if [[ -x "$nvcc" ]]; then
+  phase "configure (cuda)" cmake --preset cuda -DCMAKE_CUDA_COMPILER="$nvcc" -DMAMBASERVE_BUILD_TESTS=ON
+  phase "build (cuda module)" cmake --build build/cuda -j "$jobs" --target \
+    mambaserve mambaserve_cuda cuda_bench kernels_math_test kernels_cuda_ops_test engine_cuda_backend_test \
+    engine_backend_factory_test
+  phase "test (cuda, gpu tests skip)" ctest --test-dir build/cuda -j "$jobs" --output-on-failure \
+    -R '^(MambaMath|BackendFactory|CudaGraphBucket|Types/CudaOps|Models/CudaVsCpu|CudaBackend)'
+else
+  echo "==== no nvcc at $nvcc: CUDA module not built"
+fi

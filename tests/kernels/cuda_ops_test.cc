@@ -21,6 +21,10 @@
 #include "tests/testing/cuda_test_util.h"
 
 namespace mambaserve::kernels {
+
+// For gtest's parameter names (found by ADL, so outside the anonymous namespace).
+void PrintTo(GemmType t, std::ostream* os) { *os << (t == GemmType::kF32 ? "f32" : "bf16"); }
+
 namespace {
 
 using testing::DeviceBuffer;
@@ -97,8 +101,6 @@ struct Chunks {
   }
   std::unique_ptr<DeviceBuffer<int32_t>> d_row_begin, d_len, d_slot, d_fresh;
 };
-
-void PrintTo(GemmType t, std::ostream* os) { *os << (t == GemmType::kF32 ? "f32" : "bf16"); }
 
 class CudaOpsTest : public ::testing::TestWithParam<GemmType> {
  protected:
