@@ -27,7 +27,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
 
 struct Flags {
   std::string out = "bench/results/cuda.json";
@@ -116,7 +118,8 @@ double MeasureCopyBandwidth() {
 }
 
 // Runs decode steps at batch `batch` for about `seconds`; returns tokens/s (all sequences).
-absl::StatusOr<double> DecodeThroughput(CudaBackend& backend, int batch, double seconds, int min_steps = 8) {
+absl::StatusOr<double> DecodeThroughput(CudaBackend& backend, int batch, double seconds,
+                                        int min_steps = 8) {
   Step prefill, decode;
   std::vector<std::vector<int32_t>> prompts(batch), tokens(batch);
   for (int i = 0; i < batch; ++i) {
@@ -149,13 +152,16 @@ absl::Status Run(const Flags& flags) {
   nlohmann::json j;
   const int64_t used_before = DeviceUsed();
   const auto t_load = Clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend, CudaBackend::CreateRandom(config, DType::kBF16, options, 1));
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,
+                   CudaBackend::CreateRandom(config, DType::kBF16, options, 1));
   const BackendInfo info = backend->info();
   j["device"] = info.device;
-  j["model"] = {{"shape", "falcon-mamba-7b"}, {"layers", config.n_layers}, {"d_model", config.d_model},
-                {"d_inner", config.d_inner}, {"d_state", config.d_state}, {"dt_rank", config.dt_rank},
-                {"vocab", config.vocab_size}, {"weight_dtype", "bf16"}, {"weight_bytes", info.weight_bytes},
-                {"state_bytes_per_slot", info.state_bytes_per_slot}};
+  j["model"] = {
+      {"shape", "falcon-mamba-7b"},        {"layers", config.n_layers},
+      {"d_model", config.d_model},         {"d_inner", config.d_inner},
+      {"d_state", config.d_state},         {"dt_rank", config.dt_rank},
+      {"vocab", config.vocab_size},        {"weight_dtype", "bf16"},
+      {"weight_bytes", info.weight_bytes}, {"state_bytes_per_slot", info.state_bytes_per_slot}};
   j["load_seconds"] = Seconds(t_load);
   j["device_memory_after_load_bytes"] = DeviceUsed() - used_before;
   j["num_slots"] = info.num_slots;
@@ -168,11 +174,13 @@ absl::Status Run(const Flags& flags) {
   cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device);
   const double peak_attr = 2.0 * mem_khz * 1e3 * bus_bits / 8.0;
   const double copy_bw = MeasureCopyBandwidth();
-  j["bandwidth"] = {{"peak_from_attributes_gbps", peak_attr / 1e9}, {"device_copy_gbps", copy_bw / 1e9}};
+  j["bandwidth"] = {{"peak_from_attributes_gbps", peak_attr / 1e9},
+                    {"device_copy_gbps", copy_bw / 1e9}};
   // Bytes one batch-1 decode token streams: every weight except the embedding table (one row is
   // read) and the slot's state read + written.
   const int64_t embedding_bytes = config.vocab_size * config.d_model * 2;
-  const double bytes_per_token = static_cast<double>(info.weight_bytes - embedding_bytes) + 2.0 * info.state_bytes_per_slot;
+  const double bytes_per_token =
+      static_cast<double>(info.weight_bytes - embedding_bytes) + 2.0 * info.state_bytes_per_slot;
   const double peak = std::max(peak_attr, copy_bw);
 
   nlohmann::json decode = nlohmann::json::array();
@@ -195,10 +203,12 @@ absl::Status Run(const Flags& flags) {
   // Batch-1 variants: the skinny GEMM off (cuBLAS only), graphs off.
   nlohmann::json variants;
   backend->set_use_skinny_gemm(false);
-  ASSIGN_OR_RETURN(variants["batch1_cublas_only_tokens_per_s"], DecodeThroughput(*backend, 1, flags.seconds / 2));
+  ASSIGN_OR_RETURN(variants["batch1_cublas_only_tokens_per_s"],
+                   DecodeThroughput(*backend, 1, flags.seconds / 2));
   backend->set_use_skinny_gemm(true);
   backend->set_use_graphs(false);
-  ASSIGN_OR_RETURN(variants["batch1_no_graphs_tokens_per_s"], DecodeThroughput(*backend, 1, flags.seconds / 2));
+  ASSIGN_OR_RETURN(variants["batch1_no_graphs_tokens_per_s"],
+                   DecodeThroughput(*backend, 1, flags.seconds / 2));
   backend->set_use_graphs(true);
   j["decode_variants"] = variants;
 
@@ -228,7 +238,8 @@ absl::Status Run(const Flags& flags) {
     auto peak_over = [&](int prefill_total, int decode_steps) -> absl::StatusOr<int64_t> {
       int64_t peak_used = DeviceUsed();
       std::vector<int32_t> chunk(2048);
-      for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<int32_t>((i * 31) % config.vocab_size);
+      for (size_t i = 0; i < chunk.size(); ++i)
+        chunk[i] = static_cast<int32_t>((i * 31) % config.vocab_size);
       StepOutput out;
       bool fresh = true;
       for (int done = 0; done < prefill_total;) {
@@ -256,7 +267,8 @@ absl::Status Run(const Flags& flags) {
                    {"peak_device_used_bytes_long", long_peak},
                    {"long_tokens", flags.long_tokens},
                    {"equal", short_peak == long_peak}};
-    std::cerr << "memory: 1k tokens " << short_peak << " B, " << flags.long_tokens << " tokens " << long_peak << " B\n";
+    std::cerr << "memory: 1k tokens " << short_peak << " B, " << flags.long_tokens << " tokens "
+              << long_peak << " B\n";
   }
   j["targets"] = {{"batch1_fraction_of_roofline", 0.8}, {"batch256_tokens_per_s", 20000}};
   j["stats"] = {{"graph_captures", backend->stats().graph_captures},
@@ -278,8 +290,9 @@ absl::Status Run(const Flags& flags) {
 int main(int argc, char** argv) {
   mambaserve::Flags flags;
   if (!mambaserve::ParseFlags(argc, argv, &flags)) {
-    std::cerr << "usage: cuda_bench [--out PATH] [--layers N] [--batches 1,8,64,256] [--prefill-tokens N]"
-                 " [--long-tokens N] [--seconds S]\n";
+    std::cerr
+        << "usage: cuda_bench [--out PATH] [--layers N] [--batches 1,8,64,256] [--prefill-tokens N]"
+           " [--long-tokens N] [--seconds S]\n";
     return 2;
   }
   const absl::Status status = mambaserve::Run(flags);

@@ -13,8 +13,8 @@ struct BcdtRmsNormParams {
   int64_t ld_dt_low = 0;
   GemmType dt_low_type = GemmType::kF32;
   int64_t rows = 0;
-  int64_t dt_rank = 0;  // R
-  int64_t d_state = 0;  // N
+  int64_t dt_rank = 0;    // R
+  int64_t d_state = 0;    // N
   bool normalize = true;  // false (Mamba-1): only the dt_low copy
   float eps = 1e-6f;
 };

@@ -86,7 +86,8 @@ __global__ void CausalConv1dUpdateKernel(CausalConv1dParams p) {
 
 LaunchResult InvokeCausalConv1dPrefill(const CausalConv1dParams& p, cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
-  if (p.k_conv < 2 || p.k_conv > kMaxConvWidth) return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  if (p.k_conv < 2 || p.k_conv > kMaxConvWidth)
+    return static_cast<LaunchResult>(cudaErrorInvalidValue);
   const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
                   static_cast<unsigned>(p.chunks.num_chunks));
   const dim3 block(kChannels, kSlices);
@@ -97,7 +98,8 @@ LaunchResult InvokeCausalConv1dPrefill(const CausalConv1dParams& p, cudaStream_t
 
 LaunchResult InvokeCausalConv1dUpdate(const CausalConv1dParams& p, cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
-  if (p.k_conv < 2 || p.k_conv > kMaxConvWidth) return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  if (p.k_conv < 2 || p.k_conv > kMaxConvWidth)
+    return static_cast<LaunchResult>(cudaErrorInvalidValue);
   // 128 channels per block: enough blocks for a batch-1 step of a small model to spread over SMs.
   constexpr int kThreads = 128;
   const dim3 grid(static_cast<unsigned>((p.d_inner + kThreads - 1) / kThreads),

@@ -25,7 +25,9 @@ __device__ __forceinline__ float ToF32(__nv_bfloat16 v) { return __bfloat162floa
 template <typename T>
 __device__ __forceinline__ T FromF32(float v);
 template <>
-__device__ __forceinline__ float FromF32<float>(float v) { return v; }
+__device__ __forceinline__ float FromF32<float>(float v) {
+  return v;
+}
 // Round to nearest even, as torch's .to(torch.bfloat16) and the host's F32ToBf16.
 template <>
 __device__ __forceinline__ __nv_bfloat16 FromF32<__nv_bfloat16>(float v) {
@@ -54,15 +56,15 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch) {
 inline LaunchResult LastLaunchResult() { return static_cast<LaunchResult>(cudaGetLastError()); }
 
 // Dispatches a GemmType to a template taking the element type.
-#define MS_DISPATCH_GEMM_TYPE(type, T, ...)            \
-  [&] {                                                \
+#define MS_DISPATCH_GEMM_TYPE(type, T, ...)                 \
+  [&] {                                                     \
     if ((type) == ::mambaserve::kernels::GemmType::kBF16) { \
-      using T = __nv_bfloat16;                         \
-      return __VA_ARGS__();                            \
-    } else {                                           \
-      using T = float;                                 \
-      return __VA_ARGS__();                            \
-    }                                                  \
+      using T = __nv_bfloat16;                              \
+      return __VA_ARGS__();                                 \
+    } else {                                                \
+      using T = float;                                      \
+      return __VA_ARGS__();                                 \
+    }                                                       \
   }()
 
 }  // namespace mambaserve::kernels

@@ -7,9 +7,9 @@
 namespace mambaserve::kernels {
 
 enum class FillKind : int {
-  kNormal = 0,    // mean + scale * N(0, 1)
-  kUniform = 1,   // mean + scale * U(-1, 1)
-  kNegArange = 2, // -(i % period + 1): S4D-real A = -exp(A_log)
+  kNormal = 0,     // mean + scale * N(0, 1)
+  kUniform = 1,    // mean + scale * U(-1, 1)
+  kNegArange = 2,  // -(i % period + 1): S4D-real A = -exp(A_log)
 };
 
 struct FillParams {

@@ -21,7 +21,8 @@ inline int GemmTypeSize(GemmType t) { return t == GemmType::kF32 ? 4 : 2; }
 struct ChunkTable {
   const int32_t* row_begin = nullptr;
   const int32_t* len = nullptr;
-  const int32_t* slot = nullptr;   // state slot; -1 marks a padding row (state neither read nor written)
+  const int32_t* slot =
+      nullptr;  // state slot; -1 marks a padding row (state neither read nor written)
   const int32_t* fresh = nullptr;  // 1: the sequence starts here, its previous state counts as zero
   int num_chunks = 0;
 };

@@ -36,7 +36,8 @@ MS_HOST_DEVICE float GatedOutput(float y_state, float d, float x, float z) {
 }
 
 // One selective-scan step for channel state h[N]:
-//   h = exp(dt*A) * h + (dt*x) * B;  returns y = h . C   (D*x and the gate are applied by the caller)
+//   h = exp(dt*A) * h + (dt*x) * B;  returns y = h . C   (D*x and the gate are applied by the
+//   caller)
 MS_HOST_DEVICE float ScanStep(float* h, const float* a, const float* b, const float* c, float dt,
                               float x, int n_state) {
   const float dt_x = dt * x;

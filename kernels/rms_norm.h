@@ -8,11 +8,11 @@
 namespace mambaserve::kernels {
 
 struct ResidualRmsNormParams {
-  float* residual = nullptr;         // [rows][dim] fp32
-  const float* delta = nullptr;      // [rows][dim] fp32 mixer output to add first, or nullptr
-  const float* delta_bias = nullptr; // [dim] out_proj bias added with delta, or nullptr
-  const float* weight = nullptr;     // [dim]
-  void* out = nullptr;               // [out_rows][dim] in out_type
+  float* residual = nullptr;          // [rows][dim] fp32
+  const float* delta = nullptr;       // [rows][dim] fp32 mixer output to add first, or nullptr
+  const float* delta_bias = nullptr;  // [dim] out_proj bias added with delta, or nullptr
+  const float* weight = nullptr;      // [dim]
+  void* out = nullptr;                // [out_rows][dim] in out_type
   GemmType out_type = GemmType::kF32;
   // Gather mode (norm_f before lm_head): output row i normalises residual row row_index[i] and
   // the residual is not written back. nullptr: output row r is residual row r, and the sum

@@ -10,23 +10,23 @@
 namespace mambaserve::kernels {
 
 struct SelectiveScanParams {
-  const float* x = nullptr;        // [rows][ld_x] conv output
+  const float* x = nullptr;  // [rows][ld_x] conv output
   int64_t ld_x = 0;
-  const float* dt = nullptr;       // [rows][ld_dt] dt_proj output before bias and softplus
+  const float* dt = nullptr;  // [rows][ld_dt] dt_proj output before bias and softplus
   int64_t ld_dt = 0;
   const float* dt_bias = nullptr;  // [E]
   const float* b = nullptr;        // [rows][ld_bc], N values per row
   const float* c = nullptr;        // [rows][ld_bc], N values per row
   int64_t ld_bc = 0;
-  const float* z = nullptr;        // [rows][ld_z] gate input (the z half of in_proj's output)
+  const float* z = nullptr;  // [rows][ld_z] gate input (the z half of in_proj's output)
   int64_t ld_z = 0;
-  const float* z_bias = nullptr;   // [E] in_proj bias of the z half, or nullptr
-  const float* a = nullptr;        // [E][N] = -exp(A_log)
-  const float* d = nullptr;        // [E]
-  float* ssm_state = nullptr;      // this layer's [E][N] in slot 0; slot s at + s * slot_stride
+  const float* z_bias = nullptr;  // [E] in_proj bias of the z half, or nullptr
+  const float* a = nullptr;       // [E][N] = -exp(A_log)
+  const float* d = nullptr;       // [E]
+  float* ssm_state = nullptr;     // this layer's [E][N] in slot 0; slot s at + s * slot_stride
   int64_t slot_stride = 0;
   ChunkTable chunks;
-  void* y = nullptr;               // [rows][ld_y] gated output, in the out_proj GEMM's dtype
+  void* y = nullptr;  // [rows][ld_y] gated output, in the out_proj GEMM's dtype
   int64_t ld_y = 0;
   GemmType y_type = GemmType::kF32;
   int64_t d_inner = 0;  // E

@@ -12,7 +12,7 @@
 
 namespace mambaserve::kernels::scan_impl {
 
-constexpr int kChannels = 32;  // channels per block: 128-byte rows of x/dt/z per token
+constexpr int kChannels = 32;    // channels per block: 128-byte rows of x/dt/z per token
 constexpr int kTileTokens = 32;  // prefill tokens staged in shared memory per iteration
 
 inline int LanesPerChannel(int n) {
@@ -22,7 +22,8 @@ inline int LanesPerChannel(int n) {
 }
 
 __device__ __forceinline__ float GroupSum(float v, int lanes) {
-  for (int offset = lanes >> 1; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  for (int offset = lanes >> 1; offset > 0; offset >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 
@@ -46,7 +47,8 @@ __global__ void SelectiveScanPrefillKernel(SelectiveScanParams p, int lanes) {
   const int64_t len = p.chunks.len[chunk];
   const int slot = p.chunks.slot[chunk];
   const bool has_state = slot >= 0 && p.chunks.fresh[chunk] == 0;
-  float* state = slot >= 0 && lane_active ? p.ssm_state + slot * p.slot_stride + ch * N + n : nullptr;
+  float* state =
+      slot >= 0 && lane_active ? p.ssm_state + slot * p.slot_stride + ch * N + n : nullptr;
 
   float h = has_state && lane_active ? *state : 0.0f;
   const float a = lane_active ? p.a[ch * N + n] : 0.0f;
@@ -82,7 +84,8 @@ __global__ void SelectiveScanPrefillKernel(SelectiveScanParams p, int lanes) {
         contrib = h * cs[t][n];
       }
       const float y_state = GroupSum(contrib, lanes);
-      if (n == 0 && ch < p.d_inner) ys[t][local_ch] = math::GatedOutput(y_state, d, xs[t][local_ch], zs[t][local_ch]);
+      if (n == 0 && ch < p.d_inner)
+        ys[t][local_ch] = math::GatedOutput(y_state, d, xs[t][local_ch], zs[t][local_ch]);
     }
     __syncthreads();
     for (int i = threadIdx.x; i < kTileTokens * kChannels; i += blockDim.x) {
@@ -109,7 +112,8 @@ __global__ void SelectiveScanUpdateKernel(SelectiveScanParams p, int lanes) {
   const bool lane_active = n < N;
   const int slot = p.chunks.slot[row];
   const bool has_state = slot >= 0 && p.chunks.fresh[row] == 0;
-  float* state = slot >= 0 && lane_active ? p.ssm_state + slot * p.slot_stride + ch * N + n : nullptr;
+  float* state =
+      slot >= 0 && lane_active ? p.ssm_state + slot * p.slot_stride + ch * N + n : nullptr;
 
   const float x = p.x[row * p.ld_x + ch];
   const float dt = math::DtSoftplus(p.dt[row * p.ld_dt + ch], p.dt_bias[ch]);
@@ -120,9 +124,11 @@ __global__ void SelectiveScanUpdateKernel(SelectiveScanParams p, int lanes) {
     if (state != nullptr) *state = h;
     contrib = h * p.c[row * p.ld_bc + n];
   }
-  const unsigned group_mask = lanes == 32 ? 0xffffffffu : (((1u << lanes) - 1u) << ((threadIdx.x & 31) / lanes * lanes));
+  const unsigned group_mask =
+      lanes == 32 ? 0xffffffffu : (((1u << lanes) - 1u) << ((threadIdx.x & 31) / lanes * lanes));
   float y_state = contrib;
-  for (int offset = lanes >> 1; offset > 0; offset >>= 1) y_state += __shfl_xor_sync(group_mask, y_state, offset);
+  for (int offset = lanes >> 1; offset > 0; offset >>= 1)
+    y_state += __shfl_xor_sync(group_mask, y_state, offset);
   if (n == 0) {
     const float z = p.z[row * p.ld_z + ch] + (p.z_bias != nullptr ? p.z_bias[ch] : 0.0f);
     static_cast<T*>(p.y)[row * p.ld_y + ch] = FromF32<T>(math::GatedOutput(y_state, p.d[ch], x, z));
@@ -132,7 +138,8 @@ __global__ void SelectiveScanUpdateKernel(SelectiveScanParams p, int lanes) {
 template <typename T>
 LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
-  if (p.d_state < 1 || p.d_state > math::kMaxStateSize) return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  if (p.d_state < 1 || p.d_state > math::kMaxStateSize)
+    return static_cast<LaunchResult>(cudaErrorInvalidValue);
   const int lanes = LanesPerChannel(p.d_state);
   const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
                   static_cast<unsigned>(p.chunks.num_chunks));
@@ -143,7 +150,8 @@ LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
 template <typename T>
 LaunchResult LaunchUpdate(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
-  if (p.d_state < 1 || p.d_state > math::kMaxStateSize) return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  if (p.d_state < 1 || p.d_state > math::kMaxStateSize)
+    return static_cast<LaunchResult>(cudaErrorInvalidValue);
   const int lanes = LanesPerChannel(p.d_state);
   const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
                   static_cast<unsigned>(p.chunks.num_chunks));

@@ -14,11 +14,17 @@ struct Vec16<float> {
   static constexpr int kN = 4;
   __device__ static void Load(const float* p, float* out) {
     const float4 v = *reinterpret_cast<const float4*>(p);
-    out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+    out[0] = v.x;
+    out[1] = v.y;
+    out[2] = v.z;
+    out[3] = v.w;
   }
   __device__ static void LoadStreaming(const float* p, float* out) {
     const float4 v = __ldcs(reinterpret_cast<const float4*>(p));
-    out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+    out[0] = v.x;
+    out[1] = v.y;
+    out[2] = v.z;
+    out[3] = v.w;
   }
 };
 template <>
@@ -102,10 +108,15 @@ void LaunchRows(const SkinnyGemmParams& p, cudaStream_t stream) {
   // Row counts are compile-time so the accumulators stay in registers; 1, 2, 4, 8 cover the
   // decode buckets, other counts use the next size up with the extra rows skipped.
   switch (p.rows) {
-    case 1: return Launch<T, 1>(p, stream);
-    case 2: return Launch<T, 2>(p, stream);
-    case 3: case 4: return Launch<T, 4>(p, stream);
-    default: return Launch<T, 8>(p, stream);
+    case 1:
+      return Launch<T, 1>(p, stream);
+    case 2:
+      return Launch<T, 2>(p, stream);
+    case 3:
+    case 4:
+      return Launch<T, 4>(p, stream);
+    default:
+      return Launch<T, 8>(p, stream);
   }
 }
 

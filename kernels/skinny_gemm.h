@@ -14,7 +14,7 @@ struct SkinnyGemmParams {
   const void* w = nullptr;  // [m][k] row-major, 16-byte aligned
   const void* x = nullptr;  // [rows][ldx], same element type as w, 16-byte aligned rows
   int64_t ldx = 0;
-  float* y = nullptr;       // [rows][ldy] fp32
+  float* y = nullptr;  // [rows][ldy] fp32
   int64_t ldy = 0;
   GemmType type = GemmType::kBF16;
   int64_t rows = 0;  // at most kSkinnyGemmMaxRows
@@ -25,7 +25,9 @@ struct SkinnyGemmParams {
 // Whether InvokeSkinnyGemm handles these shapes (alignment of k and ldx to the 16-byte vector).
 inline bool SkinnyGemmSupports(const SkinnyGemmParams& p) {
   const int64_t vec = p.type == GemmType::kBF16 ? 8 : 4;
-  const auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
+  const auto aligned = [](const void* ptr) {
+    return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0;
+  };
   return p.rows >= 1 && p.rows <= kSkinnyGemmMaxRows && p.k % vec == 0 && p.ldx % vec == 0 &&
          aligned(p.w) && aligned(p.x);
 }

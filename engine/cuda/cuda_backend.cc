@@ -28,7 +28,8 @@ using cuda::CudaStatus;
 using cuda::LaunchStatus;
 using kernels::GemmType;
 
-constexpr int64_t kAlign = 256;  // cudaMalloc's own alignment: keeps every sub-buffer vector-aligned
+constexpr int64_t kAlign =
+    256;  // cudaMalloc's own alignment: keeps every sub-buffer vector-aligned
 constexpr int64_t kMiB = 1 << 20;
 // cuBLAS needs a fixed workspace to be capturable in a graph; 32 MiB is what it asks for on Hopper.
 constexpr int64_t kCublasWorkspaceBytes = 32 * kMiB;
@@ -41,7 +42,8 @@ constexpr int kMaxLogitsRowsPerGemm = 256;
 int64_t AlignUp(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 std::string Bytes(int64_t bytes) {
-  if (bytes >= (int64_t{1} << 30)) return absl::StrFormat("%.2f GiB", bytes / double(int64_t{1} << 30));
+  if (bytes >= (int64_t{1} << 30))
+    return absl::StrFormat("%.2f GiB", bytes / double(int64_t{1} << 30));
   return absl::StrFormat("%.1f MiB", bytes / double(kMiB));
 }
 
@@ -72,7 +74,8 @@ cudaDataType_t CudaType(GemmType t) { return t == GemmType::kBF16 ? CUDA_R_16BF 
 
 }  // namespace
 
-CudaBackend::CudaBackend(const ModelConfig& config, const BackendOptions& options, DType weight_dtype)
+CudaBackend::CudaBackend(const ModelConfig& config, const BackendOptions& options,
+                         DType weight_dtype)
     : config_(config),
       options_(options),
       weight_dtype_(weight_dtype),
@@ -96,20 +99,20 @@ CudaBackend::~CudaBackend() {
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::shared_ptr<const Model> model,
                                                                  const BackendOptions& options) {
   const ModelConfig& c = model->config;
-  auto backend = std::unique_ptr<CudaBackend>(new CudaBackend(c, options, ResolveWeightDType(*model, options)));
+  auto backend = std::unique_ptr<CudaBackend>(
+      new CudaBackend(c, options, ResolveWeightDType(*model, options)));
   RETURN_IF_ERROR(backend->Init(options.gpu_device));
   const LayerWeights& l0 = model->layers.front();
   RETURN_IF_ERROR(backend->AllocateWeights(l0.in_proj_bias != nullptr, l0.conv1d_bias != nullptr,
-                                           l0.out_proj_bias != nullptr, model->lm_head == model->embeddings));
+                                           l0.out_proj_bias != nullptr,
+                                           model->lm_head == model->embeddings));
   RETURN_IF_ERROR(backend->UploadWeights(*model));
   RETURN_IF_ERROR(backend->AllocateScratchAndPool());
   return backend;
 }
 
-absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::CreateRandom(const ModelConfig& config,
-                                                                       DType weight_dtype,
-                                                                       const BackendOptions& options,
-                                                                       uint64_t seed) {
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::CreateRandom(
+    const ModelConfig& config, DType weight_dtype, const BackendOptions& options, uint64_t seed) {
   auto backend = std::unique_ptr<CudaBackend>(
       new CudaBackend(config, options, weight_dtype == DType::kBF16 ? DType::kBF16 : DType::kF32));
   RETURN_IF_ERROR(backend->Init(options.gpu_device));
@@ -133,36 +136,42 @@ absl::Status CudaBackend::Init(int device) {
                                                    " unsupported (1..", math::kMaxStateSize, ")"));
   }
   if (c.d_model > 8192) {
-    return absl::InvalidArgumentError(absl::StrCat("CUDA backend: hidden size ", c.d_model, " unsupported (at most 8192)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA backend: hidden size ", c.d_model, " unsupported (at most 8192)"));
   }
   if (options_.max_tokens_per_pass > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("CUDA backend: max_tokens_per_pass ",
                                                    options_.max_tokens_per_pass, " exceeds 65535"));
   }
   if (options_.gpu_memory_fraction <= 0.0 || options_.gpu_memory_fraction > 1.0) {
-    return absl::InvalidArgumentError(absl::StrCat("gpu_memory_fraction ", options_.gpu_memory_fraction,
-                                                   " must be in (0, 1]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu_memory_fraction ", options_.gpu_memory_fraction, " must be in (0, 1]"));
   }
   int count = 0;
   MS_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
   if (device < 0 || device >= count) {
-    return absl::InvalidArgumentError(absl::StrCat("gpu_device ", device, " out of range: ", count, " device(s)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu_device ", device, " out of range: ", count, " device(s)"));
   }
   device_ = device;
   MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device), absl::StrCat("cudaSetDevice(", device, ")"));
   cudaDeviceProp prop;
   MS_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
   device_total_ = static_cast<int64_t>(prop.totalGlobalMem);
-  device_name_ = absl::StrCat(prop.name, " (sm_", prop.major, prop.minor, ", ", Bytes(device_total_), ")");
-  MS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  device_name_ =
+      absl::StrCat(prop.name, " (sm_", prop.major, prop.minor, ", ", Bytes(device_total_), ")");
+  MS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                          "cudaStreamCreate");
   RETURN_IF_ERROR(CublasStatus(cublasCreate(&cublas_), "cublasCreate"));
   RETURN_IF_ERROR(CublasStatus(cublasSetStream(cublas_, stream_), "cublasSetStream"));
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::AllocateWeights(bool has_in_bias, bool has_conv_bias, bool has_out_bias, bool tied) {
+absl::Status CudaBackend::AllocateWeights(bool has_in_bias, bool has_conv_bias, bool has_out_bias,
+                                          bool tied) {
   const ModelConfig& c = config_;
-  const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv, V = c.vocab_size;
+  const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv,
+                V = c.vocab_size;
   const int64_t esize = kernels::GemmTypeSize(gemm_type_);
   layers_.assign(static_cast<size_t>(c.n_layers), Layer{});
   auto layout = [&](char* base) {
@@ -198,9 +207,9 @@ absl::Status CudaBackend::AllocateWeights(bool has_in_bias, bool has_conv_bias, 
     cudaGetLastError();
     weight_arena_ = nullptr;
     return absl::ResourceExhaustedError(absl::StrCat(
-        "CUDA backend: cannot allocate ", Bytes(weight_bytes_), " for the ", DTypeName(weight_dtype_),
-        " weights on ", device_name_, ": ", Bytes(free_bytes), " free of ", Bytes(total_bytes), " (",
-        cudaGetErrorString(err), ")"));
+        "CUDA backend: cannot allocate ", Bytes(weight_bytes_), " for the ",
+        DTypeName(weight_dtype_), " weights on ", device_name_, ": ", Bytes(free_bytes),
+        " free of ", Bytes(total_bytes), " (", cudaGetErrorString(err), ")"));
   }
   layout(static_cast<char*>(weight_arena_));
   return absl::OkStatus();
@@ -230,8 +239,8 @@ absl::Status UploadTensor(const TensorView& tensor, void* dst, GemmType type) {
       src = bf16.data();
       out_size = 2;
     }
-    RETURN_IF_ERROR(CudaStatus(cudaMemcpy(static_cast<char*>(dst) + i0 * out_size, src, count * out_size,
-                                          cudaMemcpyHostToDevice),
+    RETURN_IF_ERROR(CudaStatus(cudaMemcpy(static_cast<char*>(dst) + i0 * out_size, src,
+                                          count * out_size, cudaMemcpyHostToDevice),
                                absl::StrCat("upload of ", tensor.name)));
   }
   return absl::OkStatus();
@@ -244,7 +253,9 @@ absl::Status CudaBackend::UploadWeights(const Model& model) {
     if (t == nullptr || dst == nullptr) return absl::OkStatus();
     return UploadTensor(*t, dst, GemmType::kF32);
   };
-  auto mat = [&](const TensorView* t, const Matrix& m) { return UploadTensor(*t, m.data, gemm_type_); };
+  auto mat = [&](const TensorView* t, const Matrix& m) {
+    return UploadTensor(*t, m.data, gemm_type_);
+  };
   RETURN_IF_ERROR(mat(model.embeddings, embeddings_));
   for (size_t i = 0; i < layers_.size(); ++i) {
     const LayerWeights& w = model.layers[i];
@@ -261,7 +272,8 @@ absl::Status CudaBackend::UploadWeights(const Model& model) {
     std::vector<float> a(static_cast<size_t>(w.a_log->numel()));
     ConvertToF32(w.a_log->dtype, w.a_log->data, a.size(), a.data());
     for (float& v : a) v = static_cast<float>(-std::exp(double{v}));
-    MS_CUDA_RETURN_IF_ERROR(cudaMemcpy(l.a, a.data(), a.size() * 4, cudaMemcpyHostToDevice), "upload of A");
+    MS_CUDA_RETURN_IF_ERROR(cudaMemcpy(l.a, a.data(), a.size() * 4, cudaMemcpyHostToDevice),
+                            "upload of A");
     RETURN_IF_ERROR(vec(w.d, l.d));
     RETURN_IF_ERROR(mat(w.out_proj, l.out_proj));
     RETURN_IF_ERROR(vec(w.out_proj_bias, l.out_proj_bias));
@@ -273,7 +285,8 @@ absl::Status CudaBackend::UploadWeights(const Model& model) {
 
 absl::Status CudaBackend::FillRandomWeights(uint64_t seed) {
   const ModelConfig& c = config_;
-  const double D = double(c.d_model), E = double(c.d_inner), R = double(c.dt_rank), K = double(c.d_conv);
+  const double D = double(c.d_model), E = double(c.d_inner), R = double(c.dt_rank),
+               K = double(c.d_conv);
   uint64_t counter = 0;
   auto fill = [&](void* out, GemmType type, int64_t count, kernels::FillKind kind, double mean,
                   double scale) -> absl::Status {
@@ -301,11 +314,12 @@ absl::Status CudaBackend::FillRandomWeights(uint64_t seed) {
     RETURN_IF_ERROR(fill(l.norm, f32, c.d_model, FillKind::kNormal, 1.0, 0.1));
     RETURN_IF_ERROR(mat(l.in_proj, 1.0 / std::sqrt(D)));
     RETURN_IF_ERROR(fill(l.in_proj_bias, f32, 2 * c.d_inner, FillKind::kNormal, 0.0, 0.02));
-    RETURN_IF_ERROR(fill(l.conv_weight, f32, c.d_inner * c.d_conv, FillKind::kUniform, 0.0, 1.0 / std::sqrt(K)));
+    RETURN_IF_ERROR(fill(l.conv_weight, f32, c.d_inner * c.d_conv, FillKind::kUniform, 0.0,
+                         1.0 / std::sqrt(K)));
     RETURN_IF_ERROR(fill(l.conv_bias, f32, c.d_inner, FillKind::kUniform, 0.0, 1.0 / std::sqrt(K)));
     RETURN_IF_ERROR(mat(l.x_proj, 1.0 / std::sqrt(E)));
-    RETURN_IF_ERROR(fill(l.dt_proj.data, gemm_type_, l.dt_proj.rows * l.dt_proj.cols, FillKind::kUniform, 0.0,
-                         1.0 / std::sqrt(R)));
+    RETURN_IF_ERROR(fill(l.dt_proj.data, gemm_type_, l.dt_proj.rows * l.dt_proj.cols,
+                         FillKind::kUniform, 0.0, 1.0 / std::sqrt(R)));
     RETURN_IF_ERROR(fill(l.dt_bias, f32, c.d_inner, FillKind::kUniform, dt_bias, 1.0));
     RETURN_IF_ERROR(fill(l.a, f32, c.d_inner * c.d_state, FillKind::kNegArange, 0.0, 0.0));
     RETURN_IF_ERROR(fill(l.d, f32, c.d_inner, FillKind::kUniform, 1.0, 0.0));
@@ -358,37 +372,43 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
   if (err != cudaSuccess) {
     cudaGetLastError();
     scratch_arena_ = nullptr;
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "CUDA backend: cannot allocate ", Bytes(scratch_bytes_), " of activation scratch for max_tokens_per_pass ",
-        rows, " after ", Bytes(weight_bytes_), " of weights on ", device_name_, " (", cudaGetErrorString(err),
-        "); lower max_tokens_per_pass"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("CUDA backend: cannot allocate ", Bytes(scratch_bytes_),
+                     " of activation scratch for max_tokens_per_pass ", rows, " after ",
+                     Bytes(weight_bytes_), " of weights on ", device_name_, " (",
+                     cudaGetErrorString(err), "); lower max_tokens_per_pass"));
   }
   layout(static_cast<char*>(scratch_arena_));
-  RETURN_IF_ERROR(CublasStatus(cublasSetWorkspace(cublas_, cublas_workspace_, cublas_workspace_bytes_),
-                               "cublasSetWorkspace"));
-  MS_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&meta_host_), meta_.total * 4), "cudaMallocHost (step metadata)");
+  RETURN_IF_ERROR(
+      CublasStatus(cublasSetWorkspace(cublas_, cublas_workspace_, cublas_workspace_bytes_),
+                   "cublasSetWorkspace"));
+  MS_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&meta_host_), meta_.total * 4),
+                          "cudaMallocHost (step metadata)");
 
   // The state pool takes what the weights and scratch leave under gpu_memory_fraction of the
   // device (other processes' use counts against it), minus headroom; num_slots is clamped to fit.
   size_t free_bytes = 0, total_bytes = 0;
   MS_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
   const int64_t slot_bytes = c.state_bytes();
-  const int64_t cap = static_cast<int64_t>(static_cast<double>(total_bytes) * options_.gpu_memory_fraction);
+  const int64_t cap =
+      static_cast<int64_t>(static_cast<double>(total_bytes) * options_.gpu_memory_fraction);
   const int64_t used = static_cast<int64_t>(total_bytes - free_bytes);
   const int64_t budget = std::min(cap - used, static_cast<int64_t>(free_bytes) - kHeadroomBytes);
   const int64_t fit = budget > 0 ? budget / slot_bytes : 0;
   if (fit < 1) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "CUDA backend: no room for a single state slot (", Bytes(slot_bytes), ") on ", device_name_, ": weights ",
-        Bytes(weight_bytes_), " + scratch ", Bytes(scratch_bytes_), " leave ", Bytes(free_bytes), " free, and ",
-        "gpu_memory_fraction ", options_.gpu_memory_fraction, " allows ", Bytes(cap), " in use of ",
-        Bytes(total_bytes), " (", Bytes(used), " in use now)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("CUDA backend: no room for a single state slot (", Bytes(slot_bytes), ") on ",
+                     device_name_, ": weights ", Bytes(weight_bytes_), " + scratch ",
+                     Bytes(scratch_bytes_), " leave ", Bytes(free_bytes), " free, and ",
+                     "gpu_memory_fraction ", options_.gpu_memory_fraction, " allows ", Bytes(cap),
+                     " in use of ", Bytes(total_bytes), " (", Bytes(used), " in use now)"));
   }
   num_slots_ = static_cast<int>(std::min<int64_t>(options_.num_slots, fit));
   if (num_slots_ < options_.num_slots) {
-    sizing_note_ = absl::StrCat("num_slots ", options_.num_slots, " x ", Bytes(slot_bytes), " does not fit in ",
-                                Bytes(std::max<int64_t>(budget, 0)), " left under gpu_memory_fraction ",
-                                options_.gpu_memory_fraction, "; clamped to ", num_slots_, " slots");
+    sizing_note_ = absl::StrCat("num_slots ", options_.num_slots, " x ", Bytes(slot_bytes),
+                                " does not fit in ", Bytes(std::max<int64_t>(budget, 0)),
+                                " left under gpu_memory_fraction ", options_.gpu_memory_fraction,
+                                "; clamped to ", num_slots_, " slots");
     std::cerr << "mambaserve cuda: " << sizing_note_ << "\n";
   }
   const int64_t pool_bytes = int64_t{num_slots_} * slot_bytes;
@@ -396,11 +416,13 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
   if (err != cudaSuccess) {
     cudaGetLastError();
     state_pool_ = nullptr;
-    return absl::ResourceExhaustedError(absl::StrCat("CUDA backend: cannot allocate the state pool: ", num_slots_,
-                                                     " slots x ", Bytes(slot_bytes), " = ", Bytes(pool_bytes),
-                                                     " on ", device_name_, " (", cudaGetErrorString(err), ")"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("CUDA backend: cannot allocate the state pool: ", num_slots_, " slots x ",
+                     Bytes(slot_bytes), " = ", Bytes(pool_bytes), " on ", device_name_, " (",
+                     cudaGetErrorString(err), ")"));
   }
-  MS_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(state_pool_, 0, static_cast<size_t>(pool_bytes), stream_), "state pool zeroing");
+  MS_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(state_pool_, 0, static_cast<size_t>(pool_bytes), stream_),
+                          "state pool zeroing");
   return CudaStatus(cudaStreamSynchronize(stream_), "state pool zeroing");
 }
 
@@ -441,7 +463,8 @@ int CudaBackend::GraphBucket(int rows) {
 
 absl::Status CudaBackend::CheckSlot(int slot) const {
   if (slot < 0 || slot >= num_slots_) {
-    return absl::OutOfRangeError(absl::StrCat("state slot ", slot, " out of range [0, ", num_slots_, ")"));
+    return absl::OutOfRangeError(
+        absl::StrCat("state slot ", slot, " out of range [0, ", num_slots_, ")"));
   }
   return absl::OkStatus();
 }
@@ -450,8 +473,9 @@ absl::Status CudaBackend::ResetSlot(int slot) {
   RETURN_IF_ERROR(CheckSlot(slot));
   MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
   const int64_t bytes = config_.state_bytes();
-  MS_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(reinterpret_cast<char*>(state_pool_) + slot * bytes, 0, bytes, stream_),
-                          "ResetSlot");
+  MS_CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(reinterpret_cast<char*>(state_pool_) + slot * bytes, 0, bytes, stream_),
+      "ResetSlot");
   return CudaStatus(cudaStreamSynchronize(stream_), "ResetSlot");
 }
 
@@ -460,12 +484,14 @@ absl::Status CudaBackend::ReadSlot(int slot, std::span<uint8_t> out) {
   MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
   const int64_t bytes = config_.state_bytes();
   if (static_cast<int64_t>(out.size()) != bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("state buffer is ", out.size(), " bytes, slot holds ", bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("state buffer is ", out.size(), " bytes, slot holds ", bytes));
   }
   // The device slot is already in the portable layout (conv [L][E][K-1], then ssm [L][E][N], fp32).
-  MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.data(), reinterpret_cast<char*>(state_pool_) + slot * bytes, bytes,
-                                          cudaMemcpyDeviceToHost, stream_),
-                          "ReadSlot");
+  MS_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(out.data(), reinterpret_cast<char*>(state_pool_) + slot * bytes, bytes,
+                      cudaMemcpyDeviceToHost, stream_),
+      "ReadSlot");
   return CudaStatus(cudaStreamSynchronize(stream_), "ReadSlot");
 }
 
@@ -474,10 +500,11 @@ absl::Status CudaBackend::WriteSlot(int slot, std::span<const uint8_t> in) {
   MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
   const int64_t bytes = config_.state_bytes();
   if (static_cast<int64_t>(in.size()) != bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("state blob is ", in.size(), " bytes, slot holds ", bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("state blob is ", in.size(), " bytes, slot holds ", bytes));
   }
-  MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(reinterpret_cast<char*>(state_pool_) + slot * bytes, in.data(), bytes,
-                                          cudaMemcpyHostToDevice, stream_),
+  MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(reinterpret_cast<char*>(state_pool_) + slot * bytes,
+                                          in.data(), bytes, cudaMemcpyHostToDevice, stream_),
                           "WriteSlot");
   return CudaStatus(cudaStreamSynchronize(stream_), "WriteSlot");
 }
@@ -488,9 +515,11 @@ absl::Status CudaBackend::ValidateStep(const Step& step) const {
     const SequenceInput& s = step.sequences[i];
     RETURN_IF_ERROR(CheckSlot(s.slot));
     if (!slots.insert(s.slot).second) {
-      return absl::InvalidArgumentError(absl::StrCat("slot ", s.slot, " appears twice in one step"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("slot ", s.slot, " appears twice in one step"));
     }
-    if (s.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no tokens"));
+    if (s.tokens.empty())
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no tokens"));
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= config_.vocab_size) {
         return absl::InvalidArgumentError(
@@ -575,7 +604,8 @@ absl::Status CudaBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows
     if (ch.emits_logits) {
       const int out_row = out->row_of_sequence[ch.sequence];
       if (first_out_row < 0) first_out_row = out_row;
-      if (out_row != first_out_row + n_logits) return absl::InternalError("logits rows of a pass are not contiguous");
+      if (out_row != first_out_row + n_logits)
+        return absl::InternalError("logits rows of a pass are not contiguous");
       m[meta_.logit_rows + n_logits++] = static_cast<int32_t>(ch.row_begin + ch.len - 1);
     }
   }
@@ -590,12 +620,14 @@ absl::Status CudaBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows
       m[meta_.slot + i] = -1;
       m[meta_.fresh + i] = 0;
     }
-    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
-                            "step metadata upload");
+    MS_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+        "step metadata upload");
     RETURN_IF_ERROR(ReplayDecodeGraph(bucket));
   } else {
-    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
-                            "step metadata upload");
+    MS_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+        "step metadata upload");
     RETURN_IF_ERROR(EnqueueForward(rows, num_chunks, decode, n_logits));
     ++stats_.eager_passes;
   }
@@ -604,12 +636,12 @@ absl::Status CudaBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows
   const int64_t esize = kernels::GemmTypeSize(gemm_type_);
   for (int g0 = 0; g0 < n_logits; g0 += logits_rows_) {
     const int count = std::min(logits_rows_, n_logits - g0);
-    RETURN_IF_ERROR(Gemm(lm_head_, static_cast<char*>(final_) + g0 * config_.d_model * esize, config_.d_model,
-                         count, logits_, V));
-    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->logits.data() + static_cast<size_t>(first_out_row + g0) * V,
-                                            logits_, static_cast<size_t>(count) * V * 4, cudaMemcpyDeviceToHost,
-                                            stream_),
-                            "logits download");
+    RETURN_IF_ERROR(Gemm(lm_head_, static_cast<char*>(final_) + g0 * config_.d_model * esize,
+                         config_.d_model, count, logits_, V));
+    MS_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(out->logits.data() + static_cast<size_t>(first_out_row + g0) * V, logits_,
+                        static_cast<size_t>(count) * V * 4, cudaMemcpyDeviceToHost, stream_),
+        "logits download");
   }
   return CudaStatus(cudaStreamSynchronize(stream_), "forward pass");
 }
@@ -622,14 +654,17 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
     std::vector<int32_t> saved(meta_host_, meta_host_ + meta_.total);
     std::fill_n(meta_host_ + meta_.slot, bucket, -1);
     meta_host_[meta_.logit_count] = 0;
-    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
-                            "step metadata upload");
+    MS_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+        "step metadata upload");
     RETURN_IF_ERROR(EnqueueForward(bucket, bucket, /*decode=*/true, bucket));
     MS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "graph warm-up");
     std::copy(saved.begin(), saved.end(), meta_host_);
-    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
-                            "step metadata upload");
-    MS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture begin");
+    MS_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+        "step metadata upload");
+    MS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                            "graph capture begin");
     const absl::Status enqueued = EnqueueForward(bucket, bucket, /*decode=*/true, bucket);
     cudaGraph_t graph = nullptr;
     const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
@@ -650,7 +685,8 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::EnqueueForward(int64_t rows, int num_chunks, bool decode, int64_t logit_rows_bound) {
+absl::Status CudaBackend::EnqueueForward(int64_t rows, int num_chunks, bool decode,
+                                         int64_t logit_rows_bound) {
   kernels::EmbeddingParams emb;
   emb.table = embeddings_.data;
   emb.table_type = gemm_type_;
@@ -678,7 +714,8 @@ absl::Status CudaBackend::EnqueueForward(int64_t rows, int num_chunks, bool deco
   return LaunchStatus(kernels::InvokeResidualRmsNorm(fin, stream_), "ResidualRmsNorm (norm_f)");
 }
 
-absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t rows, int num_chunks, bool decode) {
+absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t rows, int num_chunks,
+                                       bool decode) {
   const ModelConfig& c = config_;
   const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank;
   const int64_t ld_dbl = R + 2 * N;
@@ -776,7 +813,8 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   return Gemm(l.out_proj, y_, E, rows, delta_, D);
 }
 
-absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y, int64_t ldy) {
+absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
+                               int64_t ldy) {
   if (use_skinny_gemm_ && rows <= kernels::kSkinnyGemmMaxRows) {
     kernels::SkinnyGemmParams p;
     p.w = w.data;
@@ -788,17 +826,18 @@ absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int6
     p.rows = rows;
     p.m = w.rows;
     p.k = w.cols;
-    if (kernels::SkinnyGemmSupports(p)) return LaunchStatus(kernels::InvokeSkinnyGemm(p, stream_), "SkinnyGemm");
+    if (kernels::SkinnyGemmSupports(p))
+      return LaunchStatus(kernels::InvokeSkinnyGemm(p, stream_), "SkinnyGemm");
   }
   // Row-major Y = X·Wᵀ is column-major Yᵀ = W·Xᵀ with W read transposed. fp32 accumulation
   // (CUBLAS_COMPUTE_32F: no TF32 for f32 weights).
   const float alpha = 1.0f, beta = 0.0f;
   const cudaDataType_t type = CudaType(gemm_type_);
   return CublasStatus(
-      cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), static_cast<int>(rows),
-                   static_cast<int>(w.cols), &alpha, w.data, type, static_cast<int>(w.cols), x, type,
-                   static_cast<int>(ldx), &beta, y, CUDA_R_32F, static_cast<int>(ldy), CUBLAS_COMPUTE_32F,
-                   CUBLAS_GEMM_DEFAULT),
+      cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows),
+                   static_cast<int>(rows), static_cast<int>(w.cols), &alpha, w.data, type,
+                   static_cast<int>(w.cols), x, type, static_cast<int>(ldx), &beta, y, CUDA_R_32F,
+                   static_cast<int>(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
       absl::StrCat("cublasGemmEx ", w.rows, "x", w.cols, " rows ", rows));
 }
 

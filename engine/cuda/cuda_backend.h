@@ -143,19 +143,19 @@ class CudaBackend final : public Backend {
   float* norm_f_ = nullptr;
 
   // Scratch, [max_rows_][...] each.
-  float* residual_ = nullptr;   // [rows][D]
-  void* hidden_ = nullptr;      // [rows][D] GEMM dtype
-  float* xz_ = nullptr;         // [rows][2E]
-  float* x_conv_ = nullptr;     // [rows][E]
-  void* x_conv_gemm_ = nullptr; // [rows][E] GEMM dtype (== x_conv_ for f32)
-  float* x_dbl_ = nullptr;      // [rows][R+2N]
-  void* dt_low_ = nullptr;      // [rows][R] GEMM dtype (== x_dbl_ with ld R+2N for f32)
+  float* residual_ = nullptr;    // [rows][D]
+  void* hidden_ = nullptr;       // [rows][D] GEMM dtype
+  float* xz_ = nullptr;          // [rows][2E]
+  float* x_conv_ = nullptr;      // [rows][E]
+  void* x_conv_gemm_ = nullptr;  // [rows][E] GEMM dtype (== x_conv_ for f32)
+  float* x_dbl_ = nullptr;       // [rows][R+2N]
+  void* dt_low_ = nullptr;       // [rows][R] GEMM dtype (== x_dbl_ with ld R+2N for f32)
   int64_t ld_dt_low_ = 0;
-  float* dt_ = nullptr;         // [rows][E]
-  void* y_ = nullptr;           // [rows][E] GEMM dtype
-  float* delta_ = nullptr;      // [rows][D] out_proj output
-  void* final_ = nullptr;       // [rows][D] GEMM dtype, norm_f rows that emit logits
-  float* logits_ = nullptr;     // [logits_rows_][V]
+  float* dt_ = nullptr;      // [rows][E]
+  void* y_ = nullptr;        // [rows][E] GEMM dtype
+  float* delta_ = nullptr;   // [rows][D] out_proj output
+  void* final_ = nullptr;    // [rows][D] GEMM dtype, norm_f rows that emit logits
+  float* logits_ = nullptr;  // [logits_rows_][V]
   void* cublas_workspace_ = nullptr;
   int64_t cublas_workspace_bytes_ = 0;
   int32_t* meta_device_ = nullptr;

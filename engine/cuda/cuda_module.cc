@@ -1,15 +1,17 @@
 // The entry point of libmambaserve_cuda.so (see engine/cuda_module.h): the only exported symbol.
+#include "engine/cuda_module.h"
+
 #include <exception>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_status.h"
-#include "engine/cuda_module.h"
 
-extern "C" __attribute__((visibility("default"))) mambaserve::CudaCreateResult mambaserve_create_cuda_backend(
-    const std::shared_ptr<const mambaserve::Model>* model, const mambaserve::BackendOptions* options,
-    mambaserve::Backend** backend, std::string* error) {
+extern "C" __attribute__((visibility("default"))) mambaserve::CudaCreateResult
+mambaserve_create_cuda_backend(const std::shared_ptr<const mambaserve::Model>* model,
+                               const mambaserve::BackendOptions* options,
+                               mambaserve::Backend** backend, std::string* error) {
   using mambaserve::CudaCreateResult;
   try {
     absl::StatusOr<int> devices = mambaserve::cuda::CudaDeviceCount();
@@ -30,5 +32,6 @@ extern "C" __attribute__((visibility("default"))) mambaserve::CudaCreateResult m
   }
 }
 
-static_assert(std::is_same_v<decltype(&mambaserve_create_cuda_backend), mambaserve::CreateCudaBackendFn>,
-              "entry point must match CreateCudaBackendFn");
+static_assert(
+    std::is_same_v<decltype(&mambaserve_create_cuda_backend), mambaserve::CreateCudaBackendFn>,
+    "entry point must match CreateCudaBackendFn");

@@ -27,13 +27,15 @@ absl::StatusOr<int> CudaDeviceCount() {
     // Clear the (non-sticky) error so later runtime calls do not report it again.
     cudaGetLastError();
     std::string hint;
-    if (error == cudaErrorInsufficientDriver) hint = " (no NVIDIA driver is loaded, or it is older than this CUDA runtime)";
+    if (error == cudaErrorInsufficientDriver)
+      hint = " (no NVIDIA driver is loaded, or it is older than this CUDA runtime)";
     if (error == cudaErrorNoDevice) hint = " (the driver sees no GPU)";
-    return absl::FailedPreconditionError(absl::StrCat("no usable CUDA device: cudaGetDeviceCount failed with ",
-                                                      cudaGetErrorName(error), ": ",
-                                                      cudaGetErrorString(error), hint));
+    return absl::FailedPreconditionError(
+        absl::StrCat("no usable CUDA device: cudaGetDeviceCount failed with ",
+                     cudaGetErrorName(error), ": ", cudaGetErrorString(error), hint));
   }
-  if (count == 0) return absl::FailedPreconditionError("no usable CUDA device: the driver reports 0 GPUs");
+  if (count == 0)
+    return absl::FailedPreconditionError("no usable CUDA device: the driver reports 0 GPUs");
   return count;
 }
 

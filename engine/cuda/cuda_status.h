@@ -26,8 +26,8 @@ absl::StatusOr<int> CudaDeviceCount();
 
 }  // namespace mambaserve::cuda
 
-#define MS_CUDA_RETURN_IF_ERROR(expr, what)                                           \
-  do {                                                                                \
-    ::absl::Status ms_cuda_status_ = ::mambaserve::cuda::CudaStatus((expr), (what));  \
-    if (!ms_cuda_status_.ok()) return ms_cuda_status_;                                \
+#define MS_CUDA_RETURN_IF_ERROR(expr, what)                                          \
+  do {                                                                               \
+    ::absl::Status ms_cuda_status_ = ::mambaserve::cuda::CudaStatus((expr), (what)); \
+    if (!ms_cuda_status_.ok()) return ms_cuda_status_;                               \
   } while (0)

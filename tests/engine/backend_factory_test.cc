@@ -60,7 +60,8 @@ TEST_F(BackendFactoryTest, AutoFallsBackToCpuWhenTheModuleFindsNoDevice) {
   std::string reason;
   auto backend = CreateBackend(model_, Options(BackendKind::kAuto), &reason);
   ASSERT_TRUE(backend.ok()) << backend.status();
-  if ((*backend)->info().name == "cuda") GTEST_SKIP() << "a GPU is present: auto chose " << (*backend)->info().device;
+  if ((*backend)->info().name == "cuda")
+    GTEST_SKIP() << "a GPU is present: auto chose " << (*backend)->info().device;
   EXPECT_EQ((*backend)->info().name, "cpu");
   EXPECT_THAT(reason, HasSubstr("no usable CUDA device"));
 

@@ -57,7 +57,8 @@ std::shared_ptr<const Model> GetModel(const ModelKey& key) {
   auto it = models->find(key);
   if (it != models->end()) return it->second;
   ModelConfig config = *PresetConfig(key.preset, key.type);
-  config.use_bias = key.type == ModelType::kFalconMamba && key.preset == "tiny";  // cover biases too
+  config.use_bias =
+      key.type == ModelType::kFalconMamba && key.preset == "tiny";  // cover biases too
   dirs->push_back(std::make_unique<testing::TempDir>());
   EXPECT_TRUE(WriteRandomModel(config, key.dtype, 7, dirs->back()->path()).ok());
   auto model = LoadModel(dirs->back()->path());
@@ -67,7 +68,8 @@ std::shared_ptr<const Model> GetModel(const ModelKey& key) {
   return shared;
 }
 
-std::unique_ptr<Backend> MakeCpu(std::shared_ptr<const Model> model, int slots, int max_tokens = 512,
+std::unique_ptr<Backend> MakeCpu(std::shared_ptr<const Model> model, int slots,
+                                 int max_tokens = 512,
                                  std::optional<DType> weight_dtype = std::nullopt) {
   BackendOptions options;
   options.kind = BackendKind::kCpu;
@@ -79,7 +81,8 @@ std::unique_ptr<Backend> MakeCpu(std::shared_ptr<const Model> model, int slots, 
   return std::move(*backend);
 }
 
-std::unique_ptr<CudaBackend> MakeCuda(std::shared_ptr<const Model> model, int slots, int max_tokens = 512,
+std::unique_ptr<CudaBackend> MakeCuda(std::shared_ptr<const Model> model, int slots,
+                                      int max_tokens = 512,
                                       std::optional<DType> weight_dtype = std::nullopt) {
   BackendOptions options;
   options.kind = BackendKind::kCuda;
@@ -91,7 +94,8 @@ std::unique_ptr<CudaBackend> MakeCuda(std::shared_ptr<const Model> model, int sl
   return backend.ok() ? std::move(*backend) : nullptr;
 }
 
-std::vector<float> RunStep(Backend& backend, int slot, std::span<const int32_t> tokens, bool fresh) {
+std::vector<float> RunStep(Backend& backend, int slot, std::span<const int32_t> tokens,
+                           bool fresh) {
   Step step;
   step.sequences.push_back({slot, tokens, fresh, true});
   StepOutput out;
@@ -119,7 +123,9 @@ struct Case {
 class CudaVsCpuTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override { MS_SKIP_WITHOUT_CUDA(); }
-  std::shared_ptr<const Model> model() const { return GetModel({GetParam().preset, GetParam().type, GetParam().dtype}); }
+  std::shared_ptr<const Model> model() const {
+    return GetModel({GetParam().preset, GetParam().type, GetParam().dtype});
+  }
   float Tolerance() const { return GetParam().dtype == DType::kBF16 ? 5e-2f : 1e-3f; }
 };
 
@@ -152,7 +158,8 @@ TEST_P(CudaVsCpuTest, LogitsAndGreedyTokensMatch) {
     ASSERT_TRUE(a.ok() && b.ok());
     EXPECT_EQ(a->generated, b->generated);
   }
-  EXPECT_LT(MaxAbsDiff(AsFloats(SlotState(*cpu, 0)), AsFloats(SlotState(*gpu, 0))), 10 * Tolerance());
+  EXPECT_LT(MaxAbsDiff(AsFloats(SlotState(*cpu, 0)), AsFloats(SlotState(*gpu, 0))),
+            10 * Tolerance());
 }
 
 TEST_P(CudaVsCpuTest, MixedPrefillAndDecodeOverScatteredSlots) {
@@ -164,9 +171,11 @@ TEST_P(CudaVsCpuTest, MixedPrefillAndDecodeOverScatteredSlots) {
   ASSERT_NE(gpu, nullptr);
   const std::vector<int> slots = {11, 3, 7, 0, 14};
   std::vector<std::vector<int32_t>> prompts;
-  for (size_t i = 0; i < slots.size(); ++i) prompts.push_back(RandomTokens(1 + 13 * static_cast<int>(i), V, 30 + i));
+  for (size_t i = 0; i < slots.size(); ++i)
+    prompts.push_back(RandomTokens(1 + 13 * static_cast<int>(i), V, 30 + i));
   Step first;
-  for (size_t i = 0; i < slots.size(); ++i) first.sequences.push_back({slots[i], prompts[i], true, i != 2});
+  for (size_t i = 0; i < slots.size(); ++i)
+    first.sequences.push_back({slots[i], prompts[i], true, i != 2});
   StepOutput co, go;
   ASSERT_TRUE(cpu->Forward(first, &co).ok());
   ASSERT_TRUE(gpu->Forward(first, &go).ok());
@@ -174,8 +183,9 @@ TEST_P(CudaVsCpuTest, MixedPrefillAndDecodeOverScatteredSlots) {
   EXPECT_LT(MaxAbsDiff(co.logits, go.logits), Tolerance());
 
   // Mixed: decodes, a 100-token continuation, a fresh sequence in a new slot; shuffled order.
-  std::vector<std::vector<int32_t>> more = {RandomTokens(1, V, 40), RandomTokens(100, V, 41), RandomTokens(1, V, 42),
-                                            RandomTokens(9, V, 43), RandomTokens(1, V, 44)};
+  std::vector<std::vector<int32_t>> more = {RandomTokens(1, V, 40), RandomTokens(100, V, 41),
+                                            RandomTokens(1, V, 42), RandomTokens(9, V, 43),
+                                            RandomTokens(1, V, 44)};
   Step mixed;
   mixed.sequences.push_back({7, more[0], false, true});
   mixed.sequences.push_back({0, more[1], false, true});
@@ -187,7 +197,8 @@ TEST_P(CudaVsCpuTest, MixedPrefillAndDecodeOverScatteredSlots) {
   EXPECT_EQ(co.row_of_sequence, go.row_of_sequence);
   EXPECT_LT(MaxAbsDiff(co.logits, go.logits), Tolerance());
   for (int slot : {0, 3, 5, 7, 11, 14, 1}) {
-    EXPECT_LT(MaxAbsDiff(AsFloats(SlotState(*cpu, slot)), AsFloats(SlotState(*gpu, slot))), 10 * Tolerance())
+    EXPECT_LT(MaxAbsDiff(AsFloats(SlotState(*cpu, slot)), AsFloats(SlotState(*gpu, slot))),
+              10 * Tolerance())
         << "slot " << slot;
   }
 }
@@ -197,7 +208,8 @@ TEST_P(CudaVsCpuTest, SlotStateMovesBetweenBackends) {
   auto cpu = MakeCpu(m, 2);
   auto gpu = MakeCuda(m, 4);
   ASSERT_NE(gpu, nullptr);
-  const auto prompt = RandomTokens(21, m->config.vocab_size, 9), next = RandomTokens(3, m->config.vocab_size, 10);
+  const auto prompt = RandomTokens(21, m->config.vocab_size, 9),
+             next = RandomTokens(3, m->config.vocab_size, 10);
   RunStep(*gpu, 2, prompt, true);
   const auto exported = SlotState(*gpu, 2);
   ASSERT_TRUE(cpu->WriteSlot(1, exported).ok());
@@ -212,17 +224,18 @@ TEST_P(CudaVsCpuTest, SlotStateMovesBetweenBackends) {
   EXPECT_EQ(SlotState(*gpu, 3), std::vector<uint8_t>(from_cpu.size(), 0));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, CudaVsCpuTest,
-    ::testing::Values(Case{"tiny", ModelType::kMamba, DType::kF32}, Case{"tiny", ModelType::kFalconMamba, DType::kF32},
-                      Case{"tiny", ModelType::kFalconMamba, DType::kBF16},
-                      Case{"130m", ModelType::kMamba, DType::kF32},
-                      Case{"130m", ModelType::kFalconMamba, DType::kF32},
-                      Case{"130m", ModelType::kMamba, DType::kBF16}),
-    [](const auto& info) {
-      return absl::StrCat(info.param.preset, "_", ModelTypeName(info.param.type), "_",
-                          info.param.dtype == DType::kBF16 ? "bf16" : "f32");
-    });
+INSTANTIATE_TEST_SUITE_P(Models, CudaVsCpuTest,
+                         ::testing::Values(Case{"tiny", ModelType::kMamba, DType::kF32},
+                                           Case{"tiny", ModelType::kFalconMamba, DType::kF32},
+                                           Case{"tiny", ModelType::kFalconMamba, DType::kBF16},
+                                           Case{"130m", ModelType::kMamba, DType::kF32},
+                                           Case{"130m", ModelType::kFalconMamba, DType::kF32},
+                                           Case{"130m", ModelType::kMamba, DType::kBF16}),
+                         [](const auto& info) {
+                           return absl::StrCat(info.param.preset, "_",
+                                               ModelTypeName(info.param.type), "_",
+                                               info.param.dtype == DType::kBF16 ? "bf16" : "f32");
+                         });
 
 class CudaBackendTest : public ::testing::Test {
  protected:
@@ -256,10 +269,13 @@ TEST_F(CudaBackendTest, GraphReplayEqualsEager) {
         ASSERT_TRUE(eager->Forward(decode, &a).ok());
         ASSERT_TRUE(graph->Forward(decode, &b).ok());
         EXPECT_EQ(a.row_of_sequence, b.row_of_sequence);
-        EXPECT_LT(MaxAbsDiff(a.logits, b.logits), dtype == DType::kF32 ? 1e-4 : 1e-2) << "batch " << batch;
+        EXPECT_LT(MaxAbsDiff(a.logits, b.logits), dtype == DType::kF32 ? 1e-4 : 1e-2)
+            << "batch " << batch;
       }
       for (const auto& s : decode.sequences) {
-        EXPECT_LT(MaxAbsDiff(AsFloats(SlotState(*eager, s.slot)), AsFloats(SlotState(*graph, s.slot))), 1e-4);
+        EXPECT_LT(
+            MaxAbsDiff(AsFloats(SlotState(*eager, s.slot)), AsFloats(SlotState(*graph, s.slot))),
+            1e-4);
       }
     }
     EXPECT_EQ(eager->stats().graph_replays, 0);
@@ -313,8 +329,9 @@ TEST_F(CudaBackendTest, SlotsAreClampedToDeviceMemoryAndOomIsAnError) {
   EXPECT_GT((*clamped)->info().num_slots, 0);
   EXPECT_LT((*clamped)->info().num_slots, options.num_slots);
   EXPECT_THAT((*clamped)->sizing_note(), ::testing::HasSubstr("clamped"));
-  EXPECT_LE((*clamped)->info().state_pool_bytes + (*clamped)->info().weight_bytes,
-            static_cast<int64_t>(0.9 * static_cast<double>((*clamped)->info().device_memory_total)));
+  EXPECT_LE(
+      (*clamped)->info().state_pool_bytes + (*clamped)->info().weight_bytes,
+      static_cast<int64_t>(0.9 * static_cast<double>((*clamped)->info().device_memory_total)));
   clamped->reset();
 
   options.num_slots = 4;

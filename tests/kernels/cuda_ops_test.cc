@@ -46,8 +46,8 @@ std::vector<uint16_t> ToBf16(const std::vector<float>& v) {
 float RoundBf16(float v) { return Bf16ToF32(F32ToBf16(v)); }
 
 // Expects got[i] ≈ want[i] with the tolerance of `type`'s output.
-void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, GemmType type, const char* what,
-                double rel = 1e-5, double abs = 1e-5) {
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, GemmType type,
+                const char* what, double rel = 1e-5, double abs = 1e-5) {
   ASSERT_EQ(got.size(), want.size()) << what;
   int failures = 0;
   for (size_t i = 0; i < got.size() && failures < 10; ++i) {
@@ -66,8 +66,12 @@ void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, G
 // A device output of `n` elements in `type`, read back as fp32.
 class TypedOutput {
  public:
-  TypedOutput(GemmType type, size_t n) : type_(type), f32_(type == GemmType::kF32 ? n : 0), b16_(type == GemmType::kBF16 ? n : 0) {}
-  void* get() { return type_ == GemmType::kF32 ? static_cast<void*>(f32_.get()) : static_cast<void*>(b16_.get()); }
+  TypedOutput(GemmType type, size_t n)
+      : type_(type), f32_(type == GemmType::kF32 ? n : 0), b16_(type == GemmType::kBF16 ? n : 0) {}
+  void* get() {
+    return type_ == GemmType::kF32 ? static_cast<void*>(f32_.get())
+                                   : static_cast<void*>(b16_.get());
+  }
   std::vector<float> Download() const {
     if (type_ == GemmType::kF32) return f32_.Download();
     std::vector<float> out;
@@ -97,7 +101,8 @@ struct Chunks {
     d_fresh = std::make_unique<DeviceBuffer<int32_t>>(fresh);
   }
   ChunkTable table() const {
-    return ChunkTable{d_row_begin->get(), d_len->get(), d_slot->get(), d_fresh->get(), static_cast<int>(len.size())};
+    return ChunkTable{d_row_begin->get(), d_len->get(), d_slot->get(), d_fresh->get(),
+                      static_cast<int>(len.size())};
   }
   std::unique_ptr<DeviceBuffer<int32_t>> d_row_begin, d_len, d_slot, d_fresh;
 };
@@ -126,14 +131,16 @@ TEST_P(CudaOpsTest, EmbeddingGathersRows) {
   ASSERT_EQ(InvokeEmbedding(p, nullptr), 0);
   std::vector<float> want;
   for (int32_t t : tokens)
-    for (int64_t i = 0; i < D; ++i) want.push_back(type() == GemmType::kF32 ? table[t * D + i] : RoundBf16(table[t * D + i]));
+    for (int64_t i = 0; i < D; ++i)
+      want.push_back(type() == GemmType::kF32 ? table[t * D + i] : RoundBf16(table[t * D + i]));
   ExpectNear(out.Download(), want, GemmType::kF32, "embedding", 0, 0);  // exact either way
 }
 
 TEST_P(CudaOpsTest, ResidualRmsNormAddsThenNormalises) {
   const int64_t rows = 5, D = 300;
   auto residual = Random(rows * D, 2, 3.0f);
-  const auto delta = Random(rows * D, 3), bias = Random(D, 4, 0.1f), weight = Random(D, 5, 0.1f, 1.0f);
+  const auto delta = Random(rows * D, 3), bias = Random(D, 4, 0.1f),
+             weight = Random(D, 5, 0.1f, 1.0f);
   DeviceBuffer<float> d_res(residual), d_delta(delta), d_bias(bias), d_w(weight);
   TypedOutput out(type(), rows * D);
   ResidualRmsNormParams p;
@@ -163,9 +170,12 @@ TEST_P(CudaOpsTest, ResidualRmsNormAddsThenNormalises) {
   p.out_rows = 4;
   ASSERT_EQ(InvokeResidualRmsNorm(p, nullptr), 0);
   const auto g = gathered.Download();
-  ExpectNear({g.begin(), g.begin() + D}, {want.begin() + 3 * D, want.begin() + 4 * D}, type(), "gathered row 3");
-  ExpectNear({g.begin() + D, g.begin() + 2 * D}, {want.begin(), want.begin() + D}, type(), "gathered row 0");
-  ExpectNear({g.begin() + 2 * D, g.end()}, std::vector<float>(2 * D, 0.0f), GemmType::kF32, "rows past the count", 0, 0);
+  ExpectNear({g.begin(), g.begin() + D}, {want.begin() + 3 * D, want.begin() + 4 * D}, type(),
+             "gathered row 3");
+  ExpectNear({g.begin() + D, g.begin() + 2 * D}, {want.begin(), want.begin() + D}, type(),
+             "gathered row 0");
+  ExpectNear({g.begin() + 2 * D, g.end()}, std::vector<float>(2 * D, 0.0f), GemmType::kF32,
+             "rows past the count", 0, 0);
 }
 
 TEST_P(CudaOpsTest, BcdtRmsNormNormalisesEachSegment) {
@@ -237,7 +247,8 @@ void RunConvTest(GemmType type, bool decode) {
   p.out_gemm_type = type;
   p.d_inner = E;
   p.k_conv = static_cast<int>(K);
-  ASSERT_EQ(decode ? InvokeCausalConv1dUpdate(p, nullptr) : InvokeCausalConv1dPrefill(p, nullptr), 0);
+  ASSERT_EQ(decode ? InvokeCausalConv1dUpdate(p, nullptr) : InvokeCausalConv1dPrefill(p, nullptr),
+            0);
 
   // CPU twin per chunk; the in_proj bias is added to x first, as the CPU backend does.
   std::vector<float> x_biased(rows * E), want(rows * E);
@@ -246,11 +257,13 @@ void RunConvTest(GemmType type, bool decode) {
   std::vector<float> want_pool = pool;
   for (size_t i = 0; i < chunks.len.size(); ++i) {
     std::vector<float> scratch_state(E * (K - 1), 0.0f);
-    float* state = chunks.slot[i] >= 0 ? want_pool.data() + chunks.slot[i] * s.slot_stride() + s.per_layer()
-                                       : scratch_state.data();
+    float* state = chunks.slot[i] >= 0
+                       ? want_pool.data() + chunks.slot[i] * s.slot_stride() + s.per_layer()
+                       : scratch_state.data();
     if (chunks.fresh[i]) std::fill_n(state, E * (K - 1), 0.0f);
-    cpu::CausalConv1dSilu(x_biased.data() + chunks.row_begin[i] * E, E, chunks.len[i], weight.data(), bias.data(), K,
-                          state, want.data() + chunks.row_begin[i] * E, E, 0, E);
+    cpu::CausalConv1dSilu(x_biased.data() + chunks.row_begin[i] * E, E, chunks.len[i],
+                          weight.data(), bias.data(), K, state,
+                          want.data() + chunks.row_begin[i] * E, E, 0, E);
   }
   ExpectNear(out.Download(), want, GemmType::kF32, "conv out");
   ExpectNear(out_gemm.Download(), want, type, "conv out (GEMM copy)");
@@ -265,14 +278,16 @@ void RunScanTest(GemmType type, bool decode, int64_t N) {
   const Chunks chunks = decode ? Chunks({1, 1, 1, 1, 1}, {5, -1, 2, 0, 7}, {0, 0, 1, 0, 0})
                                : Chunks({1, 5, 70, 3}, {4, 0, 2, 7}, {0, 1, 0, 0});
   const int64_t rows = chunks.rows, ld_bc = 3 + 2 * N + 1, ld_z = 2 * E;
-  const auto x = Random(rows * E, 12), dt_raw = Random(rows * E, 13, 1.0f), dt_bias = Random(E, 14, 0.5f, -4.0f),
-             bc = Random(rows * ld_bc, 15), z = Random(rows * ld_z, 16), z_bias = Random(E, 17, 0.1f),
+  const auto x = Random(rows * E, 12), dt_raw = Random(rows * E, 13, 1.0f),
+             dt_bias = Random(E, 14, 0.5f, -4.0f), bc = Random(rows * ld_bc, 15),
+             z = Random(rows * ld_z, 16), z_bias = Random(E, 17, 0.1f),
              d = Random(E, 18, 0.2f, 1.0f);
   std::vector<float> a(E * N);
   for (int64_t e = 0; e < E; ++e)
     for (int64_t n = 0; n < N; ++n) a[e * N + n] = -(n + 1.0f) * (1.0f + 0.05f * e);
   auto pool = Random(slots * slot_stride, 19);
-  DeviceBuffer<float> d_x(x), d_dt(dt_raw), d_dtb(dt_bias), d_bc(bc), d_z(z), d_zb(z_bias), d_a(a), d_d(d), d_pool(pool);
+  DeviceBuffer<float> d_x(x), d_dt(dt_raw), d_dtb(dt_bias), d_bc(bc), d_z(z), d_zb(z_bias), d_a(a),
+      d_d(d), d_pool(pool);
   TypedOutput y(type, rows * E);
   SelectiveScanParams p;
   p.x = d_x.get();
@@ -296,7 +311,8 @@ void RunScanTest(GemmType type, bool decode, int64_t N) {
   p.y_type = type;
   p.d_inner = E;
   p.d_state = static_cast<int>(N);
-  ASSERT_EQ(decode ? InvokeSelectiveScanUpdate(p, nullptr) : InvokeSelectiveScanPrefill(p, nullptr), 0);
+  ASSERT_EQ(decode ? InvokeSelectiveScanUpdate(p, nullptr) : InvokeSelectiveScanPrefill(p, nullptr),
+            0);
 
   std::vector<float> dt(rows * E), zb(rows * E), want(rows * E);
   for (int64_t r = 0; r < rows; ++r) {
@@ -308,12 +324,14 @@ void RunScanTest(GemmType type, bool decode, int64_t N) {
   std::vector<float> want_pool = pool;
   for (size_t i = 0; i < chunks.len.size(); ++i) {
     std::vector<float> scratch_state(E * N, 0.0f);
-    float* state = chunks.slot[i] >= 0 ? want_pool.data() + chunks.slot[i] * slot_stride + E * N : scratch_state.data();
+    float* state = chunks.slot[i] >= 0 ? want_pool.data() + chunks.slot[i] * slot_stride + E * N
+                                       : scratch_state.data();
     if (chunks.fresh[i]) std::fill_n(state, E * N, 0.0f);
     const int64_t r0 = chunks.row_begin[i];
-    cpu::SelectiveScan(x.data() + r0 * E, dt.data() + r0 * E, bc.data() + r0 * ld_bc + 3, bc.data() + r0 * ld_bc + 3 + N,
-                       ld_bc, a.data(), d.data(), zb.data() + r0 * E, E, chunks.len[i], E, N, state,
-                       want.data() + r0 * E, 0, E);
+    cpu::SelectiveScan(x.data() + r0 * E, dt.data() + r0 * E, bc.data() + r0 * ld_bc + 3,
+                       bc.data() + r0 * ld_bc + 3 + N, ld_bc, a.data(), d.data(),
+                       zb.data() + r0 * E, E, chunks.len[i], E, N, state, want.data() + r0 * E, 0,
+                       E);
   }
   ExpectNear(y.Download(), want, type, "scan y", 1e-5, 1e-5);
   ExpectNear(d_pool.Download(), want_pool, GemmType::kF32, "ssm state pool", 1e-5, 1e-5);
@@ -330,37 +348,37 @@ TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
   const int64_t k = 256 + 64;
   // m picks the k-split: 4 warps per column below 1024 columns, 2 below 4096, 1 above.
   for (int64_t m : {37, 1030, 4099})
-  for (int64_t rows : {1, 2, 3, 5, 8}) {
-    const int64_t ldx = k + 8;
-    auto w = Random(m * k, 20), x = Random(rows * ldx, 21);
-    if (type() == GemmType::kBF16) {
-      for (float& v : w) v = RoundBf16(v);
-      for (float& v : x) v = RoundBf16(v);
-    }
-    DeviceBuffer<float> w32(w), x32(x), y(rows * m);
-    DeviceBuffer<uint16_t> w16(ToBf16(w)), x16(ToBf16(x));
-    SkinnyGemmParams p;
-    p.w = type() == GemmType::kF32 ? static_cast<const void*>(w32.get()) : w16.get();
-    p.x = type() == GemmType::kF32 ? static_cast<const void*>(x32.get()) : x16.get();
-    p.ldx = ldx;
-    p.y = y.get();
-    p.ldy = m;
-    p.type = type();
-    p.rows = rows;
-    p.m = m;
-    p.k = k;
-    ASSERT_TRUE(SkinnyGemmSupports(p));
-    ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
-    std::vector<float> want(rows * m);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < m; ++j) {
-        double acc = 0;
-        for (int64_t i = 0; i < k; ++i) acc += double(w[j * k + i]) * x[r * ldx + i];
-        want[r * m + j] = static_cast<float>(acc);
+    for (int64_t rows : {1, 2, 3, 5, 8}) {
+      const int64_t ldx = k + 8;
+      auto w = Random(m * k, 20), x = Random(rows * ldx, 21);
+      if (type() == GemmType::kBF16) {
+        for (float& v : w) v = RoundBf16(v);
+        for (float& v : x) v = RoundBf16(v);
       }
-    // Inputs are exact in both types and accumulation is fp32 either way.
-    ExpectNear(y.Download(), want, GemmType::kF32, "skinny gemm", 1e-5, 1e-4);
-  }
+      DeviceBuffer<float> w32(w), x32(x), y(rows * m);
+      DeviceBuffer<uint16_t> w16(ToBf16(w)), x16(ToBf16(x));
+      SkinnyGemmParams p;
+      p.w = type() == GemmType::kF32 ? static_cast<const void*>(w32.get()) : w16.get();
+      p.x = type() == GemmType::kF32 ? static_cast<const void*>(x32.get()) : x16.get();
+      p.ldx = ldx;
+      p.y = y.get();
+      p.ldy = m;
+      p.type = type();
+      p.rows = rows;
+      p.m = m;
+      p.k = k;
+      ASSERT_TRUE(SkinnyGemmSupports(p));
+      ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
+      std::vector<float> want(rows * m);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < m; ++j) {
+          double acc = 0;
+          for (int64_t i = 0; i < k; ++i) acc += double(w[j * k + i]) * x[r * ldx + i];
+          want[r * m + j] = static_cast<float>(acc);
+        }
+      // Inputs are exact in both types and accumulation is fp32 either way.
+      ExpectNear(y.Download(), want, GemmType::kF32, "skinny gemm", 1e-5, 1e-4);
+    }
   SkinnyGemmParams odd;
   odd.rows = 1;
   odd.k = 7;
@@ -369,7 +387,9 @@ TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaOpsTest, ::testing::Values(GemmType::kF32, GemmType::kBF16),
-                         [](const auto& info) { return info.param == GemmType::kF32 ? "f32" : "bf16"; });
+                         [](const auto& info) {
+                           return info.param == GemmType::kF32 ? "f32" : "bf16";
+                         });
 
 }  // namespace
 }  // namespace mambaserve::kernels

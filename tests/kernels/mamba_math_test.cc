@@ -16,13 +16,14 @@ double SiluD(double x) { return x / (1.0 + std::exp(-x)); }
 
 // |got - want| <= rel * |want| + abs
 void ExpectClose(double got, double want, double rel, double abs, const char* what, double at) {
-  EXPECT_LE(std::fabs(got - want), rel * std::fabs(want) + abs) << what << "(" << at << "): got " << got
-                                                                 << ", want " << want;
+  EXPECT_LE(std::fabs(got - want), rel * std::fabs(want) + abs)
+      << what << "(" << at << "): got " << got << ", want " << want;
 }
 
 TEST(MambaMathTest, SoftplusMatchesLog1pExpAndIsIdentityAbove20) {
   for (double x = -30.0; x <= 19.99; x += 0.37) {
-    ExpectClose(Softplus(static_cast<float>(x)), SoftplusD(static_cast<float>(x)), 2e-6, 1e-30, "Softplus", x);
+    ExpectClose(Softplus(static_cast<float>(x)), SoftplusD(static_cast<float>(x)), 2e-6, 1e-30,
+                "Softplus", x);
   }
   // threshold 20 (torch's default): exactly the input above, never clamped.
   EXPECT_EQ(Softplus(20.5f), 20.5f);
@@ -35,8 +36,8 @@ TEST(MambaMathTest, SoftplusMatchesLog1pExpAndIsIdentityAbove20) {
 
 TEST(MambaMathTest, DtSoftplusAddsTheBiasFirst) {
   for (double x = -10; x <= 10; x += 0.5) {
-    ExpectClose(DtSoftplus(static_cast<float>(x), -4.6f), SoftplusD(static_cast<float>(x) + -4.6f), 2e-6, 0,
-                "DtSoftplus", x);
+    ExpectClose(DtSoftplus(static_cast<float>(x), -4.6f), SoftplusD(static_cast<float>(x) + -4.6f),
+                2e-6, 0, "DtSoftplus", x);
   }
 }
 
@@ -49,7 +50,8 @@ TEST(MambaMathTest, SiluMatchesDefinition) {
 TEST(MambaMathTest, RmsScaleMatchesDefinition) {
   for (int n : {1, 16, 4096}) {
     for (double ss : {0.0, 1e-3, 1.0, 12345.0}) {
-      ExpectClose(RmsScale(static_cast<float>(ss), n, 1e-5f), 1.0 / std::sqrt(ss / n + 1e-5), 1e-6, 0, "RmsScale", ss);
+      ExpectClose(RmsScale(static_cast<float>(ss), n, 1e-5f), 1.0 / std::sqrt(ss / n + 1e-5), 1e-6,
+                  0, "RmsScale", ss);
     }
   }
 }
@@ -58,11 +60,13 @@ TEST(MambaMathTest, ScanStateStepAndGatedOutputMatchTheRecurrence) {
   std::mt19937 rng(3);
   std::uniform_real_distribution<double> u(-2, 2);
   for (int i = 0; i < 200; ++i) {
-    const float h = u(rng), a = -std::fabs(u(rng)) * 8, b = u(rng), dt = std::fabs(u(rng)) * 0.1, x = u(rng);
+    const float h = u(rng), a = -std::fabs(u(rng)) * 8, b = u(rng), dt = std::fabs(u(rng)) * 0.1,
+                x = u(rng);
     const double want = std::exp(double(dt) * a) * h + double(dt) * x * b;
     ExpectClose(ScanStateStep(h, a, b, dt, dt * x), want, 1e-6, 1e-7, "ScanStateStep", i);
     const float y = u(rng), d = u(rng), z = u(rng) * 5;
-    ExpectClose(GatedOutput(y, d, x, z), (double(y) + double(d) * x) * SiluD(z), 1e-6, 1e-7, "GatedOutput", i);
+    ExpectClose(GatedOutput(y, d, x, z), (double(y) + double(d) * x) * SiluD(z), 1e-6, 1e-7,
+                "GatedOutput", i);
   }
 }
 

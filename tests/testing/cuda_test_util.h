@@ -10,9 +10,9 @@
 #include "gtest/gtest.h"
 
 // Skips the current test, with the reason, when no CUDA device is usable (no driver, no GPU).
-#define MS_SKIP_WITHOUT_CUDA()                                            \
-  do {                                                                    \
-    auto ms_devices_ = ::mambaserve::cuda::CudaDeviceCount();             \
+#define MS_SKIP_WITHOUT_CUDA()                                             \
+  do {                                                                     \
+    auto ms_devices_ = ::mambaserve::cuda::CudaDeviceCount();              \
     if (!ms_devices_.ok()) GTEST_SKIP() << ms_devices_.status().message(); \
   } while (0)
 
@@ -22,7 +22,8 @@ template <typename T>
 class DeviceBuffer {
  public:
   explicit DeviceBuffer(size_t n) : n_(n) {
-    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&ptr_), std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);
+    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&ptr_), std::max<size_t>(1, n) * sizeof(T)),
+              cudaSuccess);
     EXPECT_EQ(cudaMemset(ptr_, 0, std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);
   }
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { Upload(host); }
