@@ -1,3 +1,5 @@
+#include <cstdint>
+
 #include "kernels/cuda_utils.cuh"
 #include "kernels/skinny_gemm.h"
 
@@ -5,31 +7,33 @@ namespace mambaserve::kernels {
 namespace {
 
 constexpr int kWarpsPerBlock = 4;  // 128 threads: many small blocks keep every SM's loads in flight
+// Output columns per warp: each activation load feeds two weight rows, which keeps the L1 traffic
+// of an 8-row batch (8 activation loads per weight load) under the SM's 128 B/clock.
+constexpr int kCols = 2;
 
-// 16 bytes of T as fp32 values.
-template <typename T>
-struct Vec16;
-template <>
-struct Vec16<float> {
-  static constexpr int kN = 4;
+// kN consecutive elements of T as fp32. The vector path needs 16-byte aligned addresses.
+template <typename T, int kN, bool kVector>
+struct Loader;
+template <int kN>
+struct Loader<float, kN, true> {
   __device__ static void Load(const float* p, float* out) {
-    const float4 v = *reinterpret_cast<const float4*>(p);
-    out[0] = v.x;
-    out[1] = v.y;
-    out[2] = v.z;
-    out[3] = v.w;
+#pragma unroll
+    for (int i = 0; i < kN; i += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(p + i);
+      out[i] = v.x, out[i + 1] = v.y, out[i + 2] = v.z, out[i + 3] = v.w;
+    }
   }
   __device__ static void LoadStreaming(const float* p, float* out) {
-    const float4 v = __ldcs(reinterpret_cast<const float4*>(p));
-    out[0] = v.x;
-    out[1] = v.y;
-    out[2] = v.z;
-    out[3] = v.w;
+#pragma unroll
+    for (int i = 0; i < kN; i += 4) {
+      const float4 v = __ldcs(reinterpret_cast<const float4*>(p + i));
+      out[i] = v.x, out[i + 1] = v.y, out[i + 2] = v.z, out[i + 3] = v.w;
+    }
   }
 };
-template <>
-struct Vec16<__nv_bfloat16> {
-  static constexpr int kN = 8;
+template <int kN>
+struct Loader<__nv_bfloat16, kN, true> {
+  static_assert(kN == 8, "one 16-byte load");
   __device__ static void Unpack(uint4 v, float* out) {
     const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -42,81 +46,113 @@ struct Vec16<__nv_bfloat16> {
   __device__ static void Load(const __nv_bfloat16* p, float* out) {
     Unpack(*reinterpret_cast<const uint4*>(p), out);
   }
+  // Weights are read once per step: evict-first keeps L2 for the activations and the state.
   __device__ static void LoadStreaming(const __nv_bfloat16* p, float* out) {
-    // Weights are read once per step: evict-first keeps L2 for the activations and the state.
     Unpack(__ldcs(reinterpret_cast<const uint4*>(p)), out);
   }
 };
+template <typename T, int kN>
+struct Loader<T, kN, false> {
+  static_assert(kN == 1, "scalar path");
+  __device__ static void Load(const T* p, float* out) { out[0] = ToF32(p[0]); }
+  __device__ static void LoadStreaming(const T* p, float* out) { out[0] = ToF32(p[0]); }
+};
 
-// A block is kWarpsPerBlock warps; `split` warps share one output column, each taking every
-// split-th 16-byte slice of k, so short outputs (x_proj: R+2N = 288 columns) still put enough
-// loads in flight on every SM. Partial sums meet in shared memory.
-template <typename T, int kRows>
+// A block is kWarpsPerBlock warps; `split` warps share one pair of output columns, each taking
+// every split-th slice of k, so short outputs (x_proj: R+2N = 288 columns) still put enough loads
+// in flight on every SM. Partial sums meet in shared memory.
+template <typename TW, typename TX, int kRows, bool kVector>
 __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
-  using V = Vec16<T>;
-  __shared__ float partial[kWarpsPerBlock][kRows];
+  constexpr int kN = kVector ? 16 / static_cast<int>(sizeof(TW)) : 1;
+  using WL = Loader<TW, kN, kVector>;
+  using XL = Loader<TX, kN, kVector>;
+  __shared__ float partial[kWarpsPerBlock][kRows][kCols];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int cols_per_block = kWarpsPerBlock / split;
-  const int64_t col = static_cast<int64_t>(blockIdx.x) * cols_per_block + warp / split;
+  const int groups_per_block = kWarpsPerBlock / split;
+  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * groups_per_block + warp / split) * kCols;
   const int part = warp % split;
-  const bool active = col < p.m;
-  float acc[kRows];
+  float acc[kRows][kCols];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
-  if (active) {
-    const T* w = static_cast<const T*>(p.w) + col * p.k;
-    const T* x = static_cast<const T*>(p.x);
-    const int64_t step = static_cast<int64_t>(32) * V::kN * split;
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) acc[r][c] = 0.0f;
+  if (col0 < p.m) {
+    const TW* w = static_cast<const TW*>(p.w) + col0 * p.k;
+    const bool second = col0 + 1 < p.m;
+    const TX* x = static_cast<const TX*>(p.x);
+    const int64_t step = static_cast<int64_t>(32) * kN * split;
 #pragma unroll 4
-    for (int64_t k0 = (static_cast<int64_t>(part) * 32 + lane) * V::kN; k0 < p.k; k0 += step) {
-      float wv[V::kN];
-      V::LoadStreaming(w + k0, wv);
+    for (int64_t k0 = (static_cast<int64_t>(part) * 32 + lane) * kN; k0 < p.k; k0 += step) {
+      float wv[kCols][kN];
+      WL::LoadStreaming(w + k0, wv[0]);
+      if (second) {
+        WL::LoadStreaming(w + p.k + k0, wv[1]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kN; ++i) wv[1][i] = 0.0f;
+      }
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         if (r >= p.rows) break;
-        float xv[V::kN];
-        V::Load(x + r * p.ldx + k0, xv);
+        float xv[kN];
+        XL::Load(x + r * p.ldx + k0, xv);
 #pragma unroll
-        for (int i = 0; i < V::kN; ++i) acc[r] = fmaf(wv[i], xv[i], acc[r]);
+        for (int i = 0; i < kN; ++i) {
+          acc[r][0] = fmaf(wv[0][i], xv[i], acc[r][0]);
+          acc[r][1] = fmaf(wv[1][i], xv[i], acc[r][1]);
+        }
       }
     }
   }
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const float sum = WarpSum(acc[r]);
-    if (lane == 0) partial[warp][r] = sum;
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      const float sum = WarpSum(acc[r][c]);
+      if (lane == 0) partial[warp][r][c] = sum;
+    }
   }
   __syncthreads();
-  if (active && part == 0 && lane < kRows && lane < p.rows) {
+  // Lane (r, c) of the group's first warp writes y[r][col0 + c].
+  const int r = lane / kCols, c = lane % kCols;
+  if (part == 0 && r < kRows && r < p.rows && col0 + c < p.m) {
     float total = 0.0f;
-    for (int s = 0; s < split; ++s) total += partial[warp + s][lane];
-    p.y[lane * p.ldy + col] = total;
+    for (int s = 0; s < split; ++s) total += partial[warp + s][r][c];
+    p.y[r * p.ldy + col0 + c] = total;
   }
 }
 
-template <typename T, int kRows>
+template <typename TW, typename TX, int kRows, bool kVector>
 void Launch(const SkinnyGemmParams& p, cudaStream_t stream) {
-  // Few output columns: split k over 2 or 4 warps so at least ~1k warps stream the matrix.
-  const int split = p.m >= 4096 ? 1 : p.m >= 1024 ? 2 : 4;
-  const int cols_per_block = kWarpsPerBlock / split;
-  const unsigned blocks = static_cast<unsigned>((p.m + cols_per_block - 1) / cols_per_block);
-  SkinnyGemmKernel<T, kRows><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p, split);
+  // Few output columns: split k over 2 or 4 warps so that ~1k+ warps stream the matrix.
+  const int64_t groups = (p.m + kCols - 1) / kCols;
+  const int split = groups >= 2048 ? 1 : groups >= 512 ? 2 : 4;
+  const int groups_per_block = kWarpsPerBlock / split;
+  const unsigned blocks = static_cast<unsigned>((groups + groups_per_block - 1) / groups_per_block);
+  SkinnyGemmKernel<TW, TX, kRows, kVector><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p, split);
 }
 
-template <typename T>
+template <typename TW, typename TX, bool kVector>
 void LaunchRows(const SkinnyGemmParams& p, cudaStream_t stream) {
-  // Row counts are compile-time so the accumulators stay in registers; 1, 2, 4, 8 cover the
-  // decode buckets, other counts use the next size up with the extra rows skipped.
-  switch (p.rows) {
-    case 1:
-      return Launch<T, 1>(p, stream);
-    case 2:
-      return Launch<T, 2>(p, stream);
-    case 3:
-    case 4:
-      return Launch<T, 4>(p, stream);
-    default:
-      return Launch<T, 8>(p, stream);
+  // Row counts are compile-time so the accumulators stay in registers; other counts use the next
+  // size up with the extra rows skipped.
+  if (p.rows == 1) return Launch<TW, TX, 1, kVector>(p, stream);
+  if (p.rows == 2) return Launch<TW, TX, 2, kVector>(p, stream);
+  if (p.rows <= 4) return Launch<TW, TX, 4, kVector>(p, stream);
+  return Launch<TW, TX, 8, kVector>(p, stream);
+}
+
+template <typename TW, typename TX>
+void LaunchTypes(const SkinnyGemmParams& p, cudaStream_t stream) {
+  // 16-byte vectors need k and ldx to be whole vectors and the bases aligned.
+  const int64_t vec = 16 / static_cast<int64_t>(sizeof(TW));
+  const auto aligned = [](const void* ptr) {
+    return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0;
+  };
+  if (p.k % vec == 0 && p.ldx % vec == 0 && aligned(p.w) && aligned(p.x)) {
+    LaunchRows<TW, TX, true>(p, stream);
+  } else {
+    LaunchRows<TW, TX, false>(p, stream);
   }
 }
 
@@ -124,7 +160,13 @@ void LaunchRows(const SkinnyGemmParams& p, cudaStream_t stream) {
 
 LaunchResult InvokeSkinnyGemm(const SkinnyGemmParams& p, cudaStream_t stream) {
   if (!SkinnyGemmSupports(p)) return static_cast<LaunchResult>(cudaErrorNotSupported);
-  MS_DISPATCH_GEMM_TYPE(p.type, T, [&] { LaunchRows<T>(p, stream); });
+  if (p.w_type == GemmType::kF32) {
+    LaunchTypes<float, float>(p, stream);
+  } else if (p.x_type == GemmType::kBF16) {
+    LaunchTypes<__nv_bfloat16, __nv_bfloat16>(p, stream);
+  } else {
+    LaunchTypes<__nv_bfloat16, float>(p, stream);
+  }
   return LastLaunchResult();
 }
 

@@ -125,7 +125,9 @@ for cpu_path in sorted(glob.glob(os.path.join(d, "*-cpu.json"))):
     cuda = json.load(open(os.path.join(d, name + "-cuda.json")))
     diff = max(abs(a - b) for a, b in zip(cpu["last_logits"], cuda["last_logits"]))
     f32 = name.endswith("-f32")
-    tol = 1e-3 if f32 else 5e-2
+    # bf16: cuBLAS GEMMs take bf16 activations on the GPU (fp32 on the CPU); a float64 simulation
+    # of that rounding alone moves the 130m-shaped random models' logits by 0.11-0.20.
+    tol = 1e-3 if f32 else (5e-2 if name.startswith("tiny") else 0.25)
     same = cpu["generated"] == cuda["generated"]
     first_diff = next((i for i, (a, b) in enumerate(zip(cpu["generated"], cuda["generated"])) if a != b), None)
     passed = diff <= tol and (same or not f32) and cuda.get("backend") == "cuda"

@@ -101,11 +101,16 @@ class CudaBackend final : public Backend {
   absl::Status RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
   // Enqueues embedding, every layer and norm_f (gathering the logits rows) for `rows` packed rows
   // in `num_chunks` chunks; `decode` selects the single-token kernels.
-  absl::Status EnqueueForward(int64_t rows, int num_chunks, bool decode, int64_t logit_rows_bound);
+  // `act` is the dtype of every GEMM input of the pass (see ActivationType).
+  absl::Status EnqueueForward(int64_t rows, int num_chunks, bool decode, int64_t logit_rows_bound,
+                              kernels::GemmType act);
   absl::Status EnqueueLayer(const Layer& layer, int64_t index, int64_t rows, int num_chunks,
-                            bool decode);
-  absl::Status Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
-                    int64_t ldy);
+                            bool decode, kernels::GemmType act);
+  absl::Status Gemm(const Matrix& w, const void* x, kernels::GemmType x_type, int64_t ldx,
+                    int64_t rows, float* y, int64_t ldy);
+  // GEMM-input dtype for a pass of `rows` rows: fp32 when the skinny GEMM takes every GEMM of the
+  // pass (bf16 weights times unrounded activations), else the weight dtype (cuBLAS).
+  kernels::GemmType ActivationType(int64_t rows) const;
   absl::Status ReplayDecodeGraph(int bucket);
   void DropGraphs();
 

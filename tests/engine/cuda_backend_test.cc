@@ -1,7 +1,7 @@
 // CudaBackend against CpuBackend on random tiny and 130m-shaped checkpoints: logits (f32 within
-// 1e-3, bf16 within 5e-2), 64 greedy steps, mixed prefill + decode steps over scattered slots,
-// multi-pass prefill, CUDA Graph replay vs eager, slot export/import across backends, memory
-// sizing. Skips without a GPU.
+// 1e-3, bf16 within 5e-2 on tiny and 0.25 on 130m; see Tolerance), 64 greedy steps, mixed prefill +
+// decode steps over scattered slots, multi-pass prefill, CUDA Graph replay vs eager, slot
+// export/import across backends, memory sizing. Skips without a GPU.
 #include "engine/cuda/cuda_backend.h"
 
 #include <cmath>
@@ -126,7 +126,15 @@ class CudaVsCpuTest : public ::testing::TestWithParam<Case> {
   std::shared_ptr<const Model> model() const {
     return GetModel({GetParam().preset, GetParam().type, GetParam().dtype});
   }
-  float Tolerance() const { return GetParam().dtype == DType::kBF16 ? 5e-2f : 1e-3f; }
+  // f32: 1e-3. bf16: both backends round the weights alike, but the GPU's cuBLAS GEMMs also take
+  // bf16 activations (passes of more than 4 rows; smaller ones keep fp32 activations). A float64
+  // simulation of exactly that rounding moves the logits of these random models by up to 0.043
+  // (tiny) and 0.11-0.20 (130m-shaped, 24 layers) over a 19-token prompt and 65 steps, so the
+  // 130m bound is 0.25.
+  float Tolerance() const {
+    if (GetParam().dtype != DType::kBF16) return 1e-3f;
+    return GetParam().preset == "tiny" ? 5e-2f : 0.25f;
+  }
 };
 
 TEST_P(CudaVsCpuTest, LogitsAndGreedyTokensMatch) {
