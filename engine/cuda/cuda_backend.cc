@@ -91,6 +91,7 @@ CudaBackend::CudaBackend(const ModelConfig& config, const BackendOptions& option
       use_skinny_gemm_(!EnvDisabled("MAMBASERVE_CUDA_SKINNY_GEMM")) {}
 
 CudaBackend::~CudaBackend() {
+  cudaSetDevice(device_);
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   DropGraphs();
   if (cublas_ != nullptr) cublasDestroy(cublas_);
