@@ -66,8 +66,10 @@ export ROOT OUT BUILD JOBS NVCC ARCH
 
 stage "install dependencies" 300 scripts/install-deps.sh --build-only || echo "(continuing: configure will name anything missing)"
 
+GENERATOR=$(command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
+export GENERATOR
 build() {
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAMBASERVE_CUDA=ON \
+  cmake -S "$ROOT" -B "$BUILD" -G "$GENERATOR" -DCMAKE_BUILD_TYPE=Release -DMAMBASERVE_CUDA=ON \
     -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DMAMBASERVE_BUILD_TESTS=ON \
     -DMAMBASERVE_BUILD_BENCH=ON &&
     cmake --build "$BUILD" -j "$JOBS"
