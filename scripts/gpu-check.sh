@@ -59,7 +59,8 @@ NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cat "$OUT/system.txt"
 
 # The local GPU's architecture (e.g. 9.0 -> 90); CMake's "native" if nvidia-smi cannot say.
-ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+# GPU_CHECK_ARCH overrides (e.g. "80;90"); BUILD_DIR reuses a build tree.
+ARCH=${GPU_CHECK_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')}
 [[ -n "$ARCH" ]] || ARCH=native
 
 export ROOT OUT BUILD JOBS NVCC ARCH
@@ -75,7 +76,7 @@ build() {
     cmake --build "$BUILD" -j "$JOBS"
 }
 export -f build
-if ! stage "build (sm_${ARCH})" 360 build > "$OUT/build.log" 2>&1; then
+if ! stage "build (sm ${ARCH})" 360 build > "$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"
   exit 1
 fi
