@@ -41,7 +41,14 @@ stage() {  # stage NAME TIMEOUT_S COMMAND...
   return $rc
 }
 write_summary() {
-  { echo "["; local IFS=$',\n'; echo "${stage_json[*]}"; echo "]"; } > "$OUT/summary.json"
+  local i
+  {
+    echo "["
+    for i in "${!stage_json[@]}"; do
+      printf '  %s%s\n' "${stage_json[$i]}" "$([[ $i -lt $((${#stage_json[@]} - 1)) ]] && echo ,)"
+    done
+    echo "]"
+  } > "$OUT/summary.json"
   echo "==== summary ($OUT/summary.json)"
   cat "$OUT/summary.json"
 }
@@ -125,7 +132,13 @@ verdicts, ok = [], True
 for cpu_path in sorted(glob.glob(os.path.join(d, "*-cpu.json"))):
     name = os.path.basename(cpu_path)[:-len("-cpu.json")]
     cpu = json.load(open(cpu_path))
-    cuda = json.load(open(os.path.join(d, name + "-cuda.json")))
+    cuda_path = os.path.join(d, name + "-cuda.json")
+    if not os.path.exists(cuda_path):
+        ok = False
+        verdicts.append(dict(case=name, passed=False, error="no CUDA eval output"))
+        print(f"FAIL {name}: no CUDA eval output")
+        continue
+    cuda = json.load(open(cuda_path))
     diff = max(abs(a - b) for a, b in zip(cpu["last_logits"], cuda["last_logits"]))
     f32 = name.endswith("-f32")
     # bf16: cuBLAS GEMMs take bf16 activations on the GPU (fp32 on the CPU); a float64 simulation
