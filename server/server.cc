@@ -119,11 +119,20 @@ absl::Status RunServer(const ServeOptions& options) {
           options.shutdown_grace_s, " s");
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus(false);
-  // Stops accepting; running streams continue (the scheduler still runs) until the deadline, then
-  // gRPC cancels what is left and the scheduler drops those sequences.
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(options.shutdown_grace_s));
+  // New generations are refused (UNAVAILABLE); running and queued ones get the grace period to
+  // finish while the scheduler keeps stepping. Then gRPC cancels whatever is left.
+  service.StopAccepting();
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(options.shutdown_grace_s);
+  while (std::chrono::steady_clock::now() < give_up) {
+    const SchedulerStats stats = (*engine)->scheduler->stats().Snapshot();
+    if (stats.running == 0 && stats.waiting == 0 && service.open_streams() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   (*engine)->scheduler->Stop();
   server->Wait();
+  server.reset();
+  engine->reset();
   LogInfo("stopped");
   return absl::OkStatus();
 }

@@ -119,9 +119,15 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
  public:
   GenerateReactor(MambaServeService* service, grpc::CallbackServerContext* context, const v1::GenerateRequest* request)
       : service_(service), context_(context), started_(Clock::now()) {
+    service_->AddOpenStream(1);
     ServingEngine* engine = service->engine();
     if (engine == nullptr) {
       Finish(kNotReady);
+      return;
+    }
+    if (!service->accepting()) {
+      status_ = absl::UnavailableError("the server is shutting down; retry on another replica");
+      Finish(ToGrpcStatus(status_));
       return;
     }
     tokenizer_ = engine->tokenizer.get();
@@ -169,7 +175,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
             " duration_ms=", static_cast<int64_t>(seconds * 1000), " status=",
             status_.ok() ? "OK" : absl::StatusCodeToString(status_.code()),
             status_.ok() ? "" : absl::StrCat(" (", status_.message(), ")"));
+    MambaServeService* service = service_;
     delete this;
+    service->AddOpenStream(-1);
   }
 
  private:

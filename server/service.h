@@ -44,6 +44,12 @@ class MambaServeService final : public v1::MambaServe::CallbackService {
   // server's last RPC.
   void SetEngine(ServingEngine* engine) { engine_.store(engine, std::memory_order_release); }
   const ServiceLimits& limits() const { return limits_; }
+  // Shutdown: later Generate calls get UNAVAILABLE.
+  void StopAccepting() { accepting_.store(false); }
+  bool accepting() const { return accepting_.load(); }
+  // Generate streams not yet done (their reactors still live).
+  int open_streams() const { return open_streams_.load(); }
+  void AddOpenStream(int delta) { open_streams_.fetch_add(delta); }
   ServingEngine* engine() const { return engine_.load(std::memory_order_acquire); }
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
@@ -77,6 +83,8 @@ class MambaServeService final : public v1::MambaServe::CallbackService {
 
   ServiceLimits limits_;
   std::atomic<ServingEngine*> engine_{nullptr};
+  std::atomic<bool> accepting_{true};
+  std::atomic<int> open_streams_{0};
 };
 
 }  // namespace mambaserve
