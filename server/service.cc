@@ -115,11 +115,20 @@ absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParams& p, int
 }
 
 // Streams one generation: events from the scheduler become responses, one write at a time.
-class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  GenerateReactor(MambaServeService* service, grpc::CallbackServerContext* context, const v1::GenerateRequest* request)
+  GenerateReactor(MambaServeService* service, grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw)
       : service_(service), context_(context), started_(Clock::now()) {
     service_->AddOpenStream(1);
+    grpc::ByteBuffer bytes(*raw);
+    auto request = std::make_unique<v1::GenerateRequest>();
+    if (!grpc::SerializationTraits<v1::GenerateRequest>::Deserialize(&bytes, request.get()).ok()) {
+      status_ = absl::InvalidArgumentError(
+          "the request could not be parsed: a string field (text, session_id, stop) is not valid UTF-8, or the "
+          "message is not a mambaserve.v1.GenerateRequest");
+      Finish(ToGrpcStatus(status_));
+      return;
+    }
     ServingEngine* engine = service->engine();
     if (engine == nullptr) {
       Finish(kNotReady);
@@ -132,6 +141,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     }
     tokenizer_ = engine->tokenizer.get();
     absl::StatusOr<GenerationRequest> built = Build(*engine, *request);
+    request.reset();
     if (!built.ok()) {
       status_ = built.status();
       Finish(ToGrpcStatus(status_));
@@ -239,6 +249,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     return out;
   }
 
+  // Serializes the response for `event` into buffer_.
   void Fill(const GenerationEvent& event) {
     response_.Clear();
     response_.set_text(event.text);
@@ -264,6 +275,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       usage->set_session_length(event.usage.session_length);
       usage->set_time_to_first_token_s(event.usage.time_to_first_token_s);
     }
+    bool own = false;
+    buffer_.Clear();
+    grpc::SerializationTraits<v1::GenerateResponse>::Serialize(response_, &buffer_, &own);
   }
 
   // Starts the next write if none is in flight. Called by the scheduler (listener) and OnWriteDone;
@@ -279,7 +293,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
         Fill(*event);
         writing_ = true;
         lock.unlock();
-        StartWrite(&response_);
+        StartWrite(&buffer_);
         return;
       }
       finished_ = true;
@@ -291,7 +305,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
         Finish(broken_ && status_.ok() ? grpc::Status::CANCELLED : ToGrpcStatus(status_));
       } else {
         Fill(*event);
-        StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+        StartWriteAndFinish(&buffer_, grpc::WriteOptions(), grpc::Status::OK);
       }
       return;
     }
@@ -310,6 +324,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   bool finished_ = false;
   bool broken_ = false;
   v1::GenerateResponse response_;
+  grpc::ByteBuffer buffer_;
   // For the log line; written once before Finish.
   GenerationUsage usage_;
   FinishReason finish_ = FinishReason::kNone;
@@ -323,8 +338,8 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* MambaServeService::Generate(grpc::CallbackServerContext* context,
-                                                                            const v1::GenerateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* MambaServeService::Generate(grpc::CallbackServerContext* context,
+                                                                        const grpc::ByteBuffer* request) {
   return new GenerateReactor(this, context, request);
 }
 

@@ -36,7 +36,9 @@ struct ServiceLimits {
 // absl::Status -> grpc::Status (the codes share their numbering).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-class MambaServeService final : public v1::MambaServe::CallbackService {
+// Generate takes its request as raw bytes so that a request protobuf refuses to parse (a string
+// field with invalid UTF-8) gets INVALID_ARGUMENT saying so, instead of gRPC's bare UNIMPLEMENTED.
+class MambaServeService final : public v1::MambaServe::WithRawCallbackMethod_Generate<v1::MambaServe::CallbackService> {
  public:
   explicit MambaServeService(ServiceLimits limits) : limits_(limits) {}
 
@@ -52,8 +54,8 @@ class MambaServeService final : public v1::MambaServe::CallbackService {
   void AddOpenStream(int delta) { open_streams_.fetch_add(delta); }
   ServingEngine* engine() const { return engine_.load(std::memory_order_acquire); }
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
-                                                           const v1::GenerateRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* context,
                                           const v1::CreateSessionRequest* request, v1::Session* response) override;
   grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context, const v1::GetSessionRequest* request,
