@@ -1,6 +1,7 @@
 // End to end: the real server binary on 127.0.0.1, driven by the C++ client.
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -455,6 +456,33 @@ TEST_F(ServerE2eTest, SigtermDrainsRunningStreamsAndExitsZero) {
   EXPECT_TRUE(reader->Finish().ok());
   EXPECT_EQ(tokens, 200);  // the grace period let it finish
   server_.reset();
+}
+
+}  // namespace
+}  // namespace mambaserve
+
+namespace mambaserve {
+namespace {
+
+// make-model writes the tokenizer serve uses: trained for small vocabularies, copied (and checked
+// against the vocabulary size) with --tokenizer.
+TEST(MakeModelTokenizerTest, TrainsSmallVocabulariesAndChecksCopiedOnes) {
+  testing::TempDir dir;
+  const std::string bin = kBinary;
+  const std::string neox = std::string(MAMBASERVE_SOURCE_DIR) + "/tests/data/tokenizers/gpt-neox-20b/tokenizer.json";
+  ASSERT_EQ(std::system((bin + " make-model --preset tiny --out " + dir.file("tiny")).c_str()), 0);
+  EXPECT_TRUE(std::ifstream(dir.file("tiny/tokenizer.json")).good());
+
+  const std::string too_small = bin + " make-model --preset tiny --tokenizer " + neox + " --out " + dir.file("small") +
+                                " 2>" + dir.file("err");
+  EXPECT_NE(std::system(too_small.c_str()), 0);
+  std::ifstream err(dir.file("err"));
+  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(err), {}), HasSubstr("--vocab"));
+
+  const std::string fits = bin + " make-model --preset tiny --layers 1 --vocab 50288 --tokenizer " + neox + " --out " +
+                           dir.file("neox");
+  ASSERT_EQ(std::system(fits.c_str()), 0);
+  EXPECT_TRUE(std::ifstream(dir.file("neox/tokenizer.json")).good());
 }
 
 }  // namespace
