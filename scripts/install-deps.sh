@@ -8,7 +8,7 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
   libopenblas-dev libre2-dev libutf8proc-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-numpy python3-grpcio python3-protobuf
+  python3-numpy python3-grpcio python3-protobuf python3-venv
 )
 
 missing=()
