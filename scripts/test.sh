@@ -26,6 +26,8 @@ trap report EXIT
 
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/mambaserve-ccache}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# Rewrite absolute paths under the checkout so clones in other folders share cache entries.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 
 phase "install dependencies" scripts/install-deps.sh
 phase "configure (release)" cmake --preset cpu -DMAMBASERVE_BUILD_TESTS=ON -DMAMBASERVE_BUILD_BENCH=ON
