@@ -3,7 +3,9 @@
 #include <iostream>
 #include <string_view>
 
+#include "engine/cpu/blas_kernels.h"
 #include "tools/commands.h"
+#include "tools/tokenize_command.h"
 
 namespace {
 
@@ -16,6 +18,7 @@ struct Subcommand {
 constexpr Subcommand kSubcommands[] = {
     {"make-model", mambaserve::RunMakeModelCommand, "write a deterministic random checkpoint (HF layout)"},
     {"eval", mambaserve::RunEvalCommand, "last logits + greedy tokens for a prompt, as JSON"},
+    {"tokenize", mambaserve::RunTokenizeCommand, "text -> token ids (or --decode ids -> text), as JSON"},
     {"serve", mambaserve::RunServeCommand, "serve the model over gRPC (streaming generation, sessions)"},
 };
 
@@ -27,6 +30,7 @@ void PrintUsage(std::ostream& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  mambaserve::ReexecWithFastBlasKernelsIfNeeded(argv);
   if (argc < 2 || std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "help") {
     PrintUsage(argc < 2 ? std::cerr : std::cout);
     return argc < 2 ? 2 : 0;

@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
+#include "engine/cpu/blas_kernels.h"
 #include "engine/cpu/mixer_ops.h"
 #include "engine/status_macros.h"
 #include "kernels/mamba_math.h"
@@ -44,7 +45,7 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(std::shared_ptr<c
   openblas_set_num_threads(1);
 
   auto backend = std::unique_ptr<CpuBackend>(new CpuBackend(c, options));
-  const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv;
+  const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank;
   for (const LayerWeights& w : model->layers) {
     Layer l;
     l.norm = ToF32(w.norm);
@@ -84,7 +85,7 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(std::shared_ptr<c
 BackendInfo CpuBackend::info() const {
   BackendInfo info;
   info.name = "cpu";
-  info.device = absl::StrCat(pool_.num_threads(), " threads");
+  info.device = absl::StrCat(pool_.num_threads(), " threads, OpenBLAS ", BlasCoreName(), " kernels");
   info.weight_dtype = embeddings_.dtype();
   info.num_slots = states_.num_slots();
   info.state_bytes_per_slot = config_.state_bytes();
@@ -220,10 +221,9 @@ void CpuBackend::RunLayer(const Layer& l, int64_t layer_index, const std::vector
     cpu::RmsNormRows(x_dbl_.data() + R + N, ld_dbl, nullptr, x_dbl_.data() + R + N, ld_dbl, rows, N, eps);
   }
   l.dt_proj.MatMul(x_dbl_.data(), ld_dbl, rows, dt_.data(), E, pool_);  // [rows][E]
-  for (int64_t r = 0; r < rows; ++r) {
-    float* dt = dt_.data() + r * E;
-    for (int64_t e = 0; e < E; ++e) dt[e] = math::Softplus(dt[e] + l.dt_bias[e]);
-  }
+  pool_.ParallelFor(rows * E, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) dt_[i] = math::Softplus(dt_[i] + l.dt_bias[i % E]);
+  });
 
   pool_.ParallelFor(E, [&](int64_t c0, int64_t c1) {
     for (const Chunk& ch : chunks) {

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/cpu/fast_exp.h"
 #include "kernels/mamba_math.h"
 
 namespace mambaserve::cpu {
@@ -26,33 +27,87 @@ void RmsNormRows(const float* x, int64_t ldx, const float* w, float* y, int64_t 
 void CausalConv1dSilu(const float* x, int64_t ldx, int64_t len, const float* weight,
                       const float* bias, int64_t k_conv, float* state, float* out, int64_t ldo,
                       int64_t c_begin, int64_t c_end) {
-  std::vector<float> window(k_conv);  // window[k]: input at t-K+1+k
-  for (int64_t ch = c_begin; ch < c_end; ++ch) {
-    float* st = state + ch * (k_conv - 1);
-    std::memcpy(window.data(), st, (k_conv - 1) * sizeof(float));
-    const float* w = weight + ch * k_conv;
-    const float b = bias != nullptr ? bias[ch] : 0.0f;
-    for (int64_t t = 0; t < len; ++t) {
-      window[k_conv - 1] = x[t * ldx + ch];
-      out[t * ldo + ch] = math::ConvSilu(window.data(), w, b, static_cast<int>(k_conv));
-      std::memmove(window.data(), window.data() + 1, (k_conv - 1) * sizeof(float));
+  // window(t, k) is the input at time t-K+1+k: from the state for the first K-1 steps of the
+  // chunk, from x after that. Time outer, channels inner, so every row access is contiguous.
+  const int64_t hist = k_conv - 1;
+  auto input = [&](int64_t ch, int64_t time) {  // time in [-hist, len)
+    return time < 0 ? state[ch * hist + (hist + time)] : x[time * ldx + ch];
+  };
+  for (int64_t t = 0; t < len; ++t) {
+    float* out_t = out + t * ldo;
+    if (t >= hist) {
+      for (int64_t ch = c_begin; ch < c_end; ++ch) {
+        float acc = bias != nullptr ? bias[ch] : 0.0f;
+        const float* w = weight + ch * k_conv;
+        for (int64_t k = 0; k < k_conv; ++k) acc += w[k] * x[(t - hist + k) * ldx + ch];
+        out_t[ch] = math::Silu(acc);
+      }
+    } else {
+      for (int64_t ch = c_begin; ch < c_end; ++ch) {
+        float acc = bias != nullptr ? bias[ch] : 0.0f;
+        const float* w = weight + ch * k_conv;
+        for (int64_t k = 0; k < k_conv; ++k) acc += w[k] * input(ch, t - hist + k);
+        out_t[ch] = math::Silu(acc);
+      }
     }
-    std::memcpy(st, window.data(), (k_conv - 1) * sizeof(float));
+  }
+  // New state: the last K-1 inputs (from the old state when the chunk is shorter than K-1).
+  std::vector<float> last(hist);
+  for (int64_t ch = c_begin; ch < c_end; ++ch) {
+    for (int64_t j = 0; j < hist; ++j) last[j] = input(ch, len - hist + j);
+    std::memcpy(state + ch * hist, last.data(), hist * sizeof(float));
   }
 }
 
+namespace {
+
+// One token's update of `count` states of one channel. With a compile-time count the compiler
+// turns it into straight vector code (FastExp included); the y reduction is reassociated.
+template <int64_t kCount>
+inline float ScanStates(float* __restrict h, const float* __restrict a, const float* __restrict b,
+                        const float* __restrict c, float dt, float dt_x) {
+  float da[kCount], y = 0.0f;
+#pragma omp simd
+  for (int64_t n = 0; n < kCount; ++n) da[n] = FastExp(dt * a[n]);
+#pragma omp simd
+  for (int64_t n = 0; n < kCount; ++n) h[n] = da[n] * h[n] + dt_x * b[n];
+#pragma omp simd reduction(+ : y)
+  for (int64_t n = 0; n < kCount; ++n) y += h[n] * c[n];
+  return y;
+}
+
+}  // namespace
+
+// Cloned for AVX-512 / AVX2 / baseline and picked at load time.
+__attribute__((target_clones("avx512f", "avx2", "default")))
 void SelectiveScan(const float* x, const float* dt, const float* b, const float* c, int64_t ld_bc,
                    const float* a, const float* d, const float* z, int64_t ldz, int64_t len,
                    int64_t d_inner, int64_t d_state, float* state, float* y, int64_t c_begin,
                    int64_t c_end) {
-  for (int64_t ch = c_begin; ch < c_end; ++ch) {
-    float* h = state + ch * d_state;
-    const float* a_row = a + ch * d_state;
-    for (int64_t t = 0; t < len; ++t) {
-      const float xv = x[t * d_inner + ch];
-      const float yv = math::ScanStep(h, a_row, b + t * ld_bc, c + t * ld_bc, dt[t * d_inner + ch], xv,
-                                      static_cast<int>(d_state));
-      y[t * d_inner + ch] = (yv + d[ch] * xv) * math::Silu(z[t * ldz + ch]);
+  constexpr int64_t kBlock = 16;  // d_state of every released Mamba-1 model
+  // Time outer, channels inner: the rows of x, dt, z are contiguous and this thread's states
+  // ([c_end - c_begin][N] floats, tens of KiB) stay in cache across tokens.
+  for (int64_t t = 0; t < len; ++t) {
+    const float* bt = b + t * ld_bc;
+    const float* ct = c + t * ld_bc;
+    const float* xt = x + t * d_inner;
+    const float* dtt = dt + t * d_inner;
+    const float* zt = z + t * ldz;
+    float* yt = y + t * d_inner;
+    for (int64_t ch = c_begin; ch < c_end; ++ch) {
+      float* h = state + ch * d_state;
+      const float* a_row = a + ch * d_state;
+      const float xv = xt[ch], dtv = dtt[ch];
+      float yv = 0.0f;
+      int64_t n = 0;
+      for (; n + kBlock <= d_state; n += kBlock) {
+        yv += ScanStates<kBlock>(h + n, a_row + n, bt + n, ct + n, dtv, dtv * xv);
+      }
+      for (; n < d_state; ++n) {  // remainder for unusual d_state
+        h[n] = FastExp(dtv * a_row[n]) * h[n] + dtv * xv * bt[n];
+        yv += h[n] * ct[n];
+      }
+      yt[ch] = (yv + d[ch] * xv) * math::Silu(zt[ch]);
     }
   }
 }

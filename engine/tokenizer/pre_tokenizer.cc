@@ -1,6 +1,5 @@
 #include "engine/tokenizer/pre_tokenizer.h"
 
-#include <functional>
 #include <string_view>
 #include <utility>
 
@@ -37,14 +36,20 @@ void FindCharSpans(std::string_view text, bool (*predicate)(char32_t), std::vect
 }
 
 // Runs `find_spans` on every piece and regroups according to `behavior`.
+template <typename FindSpans>
 void SplitPieces(std::vector<std::string>& pieces, SplitBehavior behavior,
-                 const std::function<void(std::string_view, std::vector<Span>&)>& find_spans) {
+                 const FindSpans& find_spans) {
   std::vector<std::string> result;
   result.reserve(pieces.size() * 2);
   std::vector<Span> spans;
-  for (const std::string& piece : pieces) {
+  for (std::string& piece : pieces) {
     spans.clear();
     find_spans(piece, spans);
+    // A piece that stays whole (the common case) is moved rather than copied.
+    if (spans.size() == 1 && (behavior != SplitBehavior::kRemoved || !spans[0].is_match)) {
+      if (!piece.empty()) result.push_back(std::move(piece));
+      continue;
+    }
     ApplySplitBehavior(piece, spans, behavior, result);
   }
   pieces = std::move(result);

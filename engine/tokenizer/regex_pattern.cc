@@ -123,6 +123,46 @@ size_t LastCharStart(std::string_view text) {
   return pos;
 }
 
+bool IsAsciiLetter(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+bool IsAsciiDigit(unsigned char c) { return c >= '0' && c <= '9'; }
+bool IsAsciiSpace(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+// Length of the GPT-2 match at text[pos] when it can be decided from ASCII characters alone,
+// or 0 when a non-ASCII byte could change the outcome (the caller then asks RE2). Most text is
+// ASCII, and this avoids one RE2 call per word.
+size_t AsciiGpt2MatchLength(std::string_view text, size_t pos) {
+  const auto at = [&](size_t i) -> int {
+    return i < text.size() ? static_cast<unsigned char>(text[i]) : -1;
+  };
+  const int c = at(pos);
+  if (c == '\'') {
+    const int c1 = at(pos + 1), c2 = at(pos + 2);
+    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return 2;
+    if ((c1 == 'r' || c1 == 'v') && c2 == 'e') return 3;
+    if (c1 == 'l' && c2 == 'l') return 3;
+  }
+  size_t i = pos;
+  if (c == ' ') ++i;
+  const int first = at(i);
+  if (first >= 0x80) return 0;
+  auto scan = [&](bool (*in_class)(unsigned char)) -> size_t {
+    while (i < text.size() && static_cast<unsigned char>(text[i]) < 0x80 &&
+           in_class(static_cast<unsigned char>(text[i]))) {
+      ++i;
+    }
+    return (i < text.size() && static_cast<unsigned char>(text[i]) >= 0x80) ? 0 : i - pos;
+  };
+  if (first >= 0 && IsAsciiLetter(first)) return scan(&IsAsciiLetter);
+  if (first >= 0 && IsAsciiDigit(first)) return scan(&IsAsciiDigit);
+  if (first >= 0 && !IsAsciiSpace(first)) {
+    return scan(
+        [](unsigned char b) { return !IsAsciiLetter(b) && !IsAsciiDigit(b) && !IsAsciiSpace(b); });
+  }
+  // Whitespace run (a lone trailing space also lands here).
+  i = pos;
+  return scan(&IsAsciiSpace);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RegexPattern>> RegexPattern::FromOniguruma(
@@ -198,7 +238,10 @@ void RegexPattern::FindGpt2Spans(std::string_view text, std::vector<Span>& spans
   size_t pos = 0;
   while (pos < text.size()) {
     size_t end;
-    if (re2->Match(input, pos, text.size(), RE2::ANCHOR_START, &match, 1) && !match.empty()) {
+    if (const size_t ascii_length = AsciiGpt2MatchLength(text, pos); ascii_length > 0) {
+      end = pos + ascii_length;
+    } else if (re2->Match(input, pos, text.size(), RE2::ANCHOR_START, &match, 1) &&
+               !match.empty()) {
       end = pos + match.size();
     } else {
       end = pos + Utf8Length(static_cast<unsigned char>(text[pos]));  // unreachable for valid text

@@ -5,12 +5,12 @@
 
 #include <array>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 
 namespace mambaserve {
 
@@ -28,8 +28,10 @@ class WordCache {
   static constexpr size_t kMaxEntriesPerShard = 8192;
 
   struct Shard {
-    mutable absl::Mutex mutex;
-    absl::flat_hash_map<std::string, std::vector<int32_t>> entries ABSL_GUARDED_BY(mutex);
+    // std::mutex rather than absl::Mutex: the system Abseil build enables deadlock detection,
+    // which costs more than the lookup itself on this hot path.
+    std::mutex mutex;
+    absl::flat_hash_map<std::string, std::vector<int32_t>> entries;  // guarded by mutex
   };
   Shard& ShardFor(std::string_view word) const;
 

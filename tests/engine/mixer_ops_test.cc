@@ -84,3 +84,26 @@ TEST(MixerOpsTest, SelectiveScanMatchesRecurrence) {
 
 }  // namespace
 }  // namespace mambaserve::cpu
+
+#include "engine/cpu/fast_exp.h"
+
+namespace mambaserve::cpu {
+namespace {
+
+TEST(FastExpTest, RelativeErrorWithinThreeUlpOverTheScanRange) {
+  double worst = 0;
+  for (double x = -87.0; x <= 88.0; x += 0.0137) {
+    const double exact = std::exp(x);
+    const double rel = std::fabs(FastExp(static_cast<float>(x)) - exact) / exact;
+    // Compare to float's own rounding of x: the error budget is for exp, not for the input.
+    const double rel_input = std::fabs(std::exp(double(static_cast<float>(x))) - exact) / exact;
+    worst = std::max(worst, rel - rel_input);
+  }
+  EXPECT_LT(worst, 3.6e-7);
+  EXPECT_EQ(FastExp(0.0f), 1.0f);
+  EXPECT_EQ(FastExp(-1000.0f), 0.0f);
+  EXPECT_GT(FastExp(88.0f), 1e38f);
+}
+
+}  // namespace
+}  // namespace mambaserve::cpu

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds everything, and runs the whole test suite:
+#   1. Debian packages (scripts/install-deps.sh)
+#   2. Release build (CPU engine, server, tools, tests, benchmarks)
+#   3. AddressSanitizer + UBSan build of the engine tests, run
+#   4. every CTest test of the Release build (unit, end-to-end, float64 reference comparison)
+# Prints the time each phase took. Exit status is non-zero if anything failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=${MAMBASERVE_JOBS:-$(nproc)}
+declare -a phase_names=() phase_secs=()
+phase() {  # phase NAME COMMAND...
+  local name=$1 start=$SECONDS
+  shift
+  echo "==== ${name}"
+  "$@"
+  phase_names+=("$name")
+  phase_secs+=($((SECONDS - start)))
+}
+report() {
+  echo "==== phase timings"
+  for i in "${!phase_names[@]}"; do printf '  %-28s %5ss\n' "${phase_names[$i]}" "${phase_secs[$i]}"; done
+}
+trap report EXIT
+
+export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/mambaserve-ccache}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# Rewrite absolute paths under the checkout so clones in other folders share cache entries.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
+
+phase "install dependencies" scripts/install-deps.sh
+phase "configure (release)" cmake --preset cpu -DMAMBASERVE_BUILD_TESTS=ON -DMAMBASERVE_BUILD_BENCH=ON
+phase "build (release)" cmake --build build/cpu -j "$jobs"
+phase "configure (sanitizers)" cmake --preset asan -DMAMBASERVE_BUILD_TESTS=ON
+phase "build (sanitizers)" cmake --build build/asan -j "$jobs" --target \
+  engine_model_loading_test engine_cpu_backend_test safetensors_fuzz \
+  tokenizer_test tokenize_command_test tokenizer_fuzz
+phase "test (sanitizers)" ctest --test-dir build/asan -j "$jobs" --output-on-failure -L 'engine|tokenizer'
+phase "test (release)" ctest --test-dir build/cpu -j "$jobs" --output-on-failure
