@@ -34,7 +34,7 @@ phase "configure (release)" cmake --preset cpu -DMAMBASERVE_BUILD_TESTS=ON -DMAM
 phase "build (release)" cmake --build build/cpu -j "$jobs"
 phase "configure (sanitizers)" cmake --preset asan -DMAMBASERVE_BUILD_TESTS=ON
 phase "build (sanitizers)" cmake --build build/asan -j "$jobs" --target \
-  engine_model_loading_test engine_cpu_backend_test safetensors_fuzz \
+  engine_model_loading_test engine_cpu_backend_test engine_serving_test safetensors_fuzz \
   tokenizer_test tokenize_command_test tokenizer_fuzz
 phase "test (sanitizers)" ctest --test-dir build/asan -j "$jobs" --output-on-failure -L 'engine|tokenizer'
 phase "test (release)" ctest --test-dir build/cpu -j "$jobs" --output-on-failure
