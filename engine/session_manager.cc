@@ -52,25 +52,25 @@ absl::StatusOr<int> SessionManager::FreeSlot() {
   }
   if (lru == nullptr) return absl::ResourceExhaustedError("every state slot is held by a running sequence");
   const int slot = lru->slot;
-  RETURN_IF_ERROR(Park(*lru));
+  Park(*lru);
   EnforceHostBudget();
   return slot;
 }
 
-absl::Status SessionManager::Park(Session& s) {
+void SessionManager::Park(Session& s) {
   std::vector<uint8_t> state(state_bytes_);
   absl::Status read = backend_->ReadSlot(s.slot, state);
-  slot_owner_[s.slot] = SlotUse::kFree;
+  slot_owner_[s.slot] = SlotUse::kFree;  // free either way
   s.slot = -1;
   if (!read.ok()) {
+    s.location = StateLocation::kNone;
     Drop(s.id, absl::StrCat("its state could not be saved to host memory (", read.message(), ")"));
-    return absl::OkStatus();  // the slot is free either way
+    return;
   }
   s.host_state = std::move(state);
   s.location = StateLocation::kHost;
   parked_bytes_ += state_bytes_;
   ++parked_total_;
-  return absl::OkStatus();
 }
 
 void SessionManager::EnforceHostBudget() {
@@ -89,7 +89,7 @@ void SessionManager::EnforceHostBudget() {
   }
 }
 
-void SessionManager::Drop(const std::string& id, std::string reason) {
+void SessionManager::Drop(std::string id, std::string reason) {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;
   Session& s = it->second;

@@ -113,9 +113,9 @@ class SessionManager {
   absl::StatusOr<const Session*> Find(const std::string& id) const;
   SessionInfo Info(const Session& s) const;
   absl::StatusOr<int> FreeSlot();  // a free slot, parking an idle session if needed
-  absl::Status Park(Session& s);
+  void Park(Session& s);  // frees its slot; a failed read drops the session (with the reason)
   void EnforceHostBudget();
-  void Drop(const std::string& id, std::string reason);
+  void Drop(std::string id, std::string reason);  // `id` by value: callers pass the dropped session's own id
   int64_t Now() const { return options_.now_ms(); }
 
   Backend* backend_;
