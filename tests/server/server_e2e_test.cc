@@ -306,9 +306,9 @@ TEST_F(ServerE2eTest, ExportDeleteImportContinuesWithTheSameTokens) {
 }
 
 TEST_F(ServerE2eTest, CancelMidStreamFreesTheSlotAndStopsWork) {
-  Start();
+  Start({"--max-tokens-limit", "1000000"});
   grpc::ClientContext context;
-  auto reader = stub_->Generate(&context, Tokens({1, 2, 3}, 4000));
+  auto reader = stub_->Generate(&context, Tokens({1, 2, 3}, 1000000));
   GenerateResponse response;
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(reader->Read(&response));
   context.TryCancel();
@@ -321,18 +321,18 @@ TEST_F(ServerE2eTest, CancelMidStreamFreesTheSlotAndStopsWork) {
 }
 
 TEST_F(ServerE2eTest, DeadlineEndsTheStreamAndFreesTheSlot) {
-  Start();
-  const Generation g = Run(Tokens({1, 2, 3}, 4000), std::chrono::milliseconds(150));
+  Start({"--max-tokens-limit", "1000000"});
+  const Generation g = Run(Tokens({1, 2, 3}, 1000000), std::chrono::milliseconds(150));
   EXPECT_EQ(g.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_LT(g.tokens.size(), 4000u);
+  EXPECT_LT(g.tokens.size(), 1000000u);
   EXPECT_TRUE(WaitIdle());
   EXPECT_TRUE(Run(Tokens({1, 2}, 4)).status.ok());
 }
 
 TEST_F(ServerE2eTest, FullQueueIsRefusedAtOnceWithResourceExhausted) {
-  Start({"--max-batch", "1", "--max-sessions", "1", "--max-queue", "1"});
+  Start({"--max-batch", "1", "--max-sessions", "1", "--max-queue", "1", "--max-tokens-limit", "1000000"});
   grpc::ClientContext a_context, b_context;
-  auto a = stub_->Generate(&a_context, Tokens({1, 2}, 4000));  // holds the only slot
+  auto a = stub_->Generate(&a_context, Tokens({1, 2}, 1000000));  // holds the only slot
   GenerateResponse response;
   ASSERT_TRUE(a->Read(&response));
   auto b = stub_->Generate(&b_context, Tokens({3, 4}, 4));      // waits in the queue
@@ -373,7 +373,7 @@ TEST_F(ServerE2eTest, SlowReaderDoesNotStallOtherStreams) {
 }
 
 TEST_F(ServerE2eTest, InvalidRequestsSayWhatToFixAndOthersKeepBeingServed) {
-  Start({"--max-prompt-tokens", "64"});
+  Start({"--max-prompt-tokens", "64", "--max-tokens-limit", "1000000"});
   CreateSession("busy");
   struct Case {
     const char* what;
@@ -425,7 +425,7 @@ TEST_F(ServerE2eTest, InvalidRequestsSayWhatToFixAndOthersKeepBeingServed) {
 
   // A second request on a session with one in flight.
   grpc::ClientContext first_context;
-  GenerateRequest first = Tokens({1, 2}, 4000);
+  GenerateRequest first = Tokens({1, 2}, 1000000);
   first.set_session_id("busy");
   auto reader = stub_->Generate(&first_context, first);
   GenerateResponse response;
@@ -443,19 +443,60 @@ TEST_F(ServerE2eTest, InvalidRequestsSayWhatToFixAndOthersKeepBeingServed) {
   EXPECT_TRUE(Run(Tokens({1, 2, 3}, 8)).status.ok());
 }
 
-TEST_F(ServerE2eTest, SigtermDrainsRunningStreamsAndExitsZero) {
-  Start();
+TEST_F(ServerE2eTest, SigtermDrainsRunningStreamsRefusesNewOnesAndExitsZero) {
+  Start({"--max-tokens-limit", "10000"});
   grpc::ClientContext context;
-  auto reader = stub_->Generate(&context, Tokens({1, 2, 3}, 200));
+  auto reader = stub_->Generate(&context, Tokens({1, 2, 3}, 10000));
   GenerateResponse response;
   ASSERT_TRUE(reader->Read(&response));
-  std::thread stopper([&] { EXPECT_EQ(server_->Stop(), 0); });
   int tokens = response.token_ids_size();
+  server_->Terminate();
+  // Health turns NOT_SERVING and new generations are refused while the running stream drains.
+  auto health = grpc::health::v1::Health::NewStub(server_->channel());
+  bool not_serving = false;
+  for (int i = 0; i < 200 && !not_serving; ++i) {
+    grpc::ClientContext health_context;
+    grpc::health::v1::HealthCheckResponse status;
+    not_serving = health->Check(&health_context, {}, &status).ok() &&
+                  status.status() == grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+    if (!not_serving) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(not_serving);
+  const Generation refused = Run(Tokens({4, 5}, 4), std::chrono::seconds(5));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
   while (reader->Read(&response)) tokens += response.token_ids_size();
-  stopper.join();
   EXPECT_TRUE(reader->Finish().ok());
-  EXPECT_EQ(tokens, 200);  // the grace period let it finish
+  EXPECT_EQ(tokens, 10000);  // the grace period let it finish
+  EXPECT_EQ(server_->Wait(), 0) << server_->log();
   server_.reset();
+}
+
+// The command-line client against the real server.
+TEST_F(ServerE2eTest, MambactlGeneratesAndManagesSessions) {
+  Start();
+  testing::TempDir dir;
+  const std::string ctl = std::string(MAMBACTL_BIN) + " --target " + server_->target() + " ";
+  auto run = [&](const std::string& args) {
+    const std::string out = dir.file("out");
+    const int rc = std::system((ctl + args + " >" + out + " 2>&1").c_str());
+    std::ifstream in(out);
+    return std::make_pair(rc, std::string(std::istreambuf_iterator<char>(in), {}));
+  };
+  EXPECT_EQ(run("health").second, "SERVING\n");
+  auto [rc, text] = run("generate --text 'Alice was' --max-tokens 8 --seed 1 --ignore-eos");
+  EXPECT_EQ(rc, 0) << text;
+  EXPECT_THAT(text, HasSubstr("finish_reason=FINISH_REASON_LENGTH"));
+  EXPECT_EQ(run("session create chat").first, 0);
+  EXPECT_EQ(run("generate --session chat --tokens 1,2,3 --max-tokens 4 --ignore-eos").first, 0);
+  EXPECT_THAT(run("session get chat").second, HasSubstr("length=7"));
+  EXPECT_EQ(run("session export chat --out " + dir.file("chat.bin")).first, 0);
+  EXPECT_THAT(run("session import --in " + dir.file("chat.bin") + " copy").second, HasSubstr("location=host"));
+  EXPECT_THAT(run("session list").second, HasSubstr("copy"));
+  EXPECT_EQ(run("session delete chat").first, 0);
+  auto [missing_rc, missing] = run("session get chat");
+  EXPECT_NE(missing_rc, 0);
+  EXPECT_THAT(missing, HasSubstr("deleted"));
+  EXPECT_THAT(run("info").second, HasSubstr("architecture: \"mamba\""));
 }
 
 }  // namespace

@@ -74,6 +74,11 @@ class ServerProcess {
   int Stop(std::chrono::seconds wait = std::chrono::seconds(20)) {
     if (pid_ <= 0) return -1;
     kill(pid_, SIGTERM);
+    return Wait(wait);
+  }
+  void Terminate() { kill(pid_, SIGTERM); }
+  int Wait(std::chrono::seconds wait = std::chrono::seconds(20)) {
+    if (exit_code_ != -1) return exit_code_;
     const auto give_up = std::chrono::steady_clock::now() + wait;
     int status = 0;
     while (std::chrono::steady_clock::now() < give_up) {
