@@ -51,21 +51,25 @@ void Scheduler::Start() { thread_ = std::thread([this] { Loop(); }); }
 void Scheduler::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_ && !thread_.joinable() && waiting_.empty() && running_.empty() && incoming_.empty()) return;
+    if (stopping_) return;
     stopping_ = true;
   }
   wake_.notify_all();
   if (thread_.joinable()) {
     thread_.join();
-    return;
+  } else {
+    EndAll();  // never started (tests drive it with StepForTest)
   }
-  // Never started (tests): end everything here.
+}
+
+void Scheduler::EndAll() {
   TakeIncoming();
   const absl::Status shutting_down = absl::UnavailableError("the server is shutting down");
   for (auto& seq : running_) Finish(*seq, FinishReason::kCancelled, shutting_down);
   for (auto& seq : waiting_) Finish(*seq, FinishReason::kCancelled, shutting_down);
   running_.clear();
   waiting_.clear();
+  PublishStats(0, 0, 0, 0);
 }
 
 absl::Status Scheduler::Submit(GenerationRequest request) {
@@ -110,13 +114,7 @@ void Scheduler::Loop() {
     const auto wait = running_.empty() && waiting_.empty() ? std::chrono::milliseconds(50) : std::chrono::milliseconds(2);
     wake_.wait_for(lock, wait, [&] { return stopping_ || !incoming_.empty() || !tasks_.empty(); });
   }
-  TakeIncoming();
-  const absl::Status shutting_down = absl::UnavailableError("the server is shutting down");
-  for (auto& seq : running_) Finish(*seq, FinishReason::kCancelled, shutting_down);
-  for (auto& seq : waiting_) Finish(*seq, FinishReason::kCancelled, shutting_down);
-  running_.clear();
-  waiting_.clear();
-  PublishStats(0, 0, 0, 0);
+  EndAll();
 }
 
 void Scheduler::TakeIncoming() {

@@ -66,6 +66,7 @@ class Scheduler {
 
   void Loop();
   bool RunStep();
+  void EndAll();  // after stopping: ends every request as cancelled (UNAVAILABLE)
   void TakeIncoming();
   void DropCancelled();
   void Admit();

@@ -240,7 +240,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     if (!out.sampling.stop.empty() && tokenizer_ == nullptr) {
       return absl::FailedPreconditionError("stop strings need a tokenizer; this model has none (use stop_token_ids)");
     }
-    logprobs_ = out.sampling.logprobs > 0;
     const auto deadline = context_->deadline();
     if (deadline != std::chrono::system_clock::time_point::max()) {
       out.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
@@ -317,7 +316,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   const Clock::time_point started_;
   std::shared_ptr<GenerationStream> stream_;
   std::string session_;
-  bool logprobs_ = false;
 
   std::mutex mu_;
   bool writing_ = false;
