@@ -98,6 +98,12 @@ absl::Status RunServer(const ServeOptions& options) {
   }
 
   const auto load_start = std::chrono::steady_clock::now();
+  if (options.prepare_model) {
+    if (absl::Status prepared = options.prepare_model(); !prepared.ok()) {
+      server->Shutdown();
+      return prepared;
+    }
+  }
   absl::StatusOr<std::unique_ptr<ServingEngine>> engine = LoadEngine(options);
   if (!engine.ok()) {
     server->Shutdown();

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -13,6 +14,9 @@ namespace mambaserve {
 
 struct ServeOptions {
   std::string model_dir;               // a Hugging Face checkpoint directory
+  // Runs once the server listens (health NOT_SERVING) and before the model loads, e.g. to
+  // generate the default model into model_dir.
+  std::function<absl::Status()> prepare_model;
   std::string listen = "127.0.0.1:50051";
   std::string port_file;               // if set, the bound port is written here once listening
   int max_sessions = 128;              // state slots: running sequences + resident sessions

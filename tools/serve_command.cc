@@ -56,7 +56,7 @@ absl::Status Serve(int argc, char** argv) {
   } else {
     o.model_dir = cl.GetOr("model-cache", DefaultModelCacheDir());
     LogInfo("no --model: using the embedded tiny default model in ", o.model_dir);
-    RETURN_IF_ERROR(EnsureDefaultModel(o.model_dir));
+    o.prepare_model = [dir = o.model_dir] { return EnsureDefaultModel(dir); };
   }
   o.listen = cl.GetOr("listen", o.listen);
   o.port_file = cl.GetOr("port-file", "");

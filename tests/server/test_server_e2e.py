@@ -2,7 +2,8 @@
 grpcio-health-checking and grpcio-reflection clients, and stubs compiled from the .proto here.
 
 Run by CTest (server_python_e2e) in the venv scripts/python-test-env.sh makes:
-  build/pyenv/bin/python3 tests/server/test_server_e2e.py --binary build/srv/tools/mambaserve --proto-dir proto
+  build/pyenv/bin/python3 tests/server/test_server_e2e.py --binary build/srv/tools/mambaserve \
+      --mambactl build/srv/server/mambactl --proto-dir proto
 """
 import argparse
 import concurrent.futures
@@ -68,6 +69,43 @@ class Server:
             code = self.proc.wait()
         self.log.close()
         return code
+
+
+class StartupE2E(unittest.TestCase):
+    def test_not_serving_until_the_default_model_is_ready(self):
+        """Without --model the server listens first, generates the default model, then serves."""
+        work = tempfile.mkdtemp(prefix="mambaserve-py-start-")
+        port_file = os.path.join(work, "port")
+        proc = subprocess.Popen([ARGS.binary, "serve", "--model-cache", os.path.join(work, "cache"),
+                                 "--listen", "127.0.0.1:0", "--port-file", port_file, "--threads", "1"],
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(port_file):
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.001)
+            with open(port_file) as f:
+                channel = grpc.insecure_channel("127.0.0.1:" + f.read().strip())
+            health = health_pb2_grpc.HealthStub(channel)
+            seen = [health.Check(health_pb2.HealthCheckRequest(), timeout=10).status]
+            if seen[0] == health_pb2.HealthCheckResponse.NOT_SERVING:
+                stub = pb_grpc.MambaServeStub(channel)
+                try:  # still loading (UNAVAILABLE), unless it became ready in between
+                    list(stub.Generate(pb.GenerateRequest(text="hi"), timeout=10))
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE)
+                    self.assertIn("loading", e.details())
+            while seen[-1] != health_pb2.HealthCheckResponse.SERVING:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.01)
+                seen.append(health.Check(health_pb2.HealthCheckRequest(), timeout=10).status)
+            self.assertEqual(seen[0], health_pb2.HealthCheckResponse.NOT_SERVING)
+            self.assertTrue(os.path.exists(os.path.join(work, "cache", "tokenizer.json")))
+            channel.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(timeout=20), 0)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 class ServerE2E(unittest.TestCase):
@@ -240,6 +278,19 @@ class ServerE2E(unittest.TestCase):
         self.assertEqual(call.code(), grpc.StatusCode.CANCELLED)
         self.assertTrue(self.wait_idle())
 
+    def test_client_disconnect_frees_the_slot(self):
+        # A client process killed mid-stream: no cancel message, just a dropped connection.
+        client = subprocess.Popen([ARGS.mambactl, "--target", self.server.target, "generate", "--tokens", "1,2",
+                                   "--max-tokens", "1000000", "--ignore-eos"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while self.stub.GetModelInfo(pb.GetModelInfoRequest()).running == 0:
+            self.assertLess(time.monotonic(), deadline, "the client's stream never started")
+            time.sleep(0.01)
+        client.kill()
+        client.wait()
+        self.assertTrue(self.wait_idle())
+
     def test_model_info(self):
         info = self.stub.GetModelInfo(pb.GetModelInfoRequest())
         self.assertEqual(info.architecture, "mamba")
@@ -254,6 +305,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", required=True)
     parser.add_argument("--proto-dir", required=True)
+    parser.add_argument("--mambactl", required=True)
     ARGS, rest = parser.parse_known_args()
     out = tempfile.mkdtemp(prefix="mambaserve-pyproto-")
     try:
