@@ -305,6 +305,68 @@ TEST_F(ServerE2eTest, ExportDeleteImportContinuesWithTheSameTokens) {
   EXPECT_THAT(bad.error_message(), HasSubstr("checksum"));
 }
 
+TEST_F(ServerE2eTest, IdleSessionsAreParkedToHostAndRestoredWithTheSameTokens) {
+  Start({"--max-sessions", "2", "--max-batch", "2"});
+  const std::vector<std::vector<int32_t>> prompts = {{11, 12, 13}, {21, 22}, {31, 32, 33, 34}};
+  std::vector<Generation> first;
+  for (int i = 0; i < 3; ++i) {
+    CreateSession("s" + std::to_string(i));
+    GenerateRequest r = Tokens(prompts[i], 5);
+    r.set_session_id("s" + std::to_string(i));
+    first.push_back(Run(r));
+    ASSERT_TRUE(first.back().status.ok());
+  }
+  // Two slots, three sessions: the least recently used (s0) went to host memory.
+  grpc::ClientContext context;
+  v1::GetSessionRequest get;
+  get.set_session_id("s0");
+  v1::Session s0;
+  ASSERT_TRUE(stub_->GetSession(&context, get, &s0).ok());
+  EXPECT_EQ(s0.location(), v1::STATE_LOCATION_HOST);
+  EXPECT_EQ(Info().sessions_parked(), 1);
+
+  GenerateRequest next = Tokens({40, 41}, 6);
+  next.set_session_id("s0");
+  const Generation resumed = Run(next);  // restored into a slot (parking s1)
+  ASSERT_TRUE(resumed.status.ok());
+  std::vector<int32_t> whole = prompts[0];
+  whole.insert(whole.end(), first[0].tokens.begin(), first[0].tokens.end());
+  whole.insert(whole.end(), {40, 41});
+  EXPECT_EQ(Run(Tokens(whole, 6)).tokens, resumed.tokens);
+}
+
+TEST_F(ServerE2eTest, OverTheHostBudgetParkedSessionsAreEvictedAndSaySo) {
+  Start({"--max-sessions", "1", "--max-batch", "1", "--host-state-budget-mb", "0"});
+  for (const char* id : {"old", "new"}) {
+    CreateSession(id);
+    GenerateRequest r = Tokens({1, 2}, 3);
+    r.set_session_id(id);
+    ASSERT_TRUE(Run(r).status.ok());
+  }
+  GenerateRequest again = Tokens({3}, 3);
+  again.set_session_id("old");
+  const Generation g = Run(again);
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(g.status.error_message(), HasSubstr("evicted"));
+}
+
+TEST_F(ServerE2eTest, IdleSessionsExpireAfterTheTtl) {
+  Start({"--session-ttl-s", "1"});
+  CreateSession("brief");
+  grpc::Status status;
+  for (int i = 0; i < 100; ++i) {  // TTL 1 s, checked every second: gone within ~2 s
+    grpc::ClientContext context;
+    v1::GetSessionRequest get;
+    get.set_session_id("brief");
+    v1::Session session;
+    status = stub_->GetSession(&context, get, &session);
+    if (!status.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(status.error_message(), HasSubstr("expired"));
+}
+
 TEST_F(ServerE2eTest, CancelMidStreamFreesTheSlotAndStopsWork) {
   Start({"--max-tokens-limit", "1000000"});
   grpc::ClientContext context;
