@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "engine/greedy.h"
 
 namespace mambaserve {
 namespace {
@@ -136,10 +137,7 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
   ApplyPenalties(work_);
   SampledToken result;
   if (params_.temperature == 0) {
-    int32_t best = 0;
-    for (size_t i = 1; i < work_.size(); ++i)
-      if (work_[i] > work_[best]) best = static_cast<int32_t>(i);
-    result.token = best;
+    result.token = ArgMax(work_);
   } else {
     const float inv_t = static_cast<float>(1.0 / params_.temperature);
     for (float& v : work_) v *= inv_t;

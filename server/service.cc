@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/session_blob.h"
 #include "engine/status_macros.h"
+#include "engine/tokenizer/utf8.h"
 #include "server/log.h"
 
 namespace mambaserve {
@@ -15,37 +16,6 @@ using Clock = std::chrono::steady_clock;
 constexpr char kSessionHeader[] = "x-session-id";
 
 const grpc::Status kNotReady(grpc::StatusCode::UNAVAILABLE, "the model is still loading; retry shortly");
-
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = s[i];
-    int n;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3, cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;
-    for (int k = 1; k <= n; ++k) {
-      const unsigned char cc = s[i + k];
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    const uint32_t min = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n + 1;
-  }
-  return true;
-}
 
 v1::StateLocation ToProto(StateLocation location) {
   switch (location) {
@@ -104,9 +74,11 @@ absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParams& p, int
   if (p.has_presence_penalty()) s.presence_penalty = p.presence_penalty();
   if (p.has_frequency_penalty()) s.frequency_penalty = p.frequency_penalty();
   if (p.has_seed()) s.seed = p.seed();
-  for (const std::string& stop : p.stop()) {
-    if (!IsValidUtf8(stop)) return absl::InvalidArgumentError("a stop string is not valid UTF-8");
-    s.stop.push_back(stop);
+  for (int i = 0; i < p.stop_size(); ++i) {
+    if (absl::Status utf8 = ValidateUtf8(p.stop(i)); !utf8.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "]: ", utf8.message()));
+    }
+    s.stop.push_back(p.stop(i));
   }
   s.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
   s.ignore_eos = p.ignore_eos();

@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "engine/tokenizer/utf8.h"
 #include "mambaserve/v1/mambaserve.grpc.pb.h"
 #include "tests/server/server_process.h"
 #include "tests/testing/temp_dir.h"
@@ -30,30 +31,6 @@ struct Generation {
   GenerateResponse last;
   int finish_reasons = 0;  // responses carrying one (must be exactly 1, the last)
 };
-
-bool IsValidUtf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = s[i];
-    int n;
-    if (c < 0x80) {
-      n = 0;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size() && n > 0) return false;
-    for (int k = 1; k <= n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    }
-    i += n + 1;
-  }
-  return true;
-}
 
 class ServerE2eTest : public ::testing::Test {
  protected:
@@ -163,7 +140,7 @@ TEST_F(ServerE2eTest, StreamsValidUtf8PiecesWithFinishReasonAndUsageOnlyOnTheLas
   EXPECT_EQ(g.last.logprobs_size(), static_cast<int>(g.last.token_ids_size()));
   ASSERT_GT(g.last.logprobs_size(), 0);
   EXPECT_EQ(g.last.logprobs(0).top_size(), 2);
-  for (const std::string& piece : g.pieces) EXPECT_TRUE(IsValidUtf8(piece));
+  for (const std::string& piece : g.pieces) EXPECT_TRUE(ValidateUtf8(piece).ok());
 }
 
 TEST_F(ServerE2eTest, SixtyFourConcurrentStreamsEqualTheSameRequestsAlone) {
