@@ -5,8 +5,6 @@
 
 #include <cstdint>
 
-#include "server/metrics/metric_family.h"
-
 namespace mambaserve::metrics {
 
 struct EngineStats {
@@ -15,29 +13,25 @@ struct EngineStats {
 
   // State slots: fixed in number and size at start; memory never grows with tokens.
   int64_t slots_total = 0;
-  int64_t slots_active = 0;             // held by a running sequence
-  int64_t slots_idle_resident = 0;      // held by an idle session whose state stays on the device
+  int64_t slots_active = 0;         // held by a running sequence
+  int64_t slots_idle_resident = 0;  // held by an idle session whose state stays on the device
+  int64_t sessions_live = -1;  // all live sessions (resident, parked, not yet used); -1 unknown
   int64_t sessions_parked_on_host = 0;  // idle sessions whose state was moved to host memory
   int64_t state_bytes_per_session = 0;  // one slot: conv + SSM state
   int64_t state_pool_bytes = 0;         // reserved for all slots at start
+  int64_t state_host_bytes = -1;        // parked states in host memory; -1: parked x per-session
 
   // Device memory as the backend reports it; negative when unknown (CPU backend).
   int64_t device_memory_used_bytes = -1;
   int64_t device_memory_total_bytes = -1;
 
-  // Session lifecycle, cumulative since start.
-  uint64_t sessions_created = 0;
-  uint64_t sessions_resumed = 0;   // a request continued a resident session
-  uint64_t sessions_parked = 0;    // state copied device -> host to free a slot
-  uint64_t sessions_restored = 0;  // state copied host -> device for a request
-  uint64_t sessions_evicted = 0;   // dropped under memory pressure
-  uint64_t sessions_expired = 0;   // dropped by TTL
-
-  // Per scheduler step, cumulative since start. Empty (no bounds) when the engine does not report
-  // them; the scheduler fills these with HistogramData::Observe on its own thread.
-  HistogramData step_batch_size;        // sequences per step
-  HistogramData step_tokens;            // tokens per step (prefill chunks + decodes)
-  HistogramData step_duration_seconds;  // wall time of one step (forward + sample)
+  // Session lifecycle, cumulative since start; -1 when the engine does not count that event.
+  int64_t sessions_created = -1;
+  int64_t sessions_resumed = -1;   // a request continued a resident session
+  int64_t sessions_parked = -1;    // state copied device -> host to free a slot
+  int64_t sessions_restored = -1;  // state copied host -> device for a request
+  int64_t sessions_evicted = -1;   // dropped under memory pressure
+  int64_t sessions_expired = -1;   // dropped by TTL
 };
 
 class EngineStatsSource {

@@ -27,14 +27,6 @@ void AddScalar(std::vector<FamilySnapshot>* out, std::string name, std::string h
   out->push_back(std::move(family));
 }
 
-void AddHistogram(std::vector<FamilySnapshot>* out, std::string name, std::string help,
-                  const Labels& labels, const HistogramData& data) {
-  if (!data.IsValid()) return;
-  FamilySnapshot family{std::move(name), std::move(help), MetricType::kHistogram, {}};
-  family.samples.push_back({labels, 0, data});
-  out->push_back(std::move(family));
-}
-
 }  // namespace
 
 std::string_view FinishReasonLabel(FinishReason reason) {
@@ -232,6 +224,20 @@ absl::Status ServingMetrics::Register(Registry* registry) {
                &grpc_requests_);
   }
   if (s.ok()) {
+    s = histogram("mambaserve_scheduler_step_batch_size", "Sequences per scheduler step.",
+                  StepBatchSizeBuckets(), &step_batch_size_);
+  }
+  if (s.ok()) {
+    s = histogram("mambaserve_scheduler_step_tokens",
+                  "Tokens per scheduler step (prefill chunks plus one per decoding sequence).",
+                  StepTokensBuckets(), &step_tokens_);
+  }
+  if (s.ok()) {
+    s = histogram("mambaserve_scheduler_step_duration_seconds",
+                  "Wall time of one scheduler step (forward pass and sampling).",
+                  StepDurationBuckets(), &step_duration_);
+  }
+  if (s.ok()) {
     Family<Gauge>* build_info = nullptr;
     s = Assign(registry->AddGauge("mambaserve_build_info",
                                   "Always 1; labels describe the running build and model.",
@@ -289,6 +295,12 @@ void ServingMetrics::GrpcCallCompleted(std::string_view method, int code) {
   grpc_requests_->WithLabels({options_.model_name, method, GrpcCodeName(code)}).Increment();
 }
 
+void ServingMetrics::StepCompleted(int64_t batch_size, int64_t tokens, double seconds) {
+  step_batch_size_->Observe(static_cast<double>(batch_size));
+  step_tokens_->Observe(static_cast<double>(tokens));
+  step_duration_->Observe(seconds);
+}
+
 void ServingMetrics::CollectEngine(std::vector<FamilySnapshot>* out) const {
   std::shared_ptr<const EngineStatsSource> source;
   {
@@ -331,6 +343,10 @@ void ServingMetrics::CollectEngine(std::vector<FamilySnapshot>* out) const {
     slots.samples.push_back({with("state", "free"), static_cast<double>(free_slots), {}});
     out->push_back(std::move(slots));
   }
+  if (stats.sessions_live >= 0) {
+    AddScalar(out, "mambaserve_sessions", "Live sessions (resident, parked or not yet used).",
+              MetricType::kGauge, model, static_cast<double>(stats.sessions_live));
+  }
   AddScalar(out, "mambaserve_sessions_parked_on_host",
             "Idle sessions whose state was moved to host memory to free a slot.",
             MetricType::kGauge, model, static_cast<double>(stats.sessions_parked_on_host));
@@ -346,8 +362,10 @@ void ServingMetrics::CollectEngine(std::vector<FamilySnapshot>* out) const {
                           {}};
     const double per = static_cast<double>(stats.state_bytes_per_session);
     memory.samples.push_back({with("location", "device"), slots_in_use * per, {}});
-    memory.samples.push_back(
-        {with("location", "host"), static_cast<double>(stats.sessions_parked_on_host) * per, {}});
+    const double host = stats.state_host_bytes >= 0
+                            ? static_cast<double>(stats.state_host_bytes)
+                            : static_cast<double>(stats.sessions_parked_on_host) * per;
+    memory.samples.push_back({with("location", "host"), host, {}});
     out->push_back(std::move(memory));
   }
   if (stats.device_memory_used_bytes >= 0) {
@@ -365,23 +383,16 @@ void ServingMetrics::CollectEngine(std::vector<FamilySnapshot>* out) const {
                           "restored (host to device), evicted, expired.",
                           MetricType::kCounter,
                           {}};
-    const std::pair<const char*, uint64_t> kEvents[] = {
+    const std::pair<const char*, int64_t> kEvents[] = {
         {"created", stats.sessions_created}, {"resumed", stats.sessions_resumed},
         {"parked", stats.sessions_parked},   {"restored", stats.sessions_restored},
         {"evicted", stats.sessions_evicted}, {"expired", stats.sessions_expired}};
     for (const auto& [event, n] : kEvents) {
+      if (n < 0) continue;  // not counted by this engine
       events.samples.push_back({with("event", event), static_cast<double>(n), {}});
     }
     out->push_back(std::move(events));
   }
-  AddHistogram(out, "mambaserve_scheduler_step_batch_size", "Sequences per scheduler step.", model,
-               stats.step_batch_size);
-  AddHistogram(out, "mambaserve_scheduler_step_tokens",
-               "Tokens per scheduler step (prefill chunks plus one per decoding sequence).", model,
-               stats.step_tokens);
-  AddHistogram(out, "mambaserve_scheduler_step_duration_seconds",
-               "Wall time of one scheduler step (forward pass and sampling).", model,
-               stats.step_duration_seconds);
 }
 
 double RequestTimer::SteadySeconds() {

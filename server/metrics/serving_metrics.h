@@ -4,8 +4,10 @@
 // Two feeds, neither of which can block the scheduler:
 //  - the request path calls the event methods below (lock-free atomics, except the first lookup of
 //    a new label value, which takes a family's short mutex);
-//  - engine state (running/waiting, slots, sessions, per-step histograms) is read at scrape time
-//    from an EngineStatsSource that returns the scheduler's last published snapshot.
+//  - engine state (running/waiting, slots, sessions) is read at scrape time from an
+//    EngineStatsSource that returns the scheduler's last published snapshot;
+//  - the scheduler thread reports each step with StepCompleted(): relaxed atomic adds only, no lock
+//    and no allocation, so it costs the scheduler no more than publishing its snapshot.
 #pragma once
 
 #include <chrono>
@@ -60,7 +62,7 @@ struct ServingMetricsOptions {
 const std::vector<double>& TimeToFirstTokenBuckets();
 const std::vector<double>& InterTokenLatencyBuckets();  // also time_per_output_token
 const std::vector<double>& RequestLatencyBuckets();     // e2e, queue, inference, prefill, decode
-// mambaserve's scheduler-step buckets; the scheduler may use these for EngineStats histograms.
+// mambaserve's scheduler-step buckets.
 const std::vector<double>& StepBatchSizeBuckets();
 const std::vector<double>& StepTokensBuckets();
 const std::vector<double>& StepDurationBuckets();
@@ -84,6 +86,9 @@ class ServingMetrics {
   void NextTokens(int64_t n, double seconds_since_previous);
   void RequestFinished(const FinishedRequest& request);
   void GrpcCallCompleted(std::string_view method, int code);
+
+  // One scheduler step: sequences in it, tokens fed (prefill + decode), wall time. Lock-free.
+  void StepCompleted(int64_t batch_size, int64_t tokens, double seconds);
 
   const std::string& model_name() const { return options_.model_name; }
 
@@ -110,6 +115,9 @@ class ServingMetrics {
   Counter* admitted_ = nullptr;
   Family<Counter>* rejections_ = nullptr;
   Family<Counter>* grpc_requests_ = nullptr;
+  Histogram* step_batch_size_ = nullptr;
+  Histogram* step_tokens_ = nullptr;
+  Histogram* step_duration_ = nullptr;
 
   mutable std::mutex source_mu_;
   std::shared_ptr<const EngineStatsSource> source_;  // guarded by source_mu_

@@ -217,11 +217,8 @@ TEST_F(ServingMetricsTest, EngineSnapshotIsReadAtScrapeTime) {
   stats.device_memory_total_bytes = 456;
   stats.sessions_created = 10;
   stats.sessions_evicted = 3;
-  stats.step_batch_size = HistogramData::WithBounds(StepBatchSizeBuckets());
-  stats.step_batch_size.Observe(5);
-  stats.step_tokens = HistogramData::WithBounds(StepTokensBuckets());
-  stats.step_tokens.Observe(300);
-  // step_duration_seconds left empty: the engine does not report it, so it is left out.
+  stats.sessions_live = 9;
+  stats.state_host_bytes = 3900;  // the engine's own count wins over parked x per-session
   metrics_->SetEngineStatsSource(std::make_shared<FixedSource>(stats));
 
   const auto f = ByName(registry_);
@@ -235,17 +232,29 @@ TEST_F(ServingMetricsTest, EngineSnapshotIsReadAtScrapeTime) {
   EXPECT_EQ(Value(f, "mambaserve_state_slots", "state", "free"), 2);
   EXPECT_EQ(Value(f, "mambaserve_sessions_parked_on_host"), 4);
   EXPECT_EQ(Value(f, "mambaserve_state_memory_bytes", "location", "device"), 6000);
-  EXPECT_EQ(Value(f, "mambaserve_state_memory_bytes", "location", "host"), 4000);
+  EXPECT_EQ(Value(f, "mambaserve_state_memory_bytes", "location", "host"), 3900);
+  EXPECT_EQ(Value(f, "mambaserve_sessions"), 9);
   EXPECT_EQ(Value(f, "mambaserve_device_memory_used_bytes"), 123);
   EXPECT_EQ(Value(f, "mambaserve_session_events_total", "event", "created"), 10);
   EXPECT_EQ(Value(f, "mambaserve_session_events_total", "event", "evicted"), 3);
   EXPECT_EQ(f.at("mambaserve_session_events_total").type, MetricType::kCounter);
-  EXPECT_EQ(Hist(f, "mambaserve_scheduler_step_batch_size").count(), 1u);
-  EXPECT_EQ(Hist(f, "mambaserve_scheduler_step_tokens").sum, 300);
-  EXPECT_FALSE(f.count("mambaserve_scheduler_step_duration_seconds"));
+  // Events the engine does not count (-1) are left out rather than exported as 0.
+  EXPECT_EQ(f.at("mambaserve_session_events_total").samples.size(), 2u);
 
   metrics_->SetEngineStatsSource(nullptr);
   EXPECT_FALSE(ByName(registry_).count("vllm:num_requests_running"));
+}
+
+TEST_F(ServingMetricsTest, StepHistograms) {
+  metrics_->StepCompleted(5, 300, 0.004);
+  metrics_->StepCompleted(64, 64, 0.03);
+  const auto f = ByName(registry_);
+  const HistogramData batch = Hist(f, "mambaserve_scheduler_step_batch_size");
+  EXPECT_EQ(batch.count(), 2u);
+  EXPECT_EQ(batch.bucket_counts[3], 1u);  // 5 in (4, 8]
+  EXPECT_EQ(batch.bucket_counts[6], 1u);  // 64 in (32, 64]
+  EXPECT_EQ(Hist(f, "mambaserve_scheduler_step_tokens").sum, 364);
+  EXPECT_NEAR(Hist(f, "mambaserve_scheduler_step_duration_seconds").sum, 0.034, 1e-12);
 }
 
 TEST_F(ServingMetricsTest, CpuBackendHasNoDeviceMemorySeries) {
@@ -253,6 +262,7 @@ TEST_F(ServingMetricsTest, CpuBackendHasNoDeviceMemorySeries) {
   const auto f = ByName(registry_);
   EXPECT_FALSE(f.count("mambaserve_device_memory_used_bytes"));
   EXPECT_DOUBLE_EQ(Value(f, "vllm:kv_cache_usage_perc"), 0);  // no slots: 0, not NaN
+  EXPECT_FALSE(f.count("mambaserve_sessions"));
 }
 
 TEST(ServingMetricsCreateTest, TwoFacadesCannotShareARegistry) {
