@@ -5,7 +5,8 @@
 //
 //   metrics_test_exporter --dump                   traffic without delays, exposition to stdout
 //   metrics_test_exporter --listen 127.0.0.1:0 --port-file F --summary S [--requests N]
-//                         [--concurrency C] [--token-ms T] [--start-file G] [--linger SECONDS]
+//                         [--concurrency C] [--token-ms T] [--ramp-seconds R] [--start-file G]
+//                         [--linger SECONDS] [--model-name NAME]
 #include <signal.h>
 
 #include <algorithm>
@@ -42,7 +43,8 @@ struct Flags {
   int concurrency = 6;
   double token_ms = 8;
   double linger = 3600;
-  std::string model_name = "mamba-130m";
+  double ramp_seconds = 0;  // worker w starts at w * ramp / concurrency: load climbs in steps
+  std::string model_name = "falcon-mamba-7b";
 };
 
 // The simulated scheduler's published state: written by traffic threads, copied by scrapes.
@@ -50,7 +52,10 @@ class SimulatedEngine : public EngineStatsSource {
  public:
   static constexpr int kSlots = 8;
   static constexpr int kMaxIdleResident = 3;
-  static constexpr int64_t kStateBytes = 1572864;  // e.g. 24 layers x 1536 x (16 + 3) x 4 bytes
+  static constexpr int kMaxParked = 64;  // host-memory budget for parked sessions
+  // Falcon-Mamba-7B: 64 layers x d_inner 8192 x (d_state 16 + d_conv-1 3) x 4 bytes.
+  static constexpr int64_t kStateBytes = 64LL * 8192 * 19 * 4;
+  static constexpr int64_t kWeightBytes = 14546000000;  // ~7.27e9 bf16 parameters
 
   EngineStats Snapshot() const override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -68,8 +73,9 @@ class SimulatedEngine : public EngineStatsSource {
     stats_.slots_total = kSlots;
     stats_.state_bytes_per_session = kStateBytes;
     stats_.state_pool_bytes = kSlots * kStateBytes;
-    stats_.device_memory_total_bytes = 150754820096;                        // an H200's 140 GiB
-    stats_.device_memory_used_bytes = 271581184 + stats_.state_pool_bytes;  // weights + pool
+    stats_.device_memory_total_bytes = 85899345920;  // an 80 GiB device
+    // Weights and the state pool are allocated at start; nothing grows with tokens.
+    stats_.device_memory_used_bytes = kWeightBytes + stats_.state_pool_bytes;
     stats_.sessions_live = 0;
     stats_.sessions_created = stats_.sessions_resumed = stats_.sessions_parked = 0;
     stats_.sessions_restored = stats_.sessions_evicted = stats_.sessions_expired = 0;
@@ -92,12 +98,14 @@ void Sleep(const Flags& flags, double ms) {
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(ms));
 }
 
-// One request through admission, queue, prefill, decode and finish.
+// One request through admission, queue, prefill, decode and finish. Session bookkeeping keeps
+// live = resident idle + parked + running sessions, as a real session manager would.
 void RunRequest(int i, const Flags& flags, ServingMetrics* metrics, SimulatedEngine* engine,
                 Totals* totals) {
   const int64_t prompt = 16 + (i * 37) % 200;
   const int64_t max_tokens = 8 + (i * 13) % 40;
   const bool session = i % 2 == 0;
+  const bool new_session = i % 4 == 0;
   {
     std::lock_guard<std::mutex> lock(totals->mu);
     ++totals->sent;
@@ -124,27 +132,28 @@ void RunRequest(int i, const Flags& flags, ServingMetrics* metrics, SimulatedEng
     std::unique_lock<std::mutex> lock;
     EngineStats& s = engine->Lock(&lock);
     ++s.requests_waiting;
-    // Wait for a slot: a free one, or evict an idle resident session by parking it on the host.
+    // A slot: the session's own resident one, a free one, or one freed by parking an idle session.
     engine->slot_freed().wait(lock, [&] {
       return s.slots_active + s.slots_idle_resident < s.slots_total || s.slots_idle_resident > 0;
     });
-    if (s.slots_active + s.slots_idle_resident >= s.slots_total) {
-      --s.slots_idle_resident;
-      ++s.sessions_parked_on_host;
-      ++s.sessions_parked;
-    }
     --s.requests_waiting;
     ++s.requests_running;
     ++s.slots_active;
-    if (session) {
-      if (i % 4 == 0) {
-        ++s.sessions_created;
-        ++s.sessions_live;
-      } else if (s.sessions_parked_on_host > 0 && i % 3 == 0) {
+    if (session && !new_session && s.slots_idle_resident > 0) {
+      --s.slots_idle_resident;  // its state is still on the device
+      ++s.sessions_resumed;
+    } else {
+      if (s.slots_active + s.slots_idle_resident > s.slots_total) {
+        --s.slots_idle_resident;  // least recently used idle session moves to host memory
+        ++s.sessions_parked_on_host;
+        ++s.sessions_parked;
+      }
+      if (session && !new_session && s.sessions_parked_on_host > 0) {
         --s.sessions_parked_on_host;
         ++s.sessions_restored;
-      } else {
-        ++s.sessions_resumed;
+      } else if (session) {
+        ++s.sessions_created;
+        ++s.sessions_live;
       }
     }
   }
@@ -155,8 +164,11 @@ void RunRequest(int i, const Flags& flags, ServingMetrics* metrics, SimulatedEng
   const int64_t produce = abort ? max_tokens / 2 : (i % 3 == 0 ? max_tokens : max_tokens - 3);
   for (int64_t t = 0; t < produce; ++t) {
     timer.Tokens();
-    metrics->StepCompleted(engine->Snapshot().requests_running, 1 + (t == 0 ? prompt : 0),
-                           flags.token_ms / 1000.0 * 0.8);
+    const int64_t batch = engine->Snapshot().requests_running;
+    const int64_t step_tokens = batch + (t == 0 ? prompt : 0);
+    metrics->StepCompleted(
+        batch, step_tokens,
+        0.002 + 0.0008 * static_cast<double>(batch) + 0.00002 * static_cast<double>(step_tokens));
     Sleep(flags, flags.token_ms * (0.75 + 0.5 * ((i + t) % 3) / 2.0));
   }
   const FinishReason reason =
@@ -173,6 +185,11 @@ void RunRequest(int i, const Flags& flags, ServingMetrics* metrics, SimulatedEng
     } else if (session) {
       ++s.sessions_parked_on_host;
       ++s.sessions_parked;
+    }
+    if (s.sessions_parked_on_host > SimulatedEngine::kMaxParked) {  // over the host budget
+      --s.sessions_parked_on_host;
+      --s.sessions_live;
+      ++s.sessions_evicted;
     }
     if (i % 13 == 12 && s.sessions_parked_on_host > 0) {  // an old parked session passes its TTL
       --s.sessions_parked_on_host;
@@ -241,6 +258,8 @@ int Main(int argc, char** argv) {
       flags.token_ms = std::stod(value());
     else if (arg == "--linger")
       flags.linger = std::stod(value());
+    else if (arg == "--ramp-seconds")
+      flags.ramp_seconds = std::stod(value());
     else if (arg == "--model-name")
       flags.model_name = value();
     else {
@@ -288,8 +307,16 @@ int Main(int argc, char** argv) {
   Totals totals;
   std::atomic<int> next{0};
   std::vector<std::thread> workers;
+  const auto traffic_start = std::chrono::steady_clock::now();
   for (int w = 0; w < flags.concurrency; ++w) {
-    workers.emplace_back([&] {
+    workers.emplace_back([&, w] {
+      const auto my_start =
+          traffic_start +
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              std::chrono::duration<double>(flags.ramp_seconds * w / flags.concurrency));
+      while (!flags.dump && !g_stop && std::chrono::steady_clock::now() < my_start) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
       for (int i = next++; i < flags.requests && !g_stop; i = next++) {
         RunRequest(i, flags, metrics->get(), engine.get(), &totals);
       }
