@@ -16,6 +16,7 @@ struct Subcommand {
 constexpr Subcommand kSubcommands[] = {
     {"make-model", mambaserve::RunMakeModelCommand, "write a deterministic random checkpoint (HF layout)"},
     {"eval", mambaserve::RunEvalCommand, "last logits + greedy tokens for a prompt, as JSON"},
+    {"serve", mambaserve::RunServeCommand, "serve the model over gRPC (streaming generation, sessions)"},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -1,0 +1,140 @@
+#include "server/server.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/log.h"
+#include "server/service.h"
+
+namespace mambaserve {
+namespace {
+
+constexpr char kServiceName[] = "mambaserve.v1.MambaServe";
+
+absl::StatusOr<std::unique_ptr<ServingEngine>> LoadEngine(const ServeOptions& options) {
+  auto engine = std::make_unique<ServingEngine>();
+  engine->model_dir = options.model_dir;
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadModel(options.model_dir));
+  engine->model = std::move(model);
+  const std::string tokenizer_path = absl::StrCat(options.model_dir, "/tokenizer.json");
+  if (std::ifstream(tokenizer_path).good()) {
+    ASSIGN_OR_RETURN(engine->tokenizer, Tokenizer::FromFile(tokenizer_path));
+  } else {
+    LogWarning("no tokenizer.json in ", options.model_dir, ": serving token-id prompts only");
+  }
+  BackendOptions backend_options;
+  backend_options.kind = options.backend;
+  backend_options.num_slots = std::max(options.max_sessions, options.max_batch);
+  backend_options.weight_dtype = options.weight_dtype;
+  backend_options.num_threads = options.threads;
+  ASSIGN_OR_RETURN(engine->backend, CreateBackend(engine->model, backend_options));
+  engine->backend_info = engine->backend->info();
+
+  // Warm-up: one short prefill and decode on slot 0, so the first request pays no first-touch costs.
+  const int32_t token = 0;
+  Step step;
+  step.sequences.push_back({0, std::span<const int32_t>(&token, 1), true, true});
+  StepOutput out;
+  RETURN_IF_ERROR(engine->backend->Forward(step, &out));
+  step.sequences[0].start_fresh = false;
+  RETURN_IF_ERROR(engine->backend->Forward(step, &out));
+  RETURN_IF_ERROR(engine->backend->ResetSlot(0));
+
+  SchedulerOptions scheduler_options;
+  scheduler_options.max_batch = options.max_batch;
+  scheduler_options.max_queue = options.max_queue;
+  scheduler_options.max_step_tokens = options.max_step_tokens;
+  scheduler_options.sessions.host_budget_bytes = options.host_state_budget_mb * 1024 * 1024;
+  scheduler_options.sessions.ttl_ms = options.session_ttl_s * 1000;
+  engine->scheduler = std::make_unique<Scheduler>(engine->backend.get(), engine->tokenizer.get(),
+                                                  engine->model->fingerprint, scheduler_options);
+  engine->scheduler->Start();
+  return engine;
+}
+
+}  // namespace
+
+absl::Status RunServer(const ServeOptions& options) {
+  // Signals are taken synchronously by sigwait below; every thread started from here inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  ServiceLimits limits;
+  limits.max_prompt_tokens = options.max_prompt_tokens;
+  limits.default_max_tokens = std::min(options.default_max_tokens, options.max_tokens_limit);
+  limits.sampling.max_tokens = options.max_tokens_limit;
+  limits.stream_buffer = options.stream_buffer;
+  MambaServeService service(limits);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(256 * 1024 * 1024);  // imported session blobs can be large
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("could not listen on ", options.listen));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  LogInfo("listening on ", options.listen, " (port ", port, "); loading ", options.model_dir);
+  if (!options.port_file.empty()) {
+    const std::string scratch = options.port_file + ".tmp";
+    std::ofstream(scratch) << port << "\n";
+    std::rename(scratch.c_str(), options.port_file.c_str());
+  }
+
+  const auto load_start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<ServingEngine>> engine = LoadEngine(options);
+  if (!engine.ok()) {
+    server->Shutdown();
+    return engine.status();
+  }
+  service.SetEngine(engine->get());
+  health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus(true);
+  const BackendInfo& info = (*engine)->backend_info;
+  LogInfo("serving ", ModelTypeName((*engine)->model->config.model_type), " from ", options.model_dir, " on ",
+          info.name, " (", info.device, "), ", info.num_slots, " state slots of ", info.state_bytes_per_slot,
+          " bytes, ready in ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - load_start).count(),
+          " ms");
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  LogInfo("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining for up to ",
+          options.shutdown_grace_s, " s");
+  health->SetServingStatus(kServiceName, false);
+  health->SetServingStatus(false);
+  // New generations are refused (UNAVAILABLE); running and queued ones get the grace period to
+  // finish while the scheduler keeps stepping. Then gRPC cancels whatever is left.
+  service.StopAccepting();
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(options.shutdown_grace_s);
+  while (std::chrono::steady_clock::now() < give_up) {
+    const SchedulerStats stats = (*engine)->scheduler->stats().Snapshot();
+    if (stats.running == 0 && stats.waiting == 0 && service.open_streams() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  (*engine)->scheduler->Stop();
+  server->Wait();
+  server.reset();
+  engine->reset();
+  LogInfo("stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace mambaserve
