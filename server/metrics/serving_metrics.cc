@@ -411,11 +411,14 @@ void RequestTimer::Scheduled() {
   if (scheduled_ < 0) scheduled_ = clock_();
 }
 
+void RequestTimer::ScheduledAfter(double queue_seconds) {
+  if (scheduled_ < 0 && queue_seconds >= 0) scheduled_ = arrival_ + queue_seconds;
+}
+
 void RequestTimer::Tokens(int64_t n) {
   if (n <= 0 || finished_) return;
   const double now = clock_();
   if (first_token_ < 0) {
-    if (scheduled_ < 0) scheduled_ = arrival_;
     first_token_ = now;
     if (!prompt_counted_) {
       metrics_->PromptTokensProcessed(prompt_tokens_);
@@ -434,6 +437,7 @@ void RequestTimer::Finish(FinishReason reason) {
   if (finished_) return;
   finished_ = true;
   const double now = clock_();
+  if (scheduled_ < 0 && first_token_ >= 0) scheduled_ = arrival_;  // queue time never reported
   FinishedRequest request;
   request.reason = reason;
   request.prompt_tokens = prompt_tokens_;

@@ -135,7 +135,10 @@ class RequestTimer {
   RequestTimer(const RequestTimer&) = delete;
   RequestTimer& operator=(const RequestTimer&) = delete;
 
-  void Scheduled();                  // left the waiting queue; prefill starts
+  void Scheduled();  // left the waiting queue; prefill starts
+  // The same, reported late: the request left the queue `queue_seconds` after it arrived (the
+  // scheduler tells the queue time with the final event). Call before Finish().
+  void ScheduledAfter(double queue_seconds);
   void Tokens(int64_t n = 1);        // n generated tokens became available
   void Finish(FinishReason reason);  // only the first call counts
 

@@ -8,6 +8,7 @@ import ctypes
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -60,8 +61,11 @@ class Stack:
     """exporter_cmd must accept --listen 127.0.0.1:0 --port-file PATH (added here)."""
 
     def __init__(self, exporter_cmd, scrape_interval="1s", prometheus="prometheus",
-                 retention="1h", keep_dir=False):
+                 retention="1h", keep_dir=False, metrics_port_log_pattern=None):
+        """With metrics_port_log_pattern, exporter_cmd is run as given and the metrics port is the
+        regex's group 1 in its output (a real `mambaserve serve` logs it)."""
         self.exporter_cmd = list(exporter_cmd)
+        self.metrics_port_log_pattern = metrics_port_log_pattern
         self.scrape_interval = scrape_interval
         self.prometheus_bin = shutil.which(prometheus) or prometheus
         self.retention = retention
@@ -73,11 +77,19 @@ class Stack:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self):
-        port_file = self.dir / "exporter.port"
-        self._spawn("exporter", self.exporter_cmd +
-                    ["--listen", "127.0.0.1:0", "--port-file", str(port_file)])
-        self.exporter_port = int(wait_for(
-            lambda: port_file.exists() and port_file.read_text().strip(), 15, "exporter port"))
+        if self.metrics_port_log_pattern:
+            self._spawn("exporter", self.exporter_cmd)
+            log = self.dir / "exporter.log"
+            pattern = re.compile(self.metrics_port_log_pattern)
+            self.exporter_port = int(wait_for(
+                lambda: (m := pattern.search(log.read_text(errors="replace"))) and m.group(1),
+                30, "metrics port in the server log"))
+        else:
+            port_file = self.dir / "exporter.port"
+            self._spawn("exporter", self.exporter_cmd +
+                        ["--listen", "127.0.0.1:0", "--port-file", str(port_file)])
+            self.exporter_port = int(wait_for(
+                lambda: port_file.exists() and port_file.read_text().strip(), 15, "exporter port"))
         self.metrics_url = f"http://127.0.0.1:{self.exporter_port}/metrics"
         wait_for(lambda: http_get(self.metrics_url), 10, "exporter /metrics")
 

@@ -166,6 +166,24 @@ TEST_F(ServingMetricsTest, RequestTimerReportsEveryPhase) {
   EXPECT_EQ(Hist(f, "vllm:request_generation_tokens").sum, 13);
 }
 
+TEST_F(ServingMetricsTest, QueueTimeReportedWithTheFinalEvent) {
+  {
+    RequestTimer timer(metrics_.get(), 10, clock_.clock());
+    clock_.Advance(0.4);
+    timer.Tokens();  // first token at 0.4 s: queue time not known yet
+    clock_.Advance(0.1);
+    timer.Tokens();
+    timer.ScheduledAfter(0.3);  // the scheduler says: admitted 0.3 s after arrival
+    timer.Finish(FinishReason::kStop);
+  }
+  const auto f = ByName(registry_);
+  EXPECT_NEAR(Hist(f, "vllm:request_queue_time_seconds").sum, 0.3, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:request_prefill_time_seconds").sum, 0.1, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:request_decode_time_seconds").sum, 0.1, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:time_to_first_token_seconds").sum, 0.4, 1e-9);
+  EXPECT_EQ(Value(f, "vllm:prompt_tokens_total"), 10);
+}
+
 TEST_F(ServingMetricsTest, DroppedTimerCountsAsAbortAndQueuedPromptIsNotCounted) {
   {
     RequestTimer never_scheduled(metrics_.get(), 50, clock_.clock());
@@ -270,7 +288,9 @@ TEST(ServingMetricsCreateTest, TwoFacadesCannotShareARegistry) {
   ASSERT_TRUE(ServingMetrics::Create(&registry, {}).ok());
   EXPECT_FALSE(ServingMetrics::Create(&registry, {}).ok());
   Registry other;
-  EXPECT_FALSE(ServingMetrics::Create(&other, {.max_model_len = 0}).ok());
+  ServingMetricsOptions options;
+  options.max_model_len = 0;
+  EXPECT_FALSE(ServingMetrics::Create(&other, options).ok());
 }
 
 }  // namespace
