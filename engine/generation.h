@@ -28,6 +28,7 @@ struct GenerationUsage {
   int64_t generated_tokens = 0;
   int64_t session_length = 0;          // conversation tokens after this request (prompt + generated without a session)
   double time_to_first_token_s = -1;   // from acceptance; -1 if no token was produced
+  double queue_time_s = -1;            // acceptance -> admission to a state slot; -1 if never admitted
 };
 
 // One step's output for one sequence. The last event of a stream has `final` set.

@@ -27,6 +27,7 @@ struct Scheduler::Sequence {
   std::optional<IncrementalDetokenizer> detokenizer;
   std::string held;           // text withheld because it may be the start of a stop string
   double time_to_first_token_s = -1;
+  double queue_time_s = -1;
 };
 
 Scheduler::Scheduler(Backend* backend, const Tokenizer* tokenizer, std::string model_fingerprint,
@@ -172,6 +173,7 @@ absl::Status Scheduler::StartSequence(Sequence& seq) {
   seq.sampler.emplace(request.sampling, request.prompt);
   if (tokenizer_ != nullptr) seq.detokenizer.emplace(*tokenizer_);
   seq.admitted = true;
+  seq.queue_time_s = std::chrono::duration<double>(Clock::now() - seq.accepted).count();
   ++counters_.requests_admitted;
   counters_.prompt_tokens += static_cast<int64_t>(request.prompt.size());
   return absl::OkStatus();
@@ -264,6 +266,7 @@ void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status status, 
   event.usage.prompt_tokens = prompt_tokens;
   event.usage.generated_tokens = seq.generated;
   event.usage.time_to_first_token_s = seq.time_to_first_token_s;
+  event.usage.queue_time_s = seq.queue_time_s;
   if (seq.admitted) {
     const int64_t length = seq.length_before + prompt_tokens + seq.generated;
     event.usage.session_length = length;
@@ -374,6 +377,7 @@ void Scheduler::PublishStats(int batch, int prefill_tokens, int decode_tokens, d
   s.sessions_evicted_total = sessions_.evicted_total();
   s.sessions_expired_total = sessions_.expired_total();
   stats_.Publish(s);
+  if (batch > 0 && options_.on_step) options_.on_step(s);
 }
 
 }  // namespace mambaserve

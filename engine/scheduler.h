@@ -34,6 +34,9 @@ struct SchedulerOptions {
   int max_pending_tasks = 1024;
   int64_t ttl_check_interval_ms = 1000;
   SessionManagerOptions sessions;
+  // Called on the scheduler thread after each step that ran a batch, with the stats just published
+  // (metrics: per-step histograms). Must be cheap and must not block.
+  std::function<void(const SchedulerStats&)> on_step;
 };
 
 class Scheduler {

@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev libre2-dev libutf8proc-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-grpcio python3-protobuf python3-venv
+  libcivetweb-dev prometheus python3-matplotlib
 )
 
 missing=()

@@ -3,22 +3,31 @@
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/log.h"
+#include "server/metrics/http_exposer.h"
+#include "server/metrics/process_metrics.h"
+#include "server/metrics/registry.h"
+#include "server/metrics/serving_metrics.h"
 #include "server/service.h"
+#include "server/serving_metrics_adapter.h"
 
 namespace mambaserve {
 namespace {
 
 constexpr char kServiceName[] = "mambaserve.v1.MambaServe";
 
-absl::StatusOr<std::unique_ptr<ServingEngine>> LoadEngine(const ServeOptions& options) {
+absl::StatusOr<std::unique_ptr<ServingEngine>> LoadEngine(
+    const ServeOptions& options, std::function<void(const SchedulerStats&)> on_step) {
   auto engine = std::make_unique<ServingEngine>();
   engine->model_dir = options.model_dir;
   ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadModel(options.model_dir));
@@ -53,10 +62,19 @@ absl::StatusOr<std::unique_ptr<ServingEngine>> LoadEngine(const ServeOptions& op
   scheduler_options.max_step_tokens = options.max_step_tokens;
   scheduler_options.sessions.host_budget_bytes = options.host_state_budget_mb * 1024 * 1024;
   scheduler_options.sessions.ttl_ms = options.session_ttl_s * 1000;
+  scheduler_options.on_step = std::move(on_step);
   engine->scheduler = std::make_unique<Scheduler>(engine->backend.get(), engine->tokenizer.get(),
                                                   engine->model->fingerprint, scheduler_options);
   engine->scheduler->Start();
   return engine;
+}
+
+// The model_name label: --served-model-name, else the model directory's last component.
+std::string ServedModelName(const ServeOptions& options) {
+  if (!options.served_model_name.empty()) return options.served_model_name;
+  std::filesystem::path dir(options.model_dir);
+  if (dir.filename().empty()) dir = dir.parent_path();  // "dir/"
+  return dir.filename().empty() ? "mamba" : dir.filename().string();
 }
 
 }  // namespace
@@ -76,9 +94,32 @@ absl::Status RunServer(const ServeOptions& options) {
   limits.stream_buffer = options.stream_buffer;
   MambaServeService service(limits);
 
+  // Prometheus metrics: registry and endpoint first, so process metrics are served while loading.
+  // Scrapes run on the endpoint's own threads and read published snapshots only.
+  metrics::Registry registry;
+  metrics::AddProcessCollector(&registry);
+  std::unique_ptr<metrics::ServingMetrics> serving_metrics;
+  std::shared_ptr<SchedulerStatsSource> stats_source;
+  std::unique_ptr<metrics::HttpExposer> metrics_endpoint;
+  if (!options.metrics_listen.empty()) {
+    auto started = metrics::HttpExposer::Start(&registry, {.listen = options.metrics_listen});
+    if (started.ok()) {
+      metrics_endpoint = *std::move(started);
+      LogInfo("metrics on http://", options.metrics_listen.substr(0, options.metrics_listen.rfind(':')), ":",
+              metrics_endpoint->port(), "/metrics");
+    } else {
+      LogWarning("serving without metrics: ", started.status().message());
+    }
+  }
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+    interceptors.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(service.metrics_slot()));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
@@ -104,12 +145,33 @@ absl::Status RunServer(const ServeOptions& options) {
       return prepared;
     }
   }
-  absl::StatusOr<std::unique_ptr<ServingEngine>> engine = LoadEngine(options);
+  absl::StatusOr<std::unique_ptr<ServingEngine>> engine =
+      LoadEngine(options, [&service](const SchedulerStats& s) {
+        if (metrics::ServingMetrics* m = service.metrics()) {
+          m->StepCompleted(s.batch_size, s.step_tokens, s.step_seconds);
+        }
+      });
   if (!engine.ok()) {
     server->Shutdown();
     return engine.status();
   }
   service.SetEngine(engine->get());
+  {
+    const BackendInfo& backend = (*engine)->backend_info;
+    auto created = metrics::ServingMetrics::Create(
+        &registry, {.model_name = ServedModelName(options),
+                    .version = MAMBASERVE_VERSION,
+                    .backend = backend.name,
+                    .dtype = absl::AsciiStrToLower(DTypeName(backend.weight_dtype))});
+    if (created.ok()) {
+      serving_metrics = *std::move(created);
+      stats_source = std::make_shared<SchedulerStatsSource>((*engine)->scheduler.get(), backend);
+      serving_metrics->SetEngineStatsSource(stats_source);
+      service.SetMetrics(serving_metrics.get());
+    } else {
+      LogWarning("serving without request metrics: ", created.status().message());
+    }
+  }
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus(true);
   const BackendInfo& info = (*engine)->backend_info;
@@ -138,6 +200,7 @@ absl::Status RunServer(const ServeOptions& options) {
   (*engine)->scheduler->Stop();
   server->Wait();
   server.reset();
+  if (stats_source) stats_source->Detach();  // scrapes stop reading the scheduler before it goes
   engine->reset();
   LogInfo("stopped");
   return absl::OkStatus();

@@ -33,6 +33,10 @@ struct ServeOptions {
   int64_t host_state_budget_mb = 1024;
   int stream_buffer = 16;
   int shutdown_grace_s = 10;
+  // Prometheus /metrics on its own HTTP port; empty disables. A port that cannot be bound is
+  // logged and serving goes on without metrics.
+  std::string metrics_listen = "127.0.0.1:9400";
+  std::string served_model_name;  // the model_name label; default: the model directory's name
 };
 
 // Runs until SIGTERM or SIGINT, then stops accepting, lets streams finish for up to

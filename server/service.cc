@@ -8,6 +8,7 @@
 #include "engine/status_macros.h"
 #include "engine/tokenizer/utf8.h"
 #include "server/log.h"
+#include "server/serving_metrics_adapter.h"
 
 namespace mambaserve {
 namespace {
@@ -101,12 +102,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
       Finish(ToGrpcStatus(status_));
       return;
     }
+    metrics::ServingMetrics* metrics = service->metrics();
     ServingEngine* engine = service->engine();
     if (engine == nullptr) {
       Finish(kNotReady);
       return;
     }
     if (!service->accepting()) {
+      if (metrics != nullptr) metrics->RequestRejected("shutting_down");
       status_ = absl::UnavailableError("the server is shutting down; retry on another replica");
       Finish(ToGrpcStatus(status_));
       return;
@@ -115,18 +118,28 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     absl::StatusOr<GenerationRequest> built = Build(*engine, *request);
     request.reset();
     if (!built.ok()) {
+      if (metrics != nullptr) metrics->RequestRejected("invalid_request");
       status_ = built.status();
       Finish(ToGrpcStatus(status_));
       return;
     }
+    const int64_t prompt_tokens = static_cast<int64_t>(built->prompt.size());
     stream_ = built->stream;
+    // The timer exists before the listener can run; MaybeWrite uses it under mu_.
+    if (metrics != nullptr) timer_.emplace(metrics, prompt_tokens);
     stream_->SetListener([this] { MaybeWrite(); });
     absl::Status submitted = engine->scheduler->Submit(*std::move(built));
     if (!submitted.ok()) {
       stream_->SetListener(nullptr);
       stream_.reset();
+      if (metrics != nullptr) {
+        timer_.reset();  // never admitted: not a finished request
+        metrics->RequestRejected(absl::IsResourceExhausted(submitted) ? "queue_full" : "shutting_down");
+      }
       status_ = submitted;
       Finish(ToGrpcStatus(status_));
+    } else if (metrics != nullptr) {
+      metrics->RequestAdmitted();
     }
   }
 
@@ -259,6 +272,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
       if (writing_ || finished_) return;
       std::optional<GenerationEvent> event = stream_->Pop();
       if (!event) return;
+      if (timer_) RecordMetrics(*event);
       if (!event->final) {
         if (broken_) continue;  // the client is gone: drop until the final event
         Fill(*event);
@@ -282,8 +296,18 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     }
   }
 
+  // Token timings are taken when the reactor hands events to gRPC (what the client sees).
+  void RecordMetrics(const GenerationEvent& event) {
+    // A final event may carry the last tokens too.
+    if (!event.token_ids.empty()) timer_->Tokens(static_cast<int64_t>(event.token_ids.size()));
+    if (!event.final) return;
+    timer_->ScheduledAfter(event.usage.queue_time_s);
+    timer_->Finish(MetricsFinishReason(event.finish_reason, !event.status.ok()));
+  }
+
   MambaServeService* service_;
   grpc::CallbackServerContext* context_;
+  std::optional<metrics::RequestTimer> timer_;  // guarded by mu_ once the listener is set
   const Tokenizer* tokenizer_ = nullptr;
   const Clock::time_point started_;
   std::shared_ptr<GenerationStream> stream_;

@@ -13,6 +13,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/grpcpp.h"
 #include "mambaserve/v1/mambaserve.grpc.pb.h"
+#include "server/metrics/serving_metrics.h"
 
 namespace mambaserve {
 
@@ -53,6 +54,10 @@ class MambaServeService final : public v1::MambaServe::WithRawCallbackMethod_Gen
   int open_streams() const { return open_streams_.load(); }
   void AddOpenStream(int delta) { open_streams_.fetch_add(delta); }
   ServingEngine* engine() const { return engine_.load(std::memory_order_acquire); }
+  // Prometheus metrics (null: not recorded). Must outlive the server's last RPC.
+  void SetMetrics(metrics::ServingMetrics* m) { metrics_.store(m, std::memory_order_release); }
+  metrics::ServingMetrics* metrics() const { return metrics_.load(std::memory_order_acquire); }
+  const std::atomic<metrics::ServingMetrics*>* metrics_slot() const { return &metrics_; }
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request) override;
@@ -87,6 +92,7 @@ class MambaServeService final : public v1::MambaServe::WithRawCallbackMethod_Gen
   std::atomic<ServingEngine*> engine_{nullptr};
   std::atomic<bool> accepting_{true};
   std::atomic<int> open_streams_{0};
+  std::atomic<metrics::ServingMetrics*> metrics_{nullptr};
 };
 
 }  // namespace mambaserve

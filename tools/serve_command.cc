@@ -36,6 +36,9 @@ Serves mambaserve.v1.MambaServe, grpc.health.v1.Health and server reflection ove
   --host-state-budget-mb N   host memory for parked session states; oldest evicted beyond (default 1024)
   --stream-buffer N          responses buffered per stream before it pauses (default 16)
   --shutdown-grace-s N       on SIGTERM/SIGINT, time streams get to finish (default 10)
+  --metrics-listen HOST:PORT Prometheus /metrics over HTTP (default 127.0.0.1:9400; port 0: pick one;
+                             "off" disables). Serving goes on, with a warning, if it cannot bind.
+  --served-model-name NAME   model_name label on the metrics (default: the model directory's name)
 )";
 
 absl::Status Serve(int argc, char** argv) {
@@ -44,7 +47,8 @@ absl::Status Serve(int argc, char** argv) {
                                       {"model", "model-cache", "listen", "port-file", "backend", "weight-dtype",
                                        "threads", "max-sessions", "max-batch", "max-queue", "max-step-tokens",
                                        "max-prompt-tokens", "max-tokens-limit", "default-max-tokens",
-                                       "session-ttl-s", "host-state-budget-mb", "stream-buffer", "shutdown-grace-s"},
+                                       "session-ttl-s", "host-state-budget-mb", "stream-buffer", "shutdown-grace-s",
+                                       "metrics-listen", "served-model-name"},
                                       {"help"}));
   if (cl.Has("help")) {
     std::cout << kUsage;
@@ -60,6 +64,9 @@ absl::Status Serve(int argc, char** argv) {
   }
   o.listen = cl.GetOr("listen", o.listen);
   o.port_file = cl.GetOr("port-file", "");
+  o.metrics_listen = cl.GetOr("metrics-listen", o.metrics_listen);
+  if (o.metrics_listen == "off") o.metrics_listen.clear();
+  o.served_model_name = cl.GetOr("served-model-name", "");
   ASSIGN_OR_RETURN(o.backend, ParseBackendKind(cl.GetOr("backend", "auto")));
   if (auto wd = cl.Get("weight-dtype")) {
     ASSIGN_OR_RETURN(DType dtype, ParseDTypeFlag(*wd));
