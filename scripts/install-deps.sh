@@ -3,19 +3,20 @@
 # only what is missing, so it is cheap to call from every entry point, and never touches apt when
 # everything is already present (machines without network access work as long as nothing is
 # missing).
-#   --build-only   only what building the engine, the CUDA module, tests and benchmarks needs
-#                  (what scripts/gpu-check.sh uses; no gRPC / Python packages)
+#   --build-only   only what configuring and building everything (CUDA module, tests, benchmarks)
+#                  needs: what scripts/gpu-check.sh uses; no Python packages or Prometheus
 set -euo pipefail
 
 build_packages=(
   build-essential cmake ninja-build pkg-config
   libabsl-dev libopenblas-dev libre2-dev libutf8proc-dev nlohmann-json3-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcivetweb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 other_packages=(
   ccache git
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  python3-numpy python3-grpcio python3-protobuf
+  python3-numpy python3-grpcio python3-protobuf python3-venv
+  prometheus python3-matplotlib
 )
 
 packages=("${build_packages[@]}")

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/mambaserve-ccache}
+export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/mambaserve-ccache} CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=1
 cmake --preset cpu -DMAMBASERVE_BUILD_TESTS=OFF -DMAMBASERVE_BUILD_BENCH=OFF >/dev/null
 cmake --build build/cpu -j "$(nproc)" --target mambaserve mambactl
 exec build/cpu/tools/mambaserve serve "$@"

@@ -6,5 +6,6 @@ namespace mambaserve {
 
 int RunMakeModelCommand(int argc, char** argv);
 int RunEvalCommand(int argc, char** argv);
+int RunServeCommand(int argc, char** argv);
 
 }  // namespace mambaserve

@@ -1,7 +1,9 @@
 // mambaserve make-model: a deterministic random checkpoint in the Hugging Face layout.
+#include <filesystem>
 #include <iostream>
 
 #include "engine/random_model.h"
+#include "tools/model_tokenizer.h"
 #include "engine/status_macros.h"
 #include "tools/command_line.h"
 #include "tools/commands.h"
@@ -14,14 +16,17 @@ constexpr char kUsage[] = R"(usage: mambaserve make-model --preset tiny|130m|370
   optional shape overrides: --layers L --d-state N --d-conv K --vocab V
   optional switches:        --use-bias --no-conv-bias --no-residual-in-fp32
                             --untie-embeddings | --tie-embeddings
-Writes config.json + model.safetensors with Mamba's initialisation. Same flags, same bytes.
+  tokenizer:                --tokenizer FILE   copy this tokenizer.json (its vocabulary must fit V)
+Writes config.json + model.safetensors with Mamba's initialisation, and tokenizer.json: a byte-level
+BPE trained on an embedded English sample when V <= 4096, else the --tokenizer file (none without it).
+Same flags, same bytes.
 )";
 
 absl::Status MakeModel(int argc, char** argv) {
   ASSIGN_OR_RETURN(CommandLine cl,
                    CommandLine::Parse(argc, argv,
                                       {"preset", "model-type", "dtype", "seed", "out", "layers",
-                                       "d-state", "d-conv", "vocab"},
+                                       "d-state", "d-conv", "vocab", "tokenizer"},
                                       {"use-bias", "no-conv-bias", "no-residual-in-fp32",
                                        "untie-embeddings", "tie-embeddings", "help"}));
   if (cl.Has("help")) {
@@ -53,7 +58,8 @@ absl::Status MakeModel(int argc, char** argv) {
   if (cl.Has("no-residual-in-fp32")) config.residual_in_fp32 = false;
   if (cl.Has("untie-embeddings")) config.tie_word_embeddings = false;
   if (cl.Has("tie-embeddings")) config.tie_word_embeddings = true;
-  return WriteRandomModel(config, dtype, static_cast<uint64_t>(seed), out);
+  RETURN_IF_ERROR(WriteRandomModel(config, dtype, static_cast<uint64_t>(seed), out));
+  return WriteModelTokenizer(config.vocab_size, cl.Get("tokenizer"), out);
 }
 
 }  // namespace

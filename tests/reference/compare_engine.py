@@ -69,6 +69,8 @@ CASES = [
     case("130m-mamba-f32", "130m", "mamba", "f32", 16, TOL_F32_130M, "exact", quick=False),
     case("130m-falcon-f32-4layers", "130m", "falcon_mamba", "f32", 17, TOL_F32_130M, "exact",
          extra=["--layers", "4"], expect=dict(layers=4)),
+    case("130m-mamba-bf16-4layers", "130m", "mamba", "bf16", 19, TOL_BF16, "near_tie",
+         extra=["--layers", "4"], expect=dict(layers=4)),
 ]
 
 PRESET_SHAPES = {

@@ -1,0 +1,81 @@
+// Per-request token sampling: penalties, temperature, top-k / top-p / min-p truncation and a
+// request-owned seeded RNG, so a request's tokens depend only on its own logits and seed — never on
+// what else ran in the same batch.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+
+namespace mambaserve {
+
+struct SamplingParams {
+  int32_t max_tokens = 256;
+  double temperature = 1.0;         // 0 = greedy (argmax, ties to the lowest id)
+  int32_t top_k = 0;                // 0 = off
+  double top_p = 1.0;               // 1 = off
+  double min_p = 0.0;               // 0 = off
+  double repetition_penalty = 1.0;  // 1 = off; applies to prompt and generated tokens
+  double presence_penalty = 0.0;    // 0 = off; generated tokens only
+  double frequency_penalty = 0.0;   // 0 = off; generated tokens only
+  std::optional<uint64_t> seed;     // unset: drawn from std::random_device
+  std::vector<std::string> stop;    // stop strings, matched on the detokenized output
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  int32_t logprobs = 0;             // top-N alternatives per token; 0 = none
+};
+
+struct SamplingLimits {
+  int32_t max_tokens = 4096;
+  int32_t max_logprobs = 20;
+  int32_t max_stop_strings = 16;
+  int32_t max_stop_string_bytes = 256;
+};
+
+// Checks every field; the message names the field, its value and the accepted range.
+absl::Status ValidateSamplingParams(const SamplingParams& params, int64_t vocab_size,
+                                    const SamplingLimits& limits = {});
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+};
+
+struct SampledToken {
+  int32_t token = 0;
+  float logprob = 0;                // of the chosen token under the model's distribution
+  std::vector<TokenLogprob> top;    // the `logprobs` most likely tokens, most likely first
+};
+
+// One per sequence; not thread-safe (the scheduler thread owns it).
+class Sampler {
+ public:
+  Sampler(const SamplingParams& params, std::span<const int32_t> prompt);
+
+  // Picks the next token from `logits` [V] and records it for the penalties.
+  SampledToken Sample(std::span<const float> logits);
+
+  // Log-softmax of the raw logits (what `logprobs` reports), exposed for tests.
+  static void LogSoftmax(std::span<const float> logits, std::vector<float>* out);
+
+ private:
+  void ApplyPenalties(std::vector<float>& logits) const;
+  int32_t Draw(const std::vector<float>& logits);
+
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  absl::flat_hash_set<int32_t> prompt_tokens_;
+  absl::flat_hash_map<int32_t, int32_t> output_counts_;
+  std::vector<float> work_;       // [V] penalised, tempered logits
+  std::vector<float> logprobs_;   // [V]
+  std::vector<int32_t> order_;    // [V] candidate ids
+};
+
+}  // namespace mambaserve

@@ -1,0 +1,143 @@
+#include "engine/session_blob.h"
+
+#include <array>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace mambaserve {
+namespace {
+
+constexpr char kMagic[4] = {'M', 'S', 'S', 'B'};
+constexpr uint64_t kMaxStateBytes = uint64_t{1} << 34;  // far above any real model's slot
+
+template <typename T>
+void Put(std::string& out, T value) {
+  uint8_t bytes[sizeof(T)];
+  for (size_t i = 0; i < sizeof(T); ++i) bytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(value) >> (8 * i));
+  out.append(reinterpret_cast<const char*>(bytes), sizeof(T));
+}
+
+class Reader {
+ public:
+  explicit Reader(std::span<const uint8_t> bytes) : bytes_(bytes) {}
+  template <typename T>
+  bool Get(T* value) {
+    if (bytes_.size() - pos_ < sizeof(T)) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<uint64_t>(bytes_[pos_ + i]) << (8 * i);
+    *value = static_cast<T>(v);
+    pos_ += sizeof(T);
+    return true;
+  }
+  bool Take(uint64_t n, std::span<const uint8_t>* out) {
+    if (bytes_.size() - pos_ < n) return false;
+    *out = bytes_.subspan(pos_, n);
+    pos_ += n;
+    return true;
+  }
+  size_t pos() const { return pos_; }
+
+ private:
+  std::span<const uint8_t> bytes_;
+  size_t pos_ = 0;
+};
+
+std::array<uint32_t, 256> MakeCrcTable() {
+  std::array<uint32_t, 256> table{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    table[i] = c;
+  }
+  return table;
+}
+
+absl::Status Corrupt(const std::string& why) {
+  return absl::InvalidArgumentError(absl::StrCat("session blob is not valid: ", why));
+}
+
+}  // namespace
+
+uint32_t Crc32(std::span<const uint8_t> bytes) {
+  static const std::array<uint32_t, 256> table = MakeCrcTable();
+  uint32_t c = 0xFFFFFFFFu;
+  for (uint8_t b : bytes) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+std::string EncodeSessionBlob(const SessionBlob& blob) {
+  std::string out(kMagic, sizeof(kMagic));
+  Put<uint32_t>(out, kSessionBlobVersion);
+  Put<uint32_t>(out, static_cast<uint32_t>(blob.model_fingerprint.size()));
+  out += blob.model_fingerprint;
+  Put<uint64_t>(out, static_cast<uint64_t>(blob.length));
+  Put<uint32_t>(out, static_cast<uint32_t>(blob.pending_tokens.size()));
+  for (int32_t t : blob.pending_tokens) Put<uint32_t>(out, static_cast<uint32_t>(t));
+  Put<uint64_t>(out, blob.state.size());
+  out.append(reinterpret_cast<const char*>(blob.state.data()), blob.state.size());
+  Put<uint32_t>(out, Crc32({reinterpret_cast<const uint8_t*>(out.data()), out.size()}));
+  return out;
+}
+
+absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes) {
+  if (bytes.size() < sizeof(kMagic) + 4 || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+    return Corrupt("it does not start with the \"MSSB\" magic (not an exported session)");
+  }
+  Reader r(bytes.subspan(sizeof(kMagic)));
+  uint32_t version = 0;
+  r.Get(&version);
+  if (version != kSessionBlobVersion) {
+    return Corrupt(absl::StrCat("format version ", version, " is not supported (this server reads version ",
+                                kSessionBlobVersion, ")"));
+  }
+  if (bytes.size() < sizeof(kMagic) + 8) return Corrupt("truncated");
+  const auto body = bytes.first(bytes.size() - 4);
+  uint32_t stored_crc = 0;
+  Reader(bytes.last(4)).Get(&stored_crc);
+  if (Crc32(body) != stored_crc) return Corrupt("checksum mismatch (the bytes were altered or truncated)");
+
+  SessionBlob blob;
+  uint32_t fp_len = 0, pending = 0;
+  uint64_t length = 0, state_len = 0;
+  std::span<const uint8_t> fp, state;
+  if (!r.Get(&fp_len) || !r.Take(fp_len, &fp)) return Corrupt("truncated in the model fingerprint");
+  blob.model_fingerprint.assign(fp.begin(), fp.end());
+  if (!r.Get(&length) || !r.Get(&pending)) return Corrupt("truncated in the header");
+  blob.length = static_cast<int64_t>(length);
+  for (uint32_t i = 0; i < pending; ++i) {
+    uint32_t t = 0;
+    if (!r.Get(&t)) return Corrupt("truncated in the pending tokens");
+    blob.pending_tokens.push_back(static_cast<int32_t>(t));
+  }
+  if (!r.Get(&state_len) || state_len > kMaxStateBytes || !r.Take(state_len, &state)) {
+    return Corrupt("truncated in the state");
+  }
+  blob.state.assign(state.begin(), state.end());
+  if (sizeof(kMagic) + r.pos() != body.size()) return Corrupt("trailing bytes after the state");
+  return blob;
+}
+
+absl::Status CheckSessionBlobFits(const SessionBlob& blob, const std::string& model_fingerprint,
+                                  int64_t state_bytes, int64_t vocab_size) {
+  if (blob.model_fingerprint != model_fingerprint) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("session was exported from a different model (fingerprint ", blob.model_fingerprint,
+                     "); this server runs model ", model_fingerprint, ": import it into a replica of that model"));
+  }
+  if (!blob.state.empty() && static_cast<int64_t>(blob.state.size()) != state_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("session blob holds ", blob.state.size(),
+                                                   " state bytes; this model's state is ", state_bytes, " bytes"));
+  }
+  if (blob.state.empty() && blob.length != 0) {
+    return absl::InvalidArgumentError("session blob has a length but no state");
+  }
+  for (int32_t t : blob.pending_tokens) {
+    if (t < 0 || t >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("session blob has pending token ", t, " outside the vocabulary"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mambaserve

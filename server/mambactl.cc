@@ -1,0 +1,286 @@
+// mambactl: command-line client for a mambaserve server.
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "mambaserve/v1/mambaserve.grpc.pb.h"
+
+namespace {
+
+using mambaserve::v1::MambaServe;
+
+constexpr char kUsage[] = R"(usage: mambactl [--target HOST:PORT] <command> [args]   (default target 127.0.0.1:50051)
+
+  generate [--text TEXT | --tokens 1,2,3] [--session ID] [--max-tokens N] [--temperature T]
+           [--top-k K] [--top-p P] [--min-p P] [--seed N] [--stop S]... [--ignore-eos]
+           [--show-tokens] [--timeout-s S]
+                          streams the generated text to stdout as it arrives; usage to stderr.
+                          Reads the prompt from stdin when neither --text nor --tokens is given.
+  session create [ID] | get ID | list | delete ID
+  session export ID --out FILE
+  session import --in FILE [ID]
+  tokenize TEXT           token ids and their spellings
+  detokenize 1,2,3
+  info                    model and server figures
+  health [SERVICE]        grpc.health.v1 status (exit 0 when SERVING)
+)";
+
+struct Args {
+  std::vector<std::string> positional;
+  std::multimap<std::string, std::string> flags;
+  bool Has(const std::string& f) const { return flags.count(f) > 0; }
+  std::string Get(const std::string& f, const std::string& fallback = "") const {
+    auto it = flags.find(f);
+    return it == flags.end() ? fallback : it->second;
+  }
+};
+
+const std::map<std::string, bool> kFlagTakesValue = {
+    {"target", true},  {"text", true},     {"tokens", true},      {"session", true},    {"max-tokens", true},
+    {"temperature", true}, {"top-k", true}, {"top-p", true},      {"min-p", true},      {"seed", true},
+    {"stop", true},    {"out", true},      {"in", true},          {"timeout-s", true},  {"ignore-eos", false},
+    {"show-tokens", false}, {"help", false}};
+
+bool ParseArgs(int argc, char** argv, Args* args) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) != 0) {
+      args->positional.push_back(a);
+      continue;
+    }
+    std::string name = a.substr(2), value;
+    const auto eq = name.find('=');
+    if (eq != std::string::npos) value = name.substr(eq + 1), name = name.substr(0, eq);
+    auto it = kFlagTakesValue.find(name);
+    if (it == kFlagTakesValue.end()) {
+      std::cerr << "mambactl: unknown flag --" << name << "\n";
+      return false;
+    }
+    if (it->second && eq == std::string::npos) {
+      if (i + 1 >= argc) {
+        std::cerr << "mambactl: --" << name << " needs a value\n";
+        return false;
+      }
+      value = argv[++i];
+    }
+    args->flags.emplace(name, value);
+  }
+  return true;
+}
+
+int Fail(const grpc::Status& status) {
+  std::cerr << "mambactl: " << status.error_code() << " " << status.error_message() << "\n";
+  return 1;
+}
+
+const char* LocationName(mambaserve::v1::StateLocation l) {
+  switch (l) {
+    case mambaserve::v1::STATE_LOCATION_NONE: return "none";
+    case mambaserve::v1::STATE_LOCATION_DEVICE: return "device";
+    case mambaserve::v1::STATE_LOCATION_HOST: return "host";
+    default: return "?";
+  }
+}
+
+void PrintSession(const mambaserve::v1::Session& s) {
+  std::cout << s.session_id() << "\tlength=" << s.length_tokens() << "\tstate_bytes=" << s.state_bytes()
+            << "\tlocation=" << LocationName(s.location()) << "\tbusy=" << (s.busy() ? "yes" : "no")
+            << "\tcreated_ms=" << s.created_unix_ms() << "\tlast_used_ms=" << s.last_used_unix_ms() << "\n";
+}
+
+bool ParseIds(const std::string& text, std::vector<int32_t>* ids) {
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(part, &id)) return false;
+    ids->push_back(id);
+  }
+  return true;
+}
+
+int Generate(MambaServe::Stub& stub, const Args& args) {
+  mambaserve::v1::GenerateRequest request;
+  if (args.Has("tokens")) {
+    std::vector<int32_t> ids;
+    if (!ParseIds(args.Get("tokens"), &ids)) {
+      std::cerr << "mambactl: --tokens expects comma-separated integers\n";
+      return 2;
+    }
+    for (int32_t id : ids) request.mutable_tokens()->add_ids(id);
+  } else if (args.Has("text")) {
+    request.set_text(args.Get("text"));
+  } else {
+    std::stringstream in;
+    in << std::cin.rdbuf();
+    request.set_text(in.str());
+  }
+  request.set_session_id(args.Get("session"));
+  auto* s = request.mutable_sampling();
+  double d;
+  int64_t n;
+  uint64_t u;
+  if (args.Has("max-tokens") && absl::SimpleAtoi(args.Get("max-tokens"), &n)) s->set_max_tokens(static_cast<int32_t>(n));
+  if (args.Has("temperature") && absl::SimpleAtod(args.Get("temperature"), &d)) s->set_temperature(d);
+  if (args.Has("top-k") && absl::SimpleAtoi(args.Get("top-k"), &n)) s->set_top_k(static_cast<int32_t>(n));
+  if (args.Has("top-p") && absl::SimpleAtod(args.Get("top-p"), &d)) s->set_top_p(d);
+  if (args.Has("min-p") && absl::SimpleAtod(args.Get("min-p"), &d)) s->set_min_p(d);
+  if (args.Has("seed") && absl::SimpleAtoi(args.Get("seed"), &u)) s->set_seed(u);
+  auto [begin, end] = args.flags.equal_range("stop");
+  for (auto it = begin; it != end; ++it) s->add_stop(it->second);
+  s->set_ignore_eos(args.Has("ignore-eos"));
+
+  grpc::ClientContext context;
+  if (args.Has("timeout-s") && absl::SimpleAtod(args.Get("timeout-s"), &d)) {
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(d * 1000)));
+  }
+  auto reader = stub.Generate(&context, request);
+  mambaserve::v1::GenerateResponse response;
+  mambaserve::v1::GenerateResponse last;
+  while (reader->Read(&response)) {
+    std::cout << response.text() << std::flush;
+    if (args.Has("show-tokens")) {
+      for (int32_t id : response.token_ids()) std::cerr << "[" << id << "]";
+    }
+    if (response.finish_reason() != mambaserve::v1::FINISH_REASON_UNSPECIFIED) last = response;
+  }
+  std::cout << "\n";
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return Fail(status);
+  const auto& usage = last.usage();
+  std::cerr << "finish_reason=" << mambaserve::v1::FinishReason_Name(last.finish_reason())
+            << " prompt_tokens=" << usage.prompt_tokens() << " generated_tokens=" << usage.generated_tokens()
+            << " session_length=" << usage.session_length() << " ttft_ms=" << usage.time_to_first_token_s() * 1000
+            << "\n";
+  return 0;
+}
+
+int Session(MambaServe::Stub& stub, const Args& args) {
+  const auto& p = args.positional;
+  const std::string verb = p.size() > 1 ? p[1] : "";
+  const std::string id = p.size() > 2 ? p[2] : "";
+  grpc::ClientContext context;
+  mambaserve::v1::Session session;
+  grpc::Status status;
+  if (verb == "create") {
+    mambaserve::v1::CreateSessionRequest request;
+    request.set_session_id(id);
+    status = stub.CreateSession(&context, request, &session);
+    if (status.ok()) PrintSession(session);
+  } else if (verb == "get") {
+    mambaserve::v1::GetSessionRequest request;
+    request.set_session_id(id);
+    status = stub.GetSession(&context, request, &session);
+    if (status.ok()) PrintSession(session);
+  } else if (verb == "list") {
+    mambaserve::v1::ListSessionsResponse response;
+    status = stub.ListSessions(&context, {}, &response);
+    for (const auto& s : response.sessions()) PrintSession(s);
+  } else if (verb == "delete") {
+    mambaserve::v1::DeleteSessionRequest request;
+    request.set_session_id(id);
+    mambaserve::v1::DeleteSessionResponse response;
+    status = stub.DeleteSession(&context, request, &response);
+  } else if (verb == "export") {
+    if (!args.Has("out")) {
+      std::cerr << "mambactl: session export ID --out FILE\n";
+      return 2;
+    }
+    mambaserve::v1::ExportSessionRequest request;
+    request.set_session_id(id);
+    mambaserve::v1::ExportSessionResponse response;
+    status = stub.ExportSession(&context, request, &response);
+    if (status.ok()) {
+      std::ofstream(args.Get("out"), std::ios::binary) << response.blob();
+      std::cout << "wrote " << response.blob().size() << " bytes (format " << response.format_version()
+                << ", model " << response.model_fingerprint() << ") to " << args.Get("out") << "\n";
+    }
+  } else if (verb == "import") {
+    std::ifstream in(args.Get("in"), std::ios::binary);
+    if (!args.Has("in") || !in) {
+      std::cerr << "mambactl: session import --in FILE [ID] (cannot read the file)\n";
+      return 2;
+    }
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    mambaserve::v1::ImportSessionRequest request;
+    request.set_session_id(id);
+    request.set_blob(bytes.str());
+    status = stub.ImportSession(&context, request, &session);
+    if (status.ok()) PrintSession(session);
+  } else {
+    std::cerr << kUsage;
+    return 2;
+  }
+  return status.ok() ? 0 : Fail(status);
+}
+
+int Run(int argc, char** argv) {
+  Args args;
+  if (!ParseArgs(argc, argv, &args)) return 2;
+  if (args.Has("help") || args.positional.empty()) {
+    (args.Has("help") ? std::cout : std::cerr) << kUsage;
+    return args.Has("help") ? 0 : 2;
+  }
+  auto channel = grpc::CreateChannel(args.Get("target", "127.0.0.1:50051"), grpc::InsecureChannelCredentials());
+  auto stub = MambaServe::NewStub(channel);
+  const std::string& command = args.positional[0];
+  if (command == "generate") return Generate(*stub, args);
+  if (command == "session") return Session(*stub, args);
+  grpc::ClientContext context;
+  if (command == "tokenize") {
+    mambaserve::v1::TokenizeRequest request;
+    request.set_text(args.positional.size() > 1 ? args.positional[1] : "");
+    mambaserve::v1::TokenizeResponse response;
+    grpc::Status status = stub->Tokenize(&context, request, &response);
+    if (!status.ok()) return Fail(status);
+    for (int i = 0; i < response.token_ids_size(); ++i) {
+      std::cout << response.token_ids(i) << "\t" << response.tokens(i) << "\n";
+    }
+    return 0;
+  }
+  if (command == "detokenize") {
+    mambaserve::v1::DetokenizeRequest request;
+    std::vector<int32_t> ids;
+    if (args.positional.size() < 2 || !ParseIds(args.positional[1], &ids)) {
+      std::cerr << "mambactl: detokenize 1,2,3\n";
+      return 2;
+    }
+    for (int32_t id : ids) request.add_token_ids(id);
+    mambaserve::v1::DetokenizeResponse response;
+    grpc::Status status = stub->Detokenize(&context, request, &response);
+    if (!status.ok()) return Fail(status);
+    std::cout << response.text() << "\n";
+    return 0;
+  }
+  if (command == "info") {
+    mambaserve::v1::ModelInfo info;
+    grpc::Status status = stub->GetModelInfo(&context, {}, &info);
+    if (!status.ok()) return Fail(status);
+    std::cout << info.DebugString();
+    return 0;
+  }
+  if (command == "health") {
+    auto health = grpc::health::v1::Health::NewStub(channel);
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(args.positional.size() > 1 ? args.positional[1] : "");
+    grpc::health::v1::HealthCheckResponse response;
+    grpc::Status status = health->Check(&context, request, &response);
+    if (!status.ok()) return Fail(status);
+    std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()) << "\n";
+    return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+  }
+  std::cerr << "mambactl: unknown command \"" << command << "\"\n" << kUsage;
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }

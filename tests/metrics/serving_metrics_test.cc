@@ -1,0 +1,297 @@
+#include "server/metrics/serving_metrics.h"
+
+#include <map>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/metrics/text_format.h"
+
+namespace mambaserve::metrics {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class FakeClock {
+ public:
+  double Now() const { return now_; }
+  void Advance(double seconds) { now_ += seconds; }
+  RequestTimer::Clock clock() {
+    return [this] { return now_; };
+  }
+
+ private:
+  double now_ = 1000;
+};
+
+class FixedSource : public EngineStatsSource {
+ public:
+  explicit FixedSource(EngineStats stats) : stats_(std::move(stats)) {}
+  EngineStats Snapshot() const override { return stats_; }
+
+ private:
+  EngineStats stats_;
+};
+
+// Family name -> (type, samples) from a collection.
+std::map<std::string, FamilySnapshot> ByName(const Registry& registry) {
+  std::map<std::string, FamilySnapshot> out;
+  for (auto& f : registry.Collect()) out[f.name] = f;
+  return out;
+}
+
+double Value(const std::map<std::string, FamilySnapshot>& families, const std::string& name,
+             const std::string& label = "", const std::string& label_value = "") {
+  const FamilySnapshot& f = families.at(name);
+  for (const Sample& s : f.samples) {
+    if (label.empty()) return s.value;
+    for (const auto& [k, v] : s.labels) {
+      if (k == label && v == label_value) return s.value;
+    }
+  }
+  ADD_FAILURE() << name << "{" << label << "=" << label_value << "} not found";
+  return -1;
+}
+
+HistogramData Hist(const std::map<std::string, FamilySnapshot>& families, const std::string& name) {
+  return families.at(name).samples.at(0).histogram;
+}
+
+class ServingMetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto metrics = ServingMetrics::Create(&registry_, {.model_name = "falcon-mamba-7b",
+                                                       .version = "0.1.0",
+                                                       .backend = "cuda",
+                                                       .dtype = "bf16",
+                                                       .max_model_len = 4096});
+    ASSERT_TRUE(metrics.ok()) << metrics.status();
+    metrics_ = std::move(*metrics);
+  }
+
+  Registry registry_;
+  std::unique_ptr<ServingMetrics> metrics_;
+  FakeClock clock_;
+};
+
+TEST_F(ServingMetricsTest, VllmFamiliesHaveTheirTypesAndModelLabel) {
+  const auto families = ByName(registry_);
+  const std::map<std::string, MetricType> expected = {
+      {"vllm:prompt_tokens_total", MetricType::kCounter},
+      {"vllm:generation_tokens_total", MetricType::kCounter},
+      {"vllm:request_success_total", MetricType::kCounter},
+      {"vllm:time_to_first_token_seconds", MetricType::kHistogram},
+      {"vllm:inter_token_latency_seconds", MetricType::kHistogram},
+      {"vllm:time_per_output_token_seconds", MetricType::kHistogram},
+      {"vllm:e2e_request_latency_seconds", MetricType::kHistogram},
+      {"vllm:request_queue_time_seconds", MetricType::kHistogram},
+      {"vllm:request_inference_time_seconds", MetricType::kHistogram},
+      {"vllm:request_prefill_time_seconds", MetricType::kHistogram},
+      {"vllm:request_decode_time_seconds", MetricType::kHistogram},
+      {"vllm:request_prompt_tokens", MetricType::kHistogram},
+      {"vllm:request_generation_tokens", MetricType::kHistogram},
+      {"mambaserve_build_info", MetricType::kGauge},
+  };
+  for (const auto& [name, type] : expected) {
+    ASSERT_TRUE(families.count(name)) << name;
+    EXPECT_EQ(families.at(name).type, type) << name;
+    for (const Sample& s : families.at(name).samples) {
+      ASSERT_FALSE(s.labels.empty()) << name;
+      EXPECT_EQ(s.labels[0],
+                (std::pair<std::string, std::string>("model_name", "falcon-mamba-7b")));
+    }
+  }
+  // The three finish reasons exist from the start, at zero, like vLLM's.
+  EXPECT_EQ(families.at("vllm:request_success_total").samples.size(), 3u);
+  EXPECT_EQ(Value(families, "vllm:request_success_total", "finished_reason", "abort"), 0);
+  // Engine families are absent until a source is set.
+  EXPECT_FALSE(families.count("vllm:num_requests_running"));
+}
+
+TEST_F(ServingMetricsTest, BucketsAreVllms) {
+  const auto families = ByName(registry_);
+  EXPECT_EQ(Hist(families, "vllm:time_to_first_token_seconds").upper_bounds.size(), 22u);
+  EXPECT_EQ(Hist(families, "vllm:inter_token_latency_seconds").upper_bounds.size(), 19u);
+  EXPECT_EQ(Hist(families, "vllm:e2e_request_latency_seconds").upper_bounds.size(), 21u);
+  EXPECT_EQ(Hist(families, "vllm:request_prompt_tokens").upper_bounds,
+            (std::vector<double>{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000}));
+  const std::string text = registry_.Serialize();
+  EXPECT_THAT(text, HasSubstr("vllm:time_to_first_token_seconds_bucket{model_name=\"falcon-mamba-"
+                              "7b\",le=\"2560.0\"} 0.0\n"));
+  EXPECT_THAT(text, HasSubstr("vllm:e2e_request_latency_seconds_bucket{model_name=\"falcon-mamba-"
+                              "7b\",le=\"7680.0\"} 0.0\n"));
+  EXPECT_THAT(text,
+              HasSubstr("mambaserve_build_info{model_name=\"falcon-mamba-7b\",version=\"0.1.0\","
+                        "backend=\"cuda\",dtype=\"bf16\"} 1.0\n"));
+}
+
+TEST_F(ServingMetricsTest, RequestTimerReportsEveryPhase) {
+  {
+    RequestTimer timer(metrics_.get(), /*prompt_tokens=*/120, clock_.clock());
+    clock_.Advance(0.5);  // queued
+    timer.Scheduled();
+    clock_.Advance(0.25);  // prefill
+    timer.Tokens();
+    for (int i = 0; i < 9; ++i) {
+      clock_.Advance(0.02);
+      timer.Tokens();
+    }
+    clock_.Advance(0.06);
+    timer.Tokens(3);  // three tokens in one event: 0.02 s each
+    timer.Finish(FinishReason::kLength);
+    timer.Finish(FinishReason::kStop);  // ignored
+  }
+  const auto f = ByName(registry_);
+  EXPECT_EQ(Value(f, "vllm:prompt_tokens_total"), 120);
+  EXPECT_EQ(Value(f, "vllm:generation_tokens_total"), 13);
+  EXPECT_EQ(Value(f, "vllm:request_success_total", "finished_reason", "length"), 1);
+  EXPECT_EQ(Value(f, "vllm:request_success_total", "finished_reason", "stop"), 0);
+
+  const HistogramData ttft = Hist(f, "vllm:time_to_first_token_seconds");
+  EXPECT_EQ(ttft.count(), 1u);
+  EXPECT_NEAR(ttft.sum, 0.75, 1e-9);  // queue + prefill
+  const HistogramData itl = Hist(f, "vllm:inter_token_latency_seconds");
+  EXPECT_EQ(itl.count(), 12u);
+  EXPECT_NEAR(itl.sum, 0.24, 1e-9);
+  EXPECT_EQ(itl.bucket_counts[1], 12u);  // 0.02 falls in (0.01, 0.025]
+  const HistogramData tpot = Hist(f, "vllm:time_per_output_token_seconds");
+  EXPECT_EQ(tpot.bucket_counts, itl.bucket_counts);
+  EXPECT_NEAR(Hist(f, "vllm:request_queue_time_seconds").sum, 0.5, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:request_prefill_time_seconds").sum, 0.25, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:request_decode_time_seconds").sum, 0.24, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:request_inference_time_seconds").sum, 0.49, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:e2e_request_latency_seconds").sum, 0.99, 1e-9);
+  EXPECT_EQ(Hist(f, "vllm:request_prompt_tokens").sum, 120);
+  EXPECT_EQ(Hist(f, "vllm:request_generation_tokens").sum, 13);
+}
+
+TEST_F(ServingMetricsTest, QueueTimeReportedWithTheFinalEvent) {
+  {
+    RequestTimer timer(metrics_.get(), 10, clock_.clock());
+    clock_.Advance(0.4);
+    timer.Tokens();  // first token at 0.4 s: queue time not known yet
+    clock_.Advance(0.1);
+    timer.Tokens();
+    timer.ScheduledAfter(0.3);  // the scheduler says: admitted 0.3 s after arrival
+    timer.Finish(FinishReason::kStop);
+  }
+  const auto f = ByName(registry_);
+  EXPECT_NEAR(Hist(f, "vllm:request_queue_time_seconds").sum, 0.3, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:request_prefill_time_seconds").sum, 0.1, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:request_decode_time_seconds").sum, 0.1, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:time_to_first_token_seconds").sum, 0.4, 1e-9);
+  EXPECT_EQ(Value(f, "vllm:prompt_tokens_total"), 10);
+}
+
+TEST_F(ServingMetricsTest, DroppedTimerCountsAsAbortAndQueuedPromptIsNotCounted) {
+  {
+    RequestTimer never_scheduled(metrics_.get(), 50, clock_.clock());
+    clock_.Advance(2);
+  }
+  {
+    RequestTimer cut_in_prefill(metrics_.get(), 70, clock_.clock());
+    clock_.Advance(1);
+    cut_in_prefill.Scheduled();
+    clock_.Advance(1);
+  }
+  const auto f = ByName(registry_);
+  EXPECT_EQ(Value(f, "vllm:request_success_total", "finished_reason", "abort"), 2);
+  EXPECT_EQ(Value(f, "vllm:prompt_tokens_total"), 70);
+  EXPECT_EQ(Value(f, "vllm:generation_tokens_total"), 0);
+  EXPECT_NEAR(Hist(f, "vllm:request_queue_time_seconds").sum, 3, 1e-9);
+  EXPECT_NEAR(Hist(f, "vllm:request_prefill_time_seconds").sum, 1, 1e-9);
+  EXPECT_EQ(Hist(f, "vllm:time_to_first_token_seconds").count(), 0u);
+}
+
+TEST_F(ServingMetricsTest, RejectionsAndGrpcCodesAreBounded) {
+  metrics_->RequestAdmitted();
+  metrics_->RequestRejected("queue_full");
+  metrics_->RequestRejected("queue_full");
+  for (int i = 0; i < 100; ++i) metrics_->RequestRejected("reason_" + std::to_string(i));
+  metrics_->GrpcCallCompleted("Generate", 0);
+  metrics_->GrpcCallCompleted("Generate", 8);
+  metrics_->GrpcCallCompleted("Generate", 99);
+  const auto f = ByName(registry_);
+  EXPECT_EQ(Value(f, "mambaserve_requests_admitted_total"), 1);
+  EXPECT_EQ(Value(f, "mambaserve_admission_rejections_total", "reason", "queue_full"), 2);
+  EXPECT_LE(f.at("mambaserve_admission_rejections_total").samples.size(), 17u);
+  EXPECT_EQ(Value(f, "mambaserve_grpc_requests_total", "code", "RESOURCE_EXHAUSTED"), 1);
+  EXPECT_EQ(Value(f, "mambaserve_grpc_requests_total", "code", "UNKNOWN"), 1);
+  EXPECT_EQ(GrpcCodeName(16), "UNAUTHENTICATED");
+}
+
+TEST_F(ServingMetricsTest, EngineSnapshotIsReadAtScrapeTime) {
+  EngineStats stats;
+  stats.requests_running = 5;
+  stats.requests_waiting = 2;
+  stats.slots_total = 8;
+  stats.slots_active = 5;
+  stats.slots_idle_resident = 1;
+  stats.sessions_parked_on_host = 4;
+  stats.state_bytes_per_session = 1000;
+  stats.state_pool_bytes = 8000;
+  stats.device_memory_used_bytes = 123;
+  stats.device_memory_total_bytes = 456;
+  stats.sessions_created = 10;
+  stats.sessions_evicted = 3;
+  stats.sessions_live = 9;
+  stats.state_host_bytes = 3900;  // the engine's own count wins over parked x per-session
+  metrics_->SetEngineStatsSource(std::make_shared<FixedSource>(stats));
+
+  const auto f = ByName(registry_);
+  EXPECT_EQ(Value(f, "vllm:num_requests_running"), 5);
+  EXPECT_EQ(Value(f, "vllm:num_requests_waiting"), 2);
+  EXPECT_DOUBLE_EQ(Value(f, "vllm:kv_cache_usage_perc"), 0.75);
+  EXPECT_DOUBLE_EQ(Value(f, "vllm:gpu_cache_usage_perc"), 0.75);
+  EXPECT_EQ(Value(f, "mambaserve_state_slots_capacity"), 8);
+  EXPECT_EQ(Value(f, "mambaserve_state_slots", "state", "active"), 5);
+  EXPECT_EQ(Value(f, "mambaserve_state_slots", "state", "idle_resident"), 1);
+  EXPECT_EQ(Value(f, "mambaserve_state_slots", "state", "free"), 2);
+  EXPECT_EQ(Value(f, "mambaserve_sessions_parked_on_host"), 4);
+  EXPECT_EQ(Value(f, "mambaserve_state_memory_bytes", "location", "device"), 6000);
+  EXPECT_EQ(Value(f, "mambaserve_state_memory_bytes", "location", "host"), 3900);
+  EXPECT_EQ(Value(f, "mambaserve_sessions"), 9);
+  EXPECT_EQ(Value(f, "mambaserve_device_memory_used_bytes"), 123);
+  EXPECT_EQ(Value(f, "mambaserve_session_events_total", "event", "created"), 10);
+  EXPECT_EQ(Value(f, "mambaserve_session_events_total", "event", "evicted"), 3);
+  EXPECT_EQ(f.at("mambaserve_session_events_total").type, MetricType::kCounter);
+  // Events the engine does not count (-1) are left out rather than exported as 0.
+  EXPECT_EQ(f.at("mambaserve_session_events_total").samples.size(), 2u);
+
+  metrics_->SetEngineStatsSource(nullptr);
+  EXPECT_FALSE(ByName(registry_).count("vllm:num_requests_running"));
+}
+
+TEST_F(ServingMetricsTest, StepHistograms) {
+  metrics_->StepCompleted(5, 300, 0.004);
+  metrics_->StepCompleted(64, 64, 0.03);
+  const auto f = ByName(registry_);
+  const HistogramData batch = Hist(f, "mambaserve_scheduler_step_batch_size");
+  EXPECT_EQ(batch.count(), 2u);
+  EXPECT_EQ(batch.bucket_counts[3], 1u);  // 5 in (4, 8]
+  EXPECT_EQ(batch.bucket_counts[6], 1u);  // 64 in (32, 64]
+  EXPECT_EQ(Hist(f, "mambaserve_scheduler_step_tokens").sum, 364);
+  EXPECT_NEAR(Hist(f, "mambaserve_scheduler_step_duration_seconds").sum, 0.034, 1e-12);
+}
+
+TEST_F(ServingMetricsTest, CpuBackendHasNoDeviceMemorySeries) {
+  metrics_->SetEngineStatsSource(std::make_shared<FixedSource>(EngineStats{}));
+  const auto f = ByName(registry_);
+  EXPECT_FALSE(f.count("mambaserve_device_memory_used_bytes"));
+  EXPECT_DOUBLE_EQ(Value(f, "vllm:kv_cache_usage_perc"), 0);  // no slots: 0, not NaN
+  EXPECT_FALSE(f.count("mambaserve_sessions"));
+}
+
+TEST(ServingMetricsCreateTest, TwoFacadesCannotShareARegistry) {
+  Registry registry;
+  ASSERT_TRUE(ServingMetrics::Create(&registry, {}).ok());
+  EXPECT_FALSE(ServingMetrics::Create(&registry, {}).ok());
+  Registry other;
+  ServingMetricsOptions options;
+  options.max_model_len = 0;
+  EXPECT_FALSE(ServingMetrics::Create(&other, options).ok());
+}
+
+}  // namespace
+}  // namespace mambaserve::metrics

@@ -1,0 +1,569 @@
+// End to end: the real server binary on 127.0.0.1, driven by the C++ client.
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "engine/tokenizer/utf8.h"
+#include "mambaserve/v1/mambaserve.grpc.pb.h"
+#include "tests/server/server_process.h"
+#include "tests/testing/temp_dir.h"
+
+namespace mambaserve {
+namespace {
+
+using ::testing::HasSubstr;
+using v1::GenerateRequest;
+using v1::GenerateResponse;
+using v1::MambaServe;
+
+constexpr char kBinary[] = MAMBASERVE_BIN;
+
+struct Generation {
+  grpc::Status status;
+  std::vector<int32_t> tokens;
+  std::string text;
+  std::vector<std::string> pieces;
+  GenerateResponse last;
+  int finish_reasons = 0;  // responses carrying one (must be exactly 1, the last)
+};
+
+class ServerE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_dir_ = new testing::TempDir();
+    const std::string command = std::string(kBinary) + " make-model --preset tiny --seed 7 --out " + model_dir_->path();
+    ASSERT_EQ(std::system(command.c_str()), 0);
+  }
+  static void TearDownTestSuite() { delete model_dir_; }
+
+  void Start(std::vector<std::string> args = {}) {
+    server_ = std::make_unique<testing::ServerProcess>(kBinary, model_dir_->path(), std::move(args));
+    ASSERT_TRUE(server_->serving()) << server_->log();
+    stub_ = MambaServe::NewStub(server_->channel());
+  }
+  void TearDown() override {
+    if (server_) EXPECT_EQ(server_->Stop(), 0) << server_->log();
+    if (std::getenv("MAMBASERVE_TEST_SHOW_LOG") && server_) std::cerr << server_->log();  // debugging aid
+  }
+
+  static GenerateRequest Tokens(std::vector<int32_t> ids, int max_tokens, double temperature = 0) {
+    GenerateRequest r;
+    for (int32_t id : ids) r.mutable_tokens()->add_ids(id);
+    r.mutable_sampling()->set_max_tokens(max_tokens);
+    r.mutable_sampling()->set_temperature(temperature);
+    r.mutable_sampling()->set_ignore_eos(true);
+    return r;
+  }
+
+  Generation Run(const GenerateRequest& request, std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                 const std::string& session_header = "") {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + timeout);
+    if (!session_header.empty()) context.AddMetadata("x-session-id", session_header);
+    auto reader = stub_->Generate(&context, request);
+    Generation g;
+    GenerateResponse response;
+    while (reader->Read(&response)) {
+      g.tokens.insert(g.tokens.end(), response.token_ids().begin(), response.token_ids().end());
+      g.text += response.text();
+      g.pieces.push_back(response.text());
+      if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) ++g.finish_reasons;
+      g.last = response;
+    }
+    g.status = reader->Finish();
+    return g;
+  }
+
+  void CreateSession(const std::string& id) {
+    grpc::ClientContext context;
+    v1::CreateSessionRequest request;
+    request.set_session_id(id);
+    v1::Session session;
+    ASSERT_TRUE(stub_->CreateSession(&context, request, &session).ok());
+  }
+
+  v1::ModelInfo Info() {
+    grpc::ClientContext context;
+    v1::ModelInfo info;
+    EXPECT_TRUE(stub_->GetModelInfo(&context, {}, &info).ok());
+    return info;
+  }
+
+  // Waits (bounded) until no sequence is running: cancelled work must not continue.
+  bool WaitIdle() {
+    for (int i = 0; i < 250; ++i) {
+      const auto info = Info();
+      if (info.running() == 0 && info.waiting() == 0 && info.slots_in_use() == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  std::vector<int32_t> Tokenize(const std::string& text) {
+    grpc::ClientContext context;
+    v1::TokenizeRequest request;
+    request.set_text(text);
+    v1::TokenizeResponse response;
+    EXPECT_TRUE(stub_->Tokenize(&context, request, &response).ok());
+    return {response.token_ids().begin(), response.token_ids().end()};
+  }
+
+  static testing::TempDir* model_dir_;
+  std::unique_ptr<testing::ServerProcess> server_;
+  std::unique_ptr<MambaServe::Stub> stub_;
+};
+testing::TempDir* ServerE2eTest::model_dir_;
+
+TEST_F(ServerE2eTest, StreamsValidUtf8PiecesWithFinishReasonAndUsageOnlyOnTheLast) {
+  Start();
+  GenerateRequest r;
+  r.set_text("Alice was beginning to get very tired");
+  r.mutable_sampling()->set_max_tokens(24);
+  r.mutable_sampling()->set_ignore_eos(true);
+  r.mutable_sampling()->set_seed(3);
+  r.mutable_sampling()->set_logprobs(2);
+  const Generation g = Run(r);
+  ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+  EXPECT_GT(g.pieces.size(), 10u);
+  EXPECT_EQ(g.tokens.size(), 24u);
+  EXPECT_EQ(g.finish_reasons, 1);
+  EXPECT_EQ(g.last.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(g.last.usage().prompt_tokens(), static_cast<int64_t>(Tokenize(r.text()).size()));
+  EXPECT_EQ(g.last.usage().generated_tokens(), 24);
+  EXPECT_EQ(g.last.usage().session_length(), g.last.usage().prompt_tokens() + 24);
+  EXPECT_GE(g.last.usage().time_to_first_token_s(), 0);
+  EXPECT_EQ(g.last.logprobs_size(), static_cast<int>(g.last.token_ids_size()));
+  ASSERT_GT(g.last.logprobs_size(), 0);
+  EXPECT_EQ(g.last.logprobs(0).top_size(), 2);
+  for (const std::string& piece : g.pieces) EXPECT_TRUE(ValidateUtf8(piece).ok());
+}
+
+TEST_F(ServerE2eTest, SixtyFourConcurrentStreamsEqualTheSameRequestsAlone) {
+  Start();
+  auto request = [](int i) {
+    GenerateRequest r = Tokens({1 + i, 2 + i, 3 + i, 40 + i}, 16, 0.8);
+    r.mutable_sampling()->set_seed(100 + i);
+    r.mutable_sampling()->set_top_p(0.9);
+    return r;
+  };
+  std::vector<std::future<Generation>> futures;
+  for (int i = 0; i < 64; ++i) {
+    futures.push_back(std::async(std::launch::async, [&, i] { return Run(request(i)); }));
+  }
+  std::vector<Generation> together;
+  for (auto& f : futures) together.push_back(f.get());
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_TRUE(together[i].status.ok()) << i << ": " << together[i].status.error_message();
+    EXPECT_EQ(together[i].tokens.size(), 16u);
+    EXPECT_EQ(together[i].tokens, Run(request(i)).tokens) << "request " << i;
+  }
+}
+
+TEST_F(ServerE2eTest, SessionTurnsEqualOneRequestWithTheWholeConversation) {
+  Start();
+  CreateSession("chat");
+  const std::vector<int32_t> p1 = {10, 20, 30, 40, 50}, p2 = {60, 70, 80};
+  GenerateRequest t1 = Tokens(p1, 7);
+  t1.set_session_id("chat");
+  const Generation g1 = Run(t1);
+  ASSERT_TRUE(g1.status.ok()) << g1.status.error_message();
+  GenerateRequest t2 = Tokens(p2, 9);
+  const Generation g2 = Run(t2, std::chrono::seconds(60), /*session_header=*/"chat");  // by metadata
+  ASSERT_TRUE(g2.status.ok()) << g2.status.error_message();
+  EXPECT_EQ(g2.last.usage().session_length(), 5 + 7 + 3 + 9);
+
+  std::vector<int32_t> whole = p1;
+  whole.insert(whole.end(), g1.tokens.begin(), g1.tokens.end());
+  whole.insert(whole.end(), p2.begin(), p2.end());
+  EXPECT_EQ(Run(Tokens(whole, 9)).tokens, g2.tokens);
+
+  grpc::ClientContext context;
+  v1::GetSessionRequest get;
+  get.set_session_id("chat");
+  v1::Session session;
+  ASSERT_TRUE(stub_->GetSession(&context, get, &session).ok());
+  EXPECT_EQ(session.length_tokens(), 24);
+  EXPECT_EQ(session.location(), v1::STATE_LOCATION_DEVICE);
+  EXPECT_GT(session.state_bytes(), 0);
+}
+
+TEST_F(ServerE2eTest, TextSessionTurnsEqualOneTextRequestWhenTheBoundaryIsClean) {
+  Start();
+  // Find a first turn whose generated tokens re-tokenize to themselves after the prompt (a clean
+  // boundary), so the whole conversation as one text is the same token sequence.
+  const std::string t1 = "It is a truth universally acknowledged,";
+  const std::string t2 = " said Alice.";
+  for (int seed = 0; seed < 200; ++seed) {
+    const std::string id = "text-" + std::to_string(seed);
+    CreateSession(id);
+    GenerateRequest r1;
+    r1.set_text(t1);
+    r1.set_session_id(id);
+    r1.mutable_sampling()->set_max_tokens(2);
+    r1.mutable_sampling()->set_seed(seed);
+    r1.mutable_sampling()->set_ignore_eos(true);
+    const Generation g1 = Run(r1);
+    ASSERT_TRUE(g1.status.ok());
+    std::vector<int32_t> expected = Tokenize(t1);
+    expected.insert(expected.end(), g1.tokens.begin(), g1.tokens.end());
+    const std::vector<int32_t> second = Tokenize(t2);
+    expected.insert(expected.end(), second.begin(), second.end());
+    if (Tokenize(t1 + g1.text + t2) != expected) continue;
+
+    GenerateRequest r2;
+    r2.set_text(t2);
+    r2.set_session_id(id);
+    r2.mutable_sampling()->set_max_tokens(12);
+    r2.mutable_sampling()->set_temperature(0);
+    r2.mutable_sampling()->set_ignore_eos(true);
+    const Generation g2 = Run(r2);
+    GenerateRequest whole = r2;
+    whole.clear_session_id();
+    whole.set_text(t1 + g1.text + t2);
+    const Generation one_shot = Run(whole);
+    EXPECT_EQ(g2.tokens, one_shot.tokens);
+    EXPECT_EQ(g2.text, one_shot.text);
+    return;
+  }
+  FAIL() << "no seed gave a clean boundary";
+}
+
+TEST_F(ServerE2eTest, ExportDeleteImportContinuesWithTheSameTokens) {
+  Start();
+  CreateSession("a");
+  GenerateRequest first = Tokens({5, 6, 7, 8}, 6);
+  first.set_session_id("a");
+  ASSERT_TRUE(Run(first).status.ok());
+
+  grpc::ClientContext export_context;
+  v1::ExportSessionRequest export_request;
+  export_request.set_session_id("a");
+  v1::ExportSessionResponse exported;
+  ASSERT_TRUE(stub_->ExportSession(&export_context, export_request, &exported).ok());
+  EXPECT_EQ(exported.format_version(), 1u);
+  EXPECT_EQ(exported.model_fingerprint(), Info().fingerprint());
+
+  GenerateRequest next = Tokens({9, 10}, 8);
+  next.set_session_id("a");
+  const Generation direct = Run(next);
+  ASSERT_TRUE(direct.status.ok());
+
+  grpc::ClientContext delete_context;
+  v1::DeleteSessionRequest del;
+  del.set_session_id("a");
+  v1::DeleteSessionResponse deleted;
+  ASSERT_TRUE(stub_->DeleteSession(&delete_context, del, &deleted).ok());
+  const Generation gone = Run(next);
+  EXPECT_EQ(gone.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(gone.status.error_message(), HasSubstr("deleted"));
+
+  grpc::ClientContext import_context;
+  v1::ImportSessionRequest import;
+  import.set_session_id("a");
+  import.set_blob(exported.blob());
+  v1::Session imported;
+  ASSERT_TRUE(stub_->ImportSession(&import_context, import, &imported).ok());
+  EXPECT_EQ(imported.length_tokens(), 10);
+  EXPECT_EQ(imported.location(), v1::STATE_LOCATION_HOST);
+  EXPECT_EQ(Run(next).tokens, direct.tokens);
+
+  grpc::ClientContext bad_context;
+  import.set_session_id("b");
+  std::string corrupt = exported.blob();
+  corrupt[corrupt.size() / 2] ^= 1;
+  import.set_blob(corrupt);
+  const grpc::Status bad = stub_->ImportSession(&bad_context, import, &imported);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad.error_message(), HasSubstr("checksum"));
+}
+
+TEST_F(ServerE2eTest, IdleSessionsAreParkedToHostAndRestoredWithTheSameTokens) {
+  Start({"--max-sessions", "2", "--max-batch", "2"});
+  const std::vector<std::vector<int32_t>> prompts = {{11, 12, 13}, {21, 22}, {31, 32, 33, 34}};
+  std::vector<Generation> first;
+  for (int i = 0; i < 3; ++i) {
+    CreateSession("s" + std::to_string(i));
+    GenerateRequest r = Tokens(prompts[i], 5);
+    r.set_session_id("s" + std::to_string(i));
+    first.push_back(Run(r));
+    ASSERT_TRUE(first.back().status.ok());
+  }
+  // Two slots, three sessions: the least recently used (s0) went to host memory.
+  grpc::ClientContext context;
+  v1::GetSessionRequest get;
+  get.set_session_id("s0");
+  v1::Session s0;
+  ASSERT_TRUE(stub_->GetSession(&context, get, &s0).ok());
+  EXPECT_EQ(s0.location(), v1::STATE_LOCATION_HOST);
+  EXPECT_EQ(Info().sessions_parked(), 1);
+
+  GenerateRequest next = Tokens({40, 41}, 6);
+  next.set_session_id("s0");
+  const Generation resumed = Run(next);  // restored into a slot (parking s1)
+  ASSERT_TRUE(resumed.status.ok());
+  std::vector<int32_t> whole = prompts[0];
+  whole.insert(whole.end(), first[0].tokens.begin(), first[0].tokens.end());
+  whole.insert(whole.end(), {40, 41});
+  EXPECT_EQ(Run(Tokens(whole, 6)).tokens, resumed.tokens);
+}
+
+TEST_F(ServerE2eTest, OverTheHostBudgetParkedSessionsAreEvictedAndSaySo) {
+  Start({"--max-sessions", "1", "--max-batch", "1", "--host-state-budget-mb", "0"});
+  for (const char* id : {"old", "new"}) {
+    CreateSession(id);
+    GenerateRequest r = Tokens({1, 2}, 3);
+    r.set_session_id(id);
+    ASSERT_TRUE(Run(r).status.ok());
+  }
+  GenerateRequest again = Tokens({3}, 3);
+  again.set_session_id("old");
+  const Generation g = Run(again);
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(g.status.error_message(), HasSubstr("evicted"));
+}
+
+TEST_F(ServerE2eTest, IdleSessionsExpireAfterTheTtl) {
+  Start({"--session-ttl-s", "1"});
+  CreateSession("brief");
+  grpc::Status status;
+  for (int i = 0; i < 100; ++i) {  // TTL 1 s, checked every second: gone within ~2 s
+    grpc::ClientContext context;
+    v1::GetSessionRequest get;
+    get.set_session_id("brief");
+    v1::Session session;
+    status = stub_->GetSession(&context, get, &session);
+    if (!status.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(status.error_message(), HasSubstr("expired"));
+}
+
+TEST_F(ServerE2eTest, CancelMidStreamFreesTheSlotAndStopsWork) {
+  Start({"--max-tokens-limit", "1000000"});
+  grpc::ClientContext context;
+  auto reader = stub_->Generate(&context, Tokens({1, 2, 3}, 1000000));
+  GenerateResponse response;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(reader->Read(&response));
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitIdle());
+  EXPECT_TRUE(Run(Tokens({1, 2}, 4)).status.ok());
+  EXPECT_THAT(server_->log(), HasSubstr("finish=cancelled"));
+}
+
+TEST_F(ServerE2eTest, DeadlineEndsTheStreamAndFreesTheSlot) {
+  Start({"--max-tokens-limit", "1000000"});
+  const Generation g = Run(Tokens({1, 2, 3}, 1000000), std::chrono::milliseconds(150));
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(g.tokens.size(), 1000000u);
+  EXPECT_TRUE(WaitIdle());
+  EXPECT_TRUE(Run(Tokens({1, 2}, 4)).status.ok());
+}
+
+TEST_F(ServerE2eTest, FullQueueIsRefusedAtOnceWithResourceExhausted) {
+  Start({"--max-batch", "1", "--max-sessions", "1", "--max-queue", "1", "--max-tokens-limit", "1000000"});
+  grpc::ClientContext a_context, b_context;
+  auto a = stub_->Generate(&a_context, Tokens({1, 2}, 1000000));  // holds the only slot
+  GenerateResponse response;
+  ASSERT_TRUE(a->Read(&response));
+  auto b = stub_->Generate(&b_context, Tokens({3, 4}, 4));      // waits in the queue
+  for (int i = 0; i < 100 && Info().waiting() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(Info().waiting(), 1);
+  const auto start = std::chrono::steady_clock::now();
+  const Generation c = Run(Tokens({5, 6}, 4));
+  EXPECT_EQ(c.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(c.status.error_message(), HasSubstr("queue is full"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  a_context.TryCancel();
+  while (a->Read(&response)) {
+  }
+  a->Finish();
+  int b_tokens = 0;
+  while (b->Read(&response)) b_tokens += response.token_ids_size();
+  EXPECT_TRUE(b->Finish().ok());
+  EXPECT_EQ(b_tokens, 4);
+}
+
+TEST_F(ServerE2eTest, SlowReaderDoesNotStallOtherStreams) {
+  Start({"--stream-buffer", "2"});
+  grpc::ClientContext slow_context;
+  auto slow = stub_->Generate(&slow_context, Tokens({7, 8, 9}, 3000));
+  GenerateResponse response;
+  ASSERT_TRUE(slow->Read(&response));  // then stop reading for a while
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) {
+    const Generation g = Run(Tokens({1 + i, 2}, 32));
+    ASSERT_TRUE(g.status.ok());
+    EXPECT_EQ(g.tokens.size(), 32u);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  int tokens = response.token_ids_size();
+  while (slow->Read(&response)) tokens += response.token_ids_size();
+  EXPECT_TRUE(slow->Finish().ok());
+  EXPECT_EQ(tokens, 3000);
+}
+
+TEST_F(ServerE2eTest, InvalidRequestsSayWhatToFixAndOthersKeepBeingServed) {
+  Start({"--max-prompt-tokens", "64", "--max-tokens-limit", "1000000"});
+  CreateSession("busy");
+  struct Case {
+    const char* what;
+    GenerateRequest request;
+    grpc::StatusCode code;
+    const char* message;
+    std::string header = "";
+  };
+  auto with = [](void (*mutate)(v1::SamplingParams*)) {
+    GenerateRequest r = Tokens({1, 2, 3}, 4);
+    mutate(r.mutable_sampling());
+    return r;
+  };
+  std::vector<Case> cases = {
+      {"max_tokens", with([](v1::SamplingParams* s) { s->set_max_tokens(0); }), grpc::INVALID_ARGUMENT, "max_tokens"},
+      {"temperature", with([](v1::SamplingParams* s) { s->set_temperature(-1); }), grpc::INVALID_ARGUMENT, "temperature"},
+      {"top_k", with([](v1::SamplingParams* s) { s->set_top_k(-2); }), grpc::INVALID_ARGUMENT, "top_k"},
+      {"top_p", with([](v1::SamplingParams* s) { s->set_top_p(0); }), grpc::INVALID_ARGUMENT, "top_p"},
+      {"min_p", with([](v1::SamplingParams* s) { s->set_min_p(2); }), grpc::INVALID_ARGUMENT, "min_p"},
+      {"repetition_penalty", with([](v1::SamplingParams* s) { s->set_repetition_penalty(0); }),
+       grpc::INVALID_ARGUMENT, "repetition_penalty"},
+      {"presence_penalty", with([](v1::SamplingParams* s) { s->set_presence_penalty(5); }), grpc::INVALID_ARGUMENT,
+       "presence_penalty"},
+      {"frequency_penalty", with([](v1::SamplingParams* s) { s->set_frequency_penalty(-5); }),
+       grpc::INVALID_ARGUMENT, "frequency_penalty"},
+      {"logprobs", with([](v1::SamplingParams* s) { s->set_logprobs(100); }), grpc::INVALID_ARGUMENT, "logprobs"},
+      {"stop_token_ids", with([](v1::SamplingParams* s) { s->add_stop_token_ids(99999); }), grpc::INVALID_ARGUMENT,
+       "stop_token_ids[0]"},
+      {"empty prompt", GenerateRequest(), grpc::INVALID_ARGUMENT, "prompt is empty"},
+      {"empty ids", Tokens({}, 4), grpc::INVALID_ARGUMENT, "prompt is empty"},
+      {"token id", Tokens({1, 100000}, 4), grpc::INVALID_ARGUMENT, "tokens.ids[1]"},
+      {"long prompt", Tokens(std::vector<int32_t>(65, 5), 4), grpc::INVALID_ARGUMENT, "--max-prompt-tokens"},
+  };
+  GenerateRequest unknown = Tokens({1}, 4);
+  unknown.set_session_id("missing");
+  cases.push_back({"unknown session", unknown, grpc::NOT_FOUND, "does not exist"});
+  GenerateRequest mismatch = Tokens({1}, 4);
+  mismatch.set_session_id("busy");
+  cases.push_back({"metadata mismatch", mismatch, grpc::INVALID_ARGUMENT, "disagree", "other"});
+  GenerateRequest bad_id = Tokens({1}, 4);
+  bad_id.set_session_id("no spaces allowed");
+  cases.push_back({"session id", bad_id, grpc::INVALID_ARGUMENT, "session id"});
+
+  for (const Case& c : cases) {
+    const Generation g = Run(c.request, std::chrono::seconds(10), c.header);
+    EXPECT_EQ(g.status.error_code(), c.code) << c.what << ": " << g.status.error_message();
+    EXPECT_THAT(g.status.error_message(), HasSubstr(c.message)) << c.what;
+  }
+
+  // A second request on a session with one in flight.
+  grpc::ClientContext first_context;
+  GenerateRequest first = Tokens({1, 2}, 1000000);
+  first.set_session_id("busy");
+  auto reader = stub_->Generate(&first_context, first);
+  GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  GenerateRequest second = Tokens({3}, 4);
+  second.set_session_id("busy");
+  const Generation g = Run(second);
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(g.status.error_message(), HasSubstr("one request at a time"));
+  first_context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  reader->Finish();
+
+  EXPECT_TRUE(Run(Tokens({1, 2, 3}, 8)).status.ok());
+}
+
+TEST_F(ServerE2eTest, SigtermDrainsRunningStreamsRefusesNewOnesAndExitsZero) {
+  Start({"--max-tokens-limit", "10000"});
+  grpc::ClientContext context;
+  auto reader = stub_->Generate(&context, Tokens({1, 2, 3}, 10000));
+  GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  int tokens = response.token_ids_size();
+  server_->Terminate();
+  // Health turns NOT_SERVING and new generations are refused while the running stream drains.
+  auto health = grpc::health::v1::Health::NewStub(server_->channel());
+  bool not_serving = false;
+  for (int i = 0; i < 200 && !not_serving; ++i) {
+    grpc::ClientContext health_context;
+    grpc::health::v1::HealthCheckResponse status;
+    not_serving = health->Check(&health_context, {}, &status).ok() &&
+                  status.status() == grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+    if (!not_serving) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(not_serving);
+  const Generation refused = Run(Tokens({4, 5}, 4), std::chrono::seconds(5));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
+  while (reader->Read(&response)) tokens += response.token_ids_size();
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(tokens, 10000);  // the grace period let it finish
+  EXPECT_EQ(server_->Wait(), 0) << server_->log();
+  server_.reset();
+}
+
+// The command-line client against the real server.
+TEST_F(ServerE2eTest, MambactlGeneratesAndManagesSessions) {
+  Start();
+  testing::TempDir dir;
+  const std::string ctl = std::string(MAMBACTL_BIN) + " --target " + server_->target() + " ";
+  auto run = [&](const std::string& args) {
+    const std::string out = dir.file("out");
+    const int rc = std::system((ctl + args + " >" + out + " 2>&1").c_str());
+    std::ifstream in(out);
+    return std::make_pair(rc, std::string(std::istreambuf_iterator<char>(in), {}));
+  };
+  EXPECT_EQ(run("health").second, "SERVING\n");
+  auto [rc, text] = run("generate --text 'Alice was' --max-tokens 8 --seed 1 --ignore-eos");
+  EXPECT_EQ(rc, 0) << text;
+  EXPECT_THAT(text, HasSubstr("finish_reason=FINISH_REASON_LENGTH"));
+  EXPECT_EQ(run("session create chat").first, 0);
+  EXPECT_EQ(run("generate --session chat --tokens 1,2,3 --max-tokens 4 --ignore-eos").first, 0);
+  EXPECT_THAT(run("session get chat").second, HasSubstr("length=7"));
+  EXPECT_EQ(run("session export chat --out " + dir.file("chat.bin")).first, 0);
+  EXPECT_THAT(run("session import --in " + dir.file("chat.bin") + " copy").second, HasSubstr("location=host"));
+  EXPECT_THAT(run("session list").second, HasSubstr("copy"));
+  EXPECT_EQ(run("session delete chat").first, 0);
+  auto [missing_rc, missing] = run("session get chat");
+  EXPECT_NE(missing_rc, 0);
+  EXPECT_THAT(missing, HasSubstr("deleted"));
+  EXPECT_THAT(run("info").second, HasSubstr("architecture: \"mamba\""));
+}
+
+}  // namespace
+}  // namespace mambaserve
+
+namespace mambaserve {
+namespace {
+
+// make-model writes the tokenizer serve uses: trained for small vocabularies, copied (and checked
+// against the vocabulary size) with --tokenizer.
+TEST(MakeModelTokenizerTest, TrainsSmallVocabulariesAndChecksCopiedOnes) {
+  testing::TempDir dir;
+  const std::string bin = kBinary;
+  const std::string neox = std::string(MAMBASERVE_SOURCE_DIR) + "/tests/data/tokenizers/gpt-neox-20b/tokenizer.json";
+  ASSERT_EQ(std::system((bin + " make-model --preset tiny --out " + dir.file("tiny")).c_str()), 0);
+  EXPECT_TRUE(std::ifstream(dir.file("tiny/tokenizer.json")).good());
+
+  const std::string too_small = bin + " make-model --preset tiny --tokenizer " + neox + " --out " + dir.file("small") +
+                                " 2>" + dir.file("err");
+  EXPECT_NE(std::system(too_small.c_str()), 0);
+  std::ifstream err(dir.file("err"));
+  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(err), {}), HasSubstr("--vocab"));
+
+  const std::string fits = bin + " make-model --preset tiny --layers 1 --vocab 50288 --tokenizer " + neox + " --out " +
+                           dir.file("neox");
+  ASSERT_EQ(std::system(fits.c_str()), 0);
+  EXPECT_TRUE(std::ifstream(dir.file("neox/tokenizer.json")).good());
+}
+
+}  // namespace
+}  // namespace mambaserve
