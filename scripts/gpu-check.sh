@@ -7,7 +7,7 @@
 #   system.txt             nvidia-smi, nvcc, cmake, compiler versions
 #   build.log              configure + build output
 #   gtest-*.json           per-test results of the GPU test binaries (skips would show here)
-#   ctest.log              the build's other CTest tests (CPU, factory fallback; not the slow reference)
+#   ctest.log              CPU engine, shared math and backend-selection tests
 #   eval/*.json            eval outputs per model, backend and dtype; eval-compare.json verdicts
 #   reference-cuda.log     the float64 reference comparison of the CUDA backend (if NumPy)
 #   cuda.json              benchmark results (decode tok/s at batch 1/8/64/256, prefill, GB/s,
@@ -80,7 +80,9 @@ build() {
   cmake -S "$ROOT" -B "$BUILD" -G "$GENERATOR" -DCMAKE_BUILD_TYPE=Release -DMAMBASERVE_CUDA=ON \
     -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DMAMBASERVE_BUILD_TESTS=ON \
     -DMAMBASERVE_BUILD_BENCH=ON &&
-    cmake --build "$BUILD" -j "$JOBS"
+    cmake --build "$BUILD" -j "$JOBS" --target mambaserve mambaserve_cuda cuda_bench \
+      kernels_math_test kernels_cuda_ops_test engine_cuda_backend_test engine_backend_factory_test \
+      engine_cpu_backend_test
 }
 export -f build
 if ! stage "build (sm ${ARCH})" 360 build > "$OUT/build.log" 2>&1; then
@@ -104,8 +106,14 @@ gpu_tests() {
 }
 export -f gpu_tests
 stage "GPU tests" 240 gpu_tests
-stage "other CTest tests" 240 ctest --test-dir "$BUILD" -j "$JOBS" --output-on-failure -LE 'reference|gpu' \
-  > "$OUT/ctest.log" 2>&1
+# The CPU side of what the GPU tests compare against, and the backend selection policy with a GPU
+# present (the whole CPU suite is CI's job: scripts/test.sh).
+cpu_tests() {
+  ctest --test-dir "$BUILD" -j "$JOBS" --output-on-failure -R '^(MambaMath|BackendFactory|CudaGraphBucket)' &&
+    ctest --test-dir "$BUILD" -j "$JOBS" --output-on-failure -R '^(BothModelTypes|MixerOps)'
+}
+export -f cpu_tests
+stage "CPU engine and selection tests" 240 cpu_tests > "$OUT/ctest.log" 2>&1
 tail -5 "$OUT/ctest.log"
 
 # mambaserve eval, CUDA vs CPU, on generated models.
