@@ -2,10 +2,10 @@
 # Installs what is missing, builds everything, and runs the whole test suite:
 #   1. Debian packages (scripts/install-deps.sh)
 #   2. Release build (CPU engine, server, tools, tests, benchmarks)
-#   3. AddressSanitizer + UBSan build of the engine tests, run
-#   4. every CTest test of the Release build (unit, end-to-end, float64 reference comparison)
-#   5. with nvcc present: the CUDA backend module for sm_80/86/89/90 and its tests (GPU ones skip)
-# Prints the time each phase took. Exit status is non-zero if anything failed.
+#   3. AddressSanitizer + UBSan build of the engine and tokenizer tests, run
+#   4. with nvcc present: the CUDA backend module for sm_80/86/89/90 and its tests (GPU ones skip)
+#   5. every CTest test of the Release build (unit, end-to-end, float64 reference comparison)
+# Prints the time each phase took and the test totals. Exit status is non-zero if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +19,26 @@ phase() {  # phase NAME COMMAND...
   phase_names+=("$name")
   phase_secs+=($((SECONDS - start)))
 }
+ctest_logs=()
+run_ctest() {  # run_ctest NAME CTEST-ARGS...: keeps the log for the totals
+  local log=build/ctest-$1.log
+  shift
+  ctest "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  ctest_logs+=("$log")
+  return "$rc"
+}
 report() {
   echo "==== phase timings"
   for i in "${!phase_names[@]}"; do printf '  %-28s %5ss\n' "${phase_names[$i]}" "${phase_secs[$i]}"; done
+  local total=0 failed=0 skipped=0 line
+  for log in "${ctest_logs[@]}"; do
+    line=$(grep -E 'tests passed, [0-9]+ tests? failed out of' "$log" | tail -1) || continue
+    failed=$((failed + $(sed -E 's/.* ([0-9]+) tests? failed.*/\1/' <<<"$line")))
+    total=$((total + $(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")))
+    skipped=$((skipped + $(grep -c '(Skipped)' "$log" || true)))
+  done
+  echo "tests: $((total - failed - skipped)) passed, ${failed} failed, ${skipped} skipped"
 }
 trap report EXIT
 
@@ -37,8 +54,7 @@ phase "configure (sanitizers)" cmake --preset asan -DMAMBASERVE_BUILD_TESTS=ON
 phase "build (sanitizers)" cmake --build build/asan -j "$jobs" --target \
   engine_model_loading_test engine_cpu_backend_test engine_serving_test safetensors_fuzz \
   tokenizer_test tokenize_command_test tokenizer_fuzz
-phase "test (sanitizers)" ctest --test-dir build/asan -j "$jobs" --output-on-failure -L 'engine|tokenizer'
-phase "test (release)" ctest --test-dir build/cpu -j "$jobs" --output-on-failure
+phase "test (sanitizers)" run_ctest asan --test-dir build/asan -j "$jobs" --output-on-failure -L 'engine|tokenizer'
 
 # The CUDA backend module, compiled for sm_80/86/89/90 whenever nvcc is present (no GPU needed):
 # its tests run here, the GPU ones skipping with the reason; scripts/gpu-check.sh runs them on a GPU.
@@ -48,8 +64,11 @@ if [[ -x "$nvcc" ]]; then
   phase "build (cuda module)" cmake --build build/cuda -j "$jobs" --target \
     mambaserve mambaserve_cuda cuda_bench kernels_math_test kernels_cuda_ops_test engine_cuda_backend_test \
     engine_backend_factory_test
-  phase "test (cuda, gpu tests skip)" ctest --test-dir build/cuda -j "$jobs" --output-on-failure \
+  phase "test (cuda, gpu tests skip)" run_ctest cuda --test-dir build/cuda -j "$jobs" --output-on-failure \
     -R '^(MambaMath|BackendFactory|CudaGraphBucket|Types/CudaOps|Models/CudaVsCpu|CudaBackend)'
 else
   echo "==== no nvcc at $nvcc: CUDA module not built"
 fi
+
+# The main suite last, so its summary closes the log.
+phase "test (release)" run_ctest release --test-dir build/cpu -j "$jobs" --output-on-failure

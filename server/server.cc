@@ -43,7 +43,11 @@ absl::StatusOr<std::unique_ptr<ServingEngine>> LoadEngine(
   backend_options.num_slots = std::max(options.max_sessions, options.max_batch);
   backend_options.weight_dtype = options.weight_dtype;
   backend_options.num_threads = options.threads;
-  ASSIGN_OR_RETURN(engine->backend, CreateBackend(engine->model, backend_options));
+  backend_options.gpu_memory_fraction = options.gpu_memory_fraction;
+  backend_options.gpu_device = options.gpu_device;
+  std::string fallback_reason;
+  ASSIGN_OR_RETURN(engine->backend, CreateBackend(engine->model, backend_options, &fallback_reason));
+  if (!fallback_reason.empty()) LogInfo("backend auto: using the CPU (", fallback_reason, ")");
   engine->backend_info = engine->backend->info();
 
   // Warm-up: one short prefill and decode on slot 0, so the first request pays no first-touch costs.

@@ -26,6 +26,8 @@ struct ServeOptions {
   BackendKind backend = BackendKind::kAuto;
   std::optional<DType> weight_dtype;
   int threads = 0;
+  double gpu_memory_fraction = 0.9;    // CUDA: share of device memory the process may use
+  int gpu_device = 0;
   int max_prompt_tokens = 8192;
   int max_tokens_limit = 4096;
   int default_max_tokens = 256;

@@ -25,6 +25,9 @@ Serves mambaserve.v1.MambaServe, grpc.health.v1.Health and server reflection ove
   --backend auto|cpu|cuda    default auto (CUDA module when present, else CPU)
   --weight-dtype f32|bf16    weights as held in memory (default: bf16 checkpoints stay bf16)
   --threads N                CPU backend threads (default: all cores)
+  --gpu-memory-fraction F    CUDA: share of device memory for weights + state slots (default 0.9);
+                             --max-sessions is clamped to the slots that fit
+  --gpu-device N             CUDA device index (default 0)
   --max-sessions N           state slots: running sequences + resident sessions (default 128)
   --max-batch N              sequences decoded together per step (default 64)
   --max-queue N              accepted requests waiting for a slot; beyond: RESOURCE_EXHAUSTED (default 256)
@@ -48,7 +51,7 @@ absl::Status Serve(int argc, char** argv) {
                                        "threads", "max-sessions", "max-batch", "max-queue", "max-step-tokens",
                                        "max-prompt-tokens", "max-tokens-limit", "default-max-tokens",
                                        "session-ttl-s", "host-state-budget-mb", "stream-buffer", "shutdown-grace-s",
-                                       "metrics-listen", "served-model-name"},
+                                       "metrics-listen", "served-model-name", "gpu-memory-fraction", "gpu-device"},
                                       {"help"}));
   if (cl.Has("help")) {
     std::cout << kUsage;
@@ -72,6 +75,10 @@ absl::Status Serve(int argc, char** argv) {
     ASSIGN_OR_RETURN(DType dtype, ParseDTypeFlag(*wd));
     o.weight_dtype = dtype;
   }
+  ASSIGN_OR_RETURN(o.gpu_memory_fraction, cl.GetDouble("gpu-memory-fraction", o.gpu_memory_fraction));
+  if (!(o.gpu_memory_fraction > 0.0 && o.gpu_memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError("--gpu-memory-fraction must be in (0, 1]");
+  }
   struct IntFlag {
     const char* name;
     int64_t min;
@@ -80,6 +87,7 @@ absl::Status Serve(int argc, char** argv) {
   };
   const IntFlag flags[] = {
       {"threads", 0, nullptr, &o.threads},
+      {"gpu-device", 0, nullptr, &o.gpu_device},
       {"max-sessions", 1, nullptr, &o.max_sessions},
       {"max-batch", 1, nullptr, &o.max_batch},
       {"max-queue", 0, nullptr, &o.max_queue},
