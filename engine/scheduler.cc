@@ -169,6 +169,18 @@ absl::Status Scheduler::StartSequence(Sequence& seq) {
     ASSIGN_OR_RETURN(seq.slot, sessions_.AcquireSlot());
     seq.start_fresh = true;
   }
+  if (seq.start_fresh) {
+    // Zero the slot now rather than with the first chunk: a turn that ends before its first chunk
+    // runs (cancel, deadline) must not leave a session on the slot's previous occupant's state.
+    if (absl::Status reset = backend_->ResetSlot(seq.slot); !reset.ok()) {
+      if (request.session_id.empty()) {
+        sessions_.ReleaseSlot(seq.slot);
+      } else {
+        sessions_.EndTurn(request.session_id, seq.length_before, {}, /*state_valid=*/false);
+      }
+      return reset;
+    }
+  }
   seq.feed.insert(seq.feed.end(), request.prompt.begin(), request.prompt.end());
   seq.sampler.emplace(request.sampling, request.prompt);
   if (tokenizer_ != nullptr) seq.detokenizer.emplace(*tokenizer_);

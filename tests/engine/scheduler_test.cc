@@ -8,6 +8,7 @@
 #include "engine/bpe_tokenizer_writer.h"
 #include "engine/random_model.h"
 #include "engine/scheduler.h"
+#include "engine/session_blob.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
@@ -290,6 +291,41 @@ TEST_F(SchedulerTest, SessionResumeEqualsOneRequestWithTheWholeConversation) {
   const auto resumed = RunAll(*s, {Submit(*s, p3, Greedy(6), "chat2")})[0];
   EXPECT_EQ(direct.tokens, resumed.tokens);
   EXPECT_EQ(resumed.usage.session_length, direct.usage.session_length);
+}
+
+TEST_F(SchedulerTest, FirstTurnCancelledBeforeItsFirstChunkLeavesNoForeignState) {
+  SchedulerOptions options;
+  options.max_batch = 2;
+  options.max_step_tokens = 2;
+  auto s = Make(2, options);
+  // Dirty both slots with other conversations.
+  RunAll(*s, {Submit(*s, Prompt(9, 7), Greedy(4)), Submit(*s, Prompt(9, 8), Greedy(4))});
+  ASSERT_TRUE(s->RunOnSchedulerThread([](SessionManager& sm) { ASSERT_TRUE(sm.Create("chat").ok()); }).ok());
+
+  // A long prefill ahead of the session's turn takes the whole step budget, so the turn is
+  // admitted (it holds a slot) but is cancelled before any of its tokens ran.
+  auto hog = Submit(*s, Prompt(40, 9), Greedy(1));
+  const auto p1 = Prompt(6, 1), p2 = Prompt(4, 2);
+  auto first = Submit(*s, p1, Greedy(5), "chat");
+  s->StepForTest();
+  first->Cancel();
+  RunAll(*s, {hog, first});
+
+  // Nothing ran for the session yet, so its state is all zeros, not a previous occupant's.
+  std::string blob;
+  ASSERT_TRUE(s->RunOnSchedulerThread([&](SessionManager& sm) { blob = *sm.Export("chat"); }).ok());
+  s->StepForTest();  // runs the task
+  const auto decoded = DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->pending_tokens, p1);
+  EXPECT_TRUE(std::all_of(decoded->state.begin(), decoded->state.end(), [](uint8_t b) { return b == 0; }));
+
+  // The next turn must continue from an empty state + p1, exactly as one request with p1 + p2.
+  const auto second = RunAll(*s, {Submit(*s, p2, Greedy(6), "chat")})[0];
+  std::vector<int32_t> whole = p1;
+  whole.insert(whole.end(), p2.begin(), p2.end());
+  const auto one_shot = RunAll(*s, {Submit(*s, whole, Greedy(6))})[0];
+  EXPECT_EQ(second.tokens, one_shot.tokens);
 }
 
 TEST_F(SchedulerTest, SecondRequestOnABusySessionAndUnknownSessionsFail) {
