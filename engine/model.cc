@@ -154,6 +154,16 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir, const L
 
   const int64_t D = config.d_model, E = config.d_inner, N = config.d_state, R = config.dt_rank,
                 K = config.d_conv, V = config.vocab_size;
+  if (E <= 0 || R <= 0 || V <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": d_inner (", E, "), dt_rank (", R, ") and vocab (", V,
+                                                   ") from the tensor shapes must all be positive"));
+  }
+  // Every layer has a norm tensor: count them before trusting num_hidden_layers with an allocation.
+  if (config.n_layers > static_cast<int64_t>(model->checkpoint->tensors().size())) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": num_hidden_layers = ", config.n_layers,
+                                                   " but the checkpoint holds only ",
+                                                   model->checkpoint->tensors().size(), " tensors"));
+  }
   model->layers.resize(config.n_layers);
   for (int64_t i = 0; i < config.n_layers; ++i) {
     const std::string p = absl::StrCat("backbone.layers.", i, ".");
@@ -171,6 +181,18 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir, const L
     ASSIGN_OR_RETURN(l.d, bind.Bind(m + "D", {E}));
     ASSIGN_OR_RETURN(l.out_proj, bind.Bind(m + "out_proj.weight", {D, E}));
     ASSIGN_OR_RETURN(l.out_proj_bias, bind.Bind(m + "out_proj.bias", {D}, config.use_bias));
+  }
+  // Biases follow the config for every layer alike, so backends never see a mix.
+  for (int64_t i = 0; i < config.n_layers; ++i) {
+    const std::string m = absl::StrCat("backbone.layers.", i, ".mixer.");
+    for (const auto& [name, wanted] : {std::pair{m + "in_proj.bias", config.use_bias},
+                                       std::pair{m + "out_proj.bias", config.use_bias},
+                                       std::pair{m + "conv1d.bias", config.use_conv_bias}}) {
+      if (!wanted && model->checkpoint->Find(name) != nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(model->checkpoint->Find(name)->file, ": tensor \"", name,
+                                                       "\" is present but config.json turns that bias off"));
+      }
+    }
   }
   ASSIGN_OR_RETURN(model->norm_f, bind.Bind("backbone.norm_f.weight", {D}));
   if (config.tie_word_embeddings) {

@@ -124,13 +124,16 @@ absl::StatusOr<std::vector<TensorView>> ParseSafetensors(std::span<const unsigne
   std::vector<size_t> order(views.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
+  // Compare each range with the furthest end seen so far (not just its predecessor), so an empty
+  // tensor sorted between two overlapping ones cannot hide the overlap.
+  size_t furthest = order.empty() ? 0 : order[0];
   for (size_t i = 1; i < order.size(); ++i) {
-    const auto& prev = ranges[order[i - 1]];
     const auto& cur = ranges[order[i]];
-    if (cur.first < prev.second && cur.first != cur.second) {
-      return Invalid(file_name, absl::StrCat("tensors \"", views[order[i - 1]].name, "\" and \"",
+    if (cur.first != cur.second && cur.first < ranges[furthest].second) {
+      return Invalid(file_name, absl::StrCat("tensors \"", views[furthest].name, "\" and \"",
                                              views[order[i]].name, "\" overlap in the data section"));
     }
+    if (cur.second > ranges[furthest].second) furthest = order[i];
   }
   return views;
 }

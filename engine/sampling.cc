@@ -48,6 +48,10 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size,
                                                      " bytes; at most ", limits.max_stop_string_bytes, " are allowed"));
     }
   }
+  if (static_cast<int64_t>(p.stop_token_ids.size()) > limits.max_stop_token_ids) {
+    return absl::InvalidArgumentError(absl::StrCat("stop_token_ids has ", p.stop_token_ids.size(), " ids; at most ",
+                                                   limits.max_stop_token_ids, " are allowed"));
+  }
   for (size_t i = 0; i < p.stop_token_ids.size(); ++i) {
     if (p.stop_token_ids[i] < 0 || p.stop_token_ids[i] >= vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "] = ", p.stop_token_ids[i],

@@ -37,6 +37,7 @@ struct SamplingLimits {
   int32_t max_logprobs = 20;
   int32_t max_stop_strings = 16;
   int32_t max_stop_string_bytes = 256;
+  int32_t max_stop_token_ids = 64;  // checked for every generated token on the scheduler thread
 };
 
 // Checks every field; the message names the field, its value and the accepted range.

@@ -28,6 +28,7 @@ struct Scheduler::Sequence {
   std::string held;           // text withheld because it may be the start of a stop string
   double time_to_first_token_s = -1;
   double queue_time_s = -1;
+  std::optional<Clock::time_point> paused_since;  // its reader fell behind and has not caught up
 };
 
 Scheduler::Scheduler(Backend* backend, const Tokenizer* tokenizer, std::string model_fingerprint,
@@ -74,6 +75,15 @@ void Scheduler::EndAll() {
 }
 
 absl::Status Scheduler::Submit(GenerationRequest request) {
+  // Checked here too (not only in server/): one bad id in a batched step would fail every
+  // sequence in that step.
+  if (request.prompt.empty() && request.session_id.empty()) return absl::InvalidArgumentError("prompt is empty");
+  const int64_t vocab = backend_->config().vocab_size;
+  for (int32_t id : request.prompt) {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the model's vocabulary [0, ", vocab, ")"));
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the server is shutting down");
@@ -150,6 +160,19 @@ void Scheduler::DropCancelled() {
       Finish(seq, FinishReason::kCancelled, absl::CancelledError("the client cancelled the request"));
     } else if (seq.request.deadline && now >= *seq.request.deadline) {
       Finish(seq, FinishReason::kCancelled, absl::DeadlineExceededError("the request's deadline passed"));
+    } else if (seq.decoding && !seq.request.stream->HasRoom()) {
+      // A paused stream keeps its slot; one whose client stops reading for good must not keep it
+      // forever (it would take a batch place and a state slot from everyone else).
+      if (!seq.paused_since) seq.paused_since = now;
+      if (options_.stalled_reader_timeout_ms > 0 &&
+          now - *seq.paused_since >= std::chrono::milliseconds(options_.stalled_reader_timeout_ms)) {
+        Finish(seq, FinishReason::kCancelled,
+               absl::DeadlineExceededError(absl::StrCat("the client read nothing for ",
+                                                        options_.stalled_reader_timeout_ms / 1000,
+                                                        " s while its stream buffer was full")));
+      }
+    } else {
+      seq.paused_since.reset();
     }
     return seq.done;
   };

@@ -33,6 +33,9 @@ struct SchedulerOptions {
   int max_step_tokens = 256;   // tokens per Forward (decodes first, then prefill chunks)
   int max_pending_tasks = 1024;
   int64_t ttl_check_interval_ms = 1000;
+  // A stream whose buffer stays full this long (its client stopped reading) is ended and its slot
+  // freed; 0 = never.
+  int64_t stalled_reader_timeout_ms = 120'000;
   SessionManagerOptions sessions;
   // Called on the scheduler thread after each step that ran a batch, with the stats just published
   // (metrics: per-step histograms). Must be cheap and must not block.

@@ -132,6 +132,22 @@ absl::Status CheckSessionBlobFits(const SessionBlob& blob, const std::string& mo
   if (blob.state.empty() && blob.length != 0) {
     return absl::InvalidArgumentError("session blob has a length but no state");
   }
+  // Bounds a hostile blob: lengths stay far from overflow, pending tokens stay a prompt's worth, and
+  // the state holds only finite numbers (NaN logits would poison sampling for that session).
+  if (blob.length < 0 || blob.length > (int64_t{1} << 53)) {
+    return absl::InvalidArgumentError(absl::StrCat("session blob has an implausible length ", blob.length));
+  }
+  if (blob.pending_tokens.size() > kMaxPendingTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("session blob has ", blob.pending_tokens.size(),
+                                                   " pending tokens; at most ", kMaxPendingTokens, " are accepted"));
+  }
+  for (size_t i = 0; i + 4 <= blob.state.size(); i += 4) {
+    uint32_t bits;
+    std::memcpy(&bits, blob.state.data() + i, 4);
+    if ((bits & 0x7f800000u) == 0x7f800000u) {
+      return absl::InvalidArgumentError(absl::StrCat("session blob state holds a NaN or Inf at byte ", i));
+    }
+  }
   for (int32_t t : blob.pending_tokens) {
     if (t < 0 || t >= vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat("session blob has pending token ", t, " outside the vocabulary"));

@@ -17,6 +17,8 @@
 namespace mambaserve {
 
 inline constexpr uint32_t kSessionBlobVersion = 1;
+// Pending tokens a blob may carry (unconsumed prompt or generated tokens of one turn).
+inline constexpr size_t kMaxPendingTokens = 1 << 20;
 
 struct SessionBlob {
   std::string model_fingerprint;

@@ -35,6 +35,10 @@ absl::StatusOr<std::unique_ptr<ServingEngine>> LoadEngine(
   const std::string tokenizer_path = absl::StrCat(options.model_dir, "/tokenizer.json");
   if (std::ifstream(tokenizer_path).good()) {
     ASSIGN_OR_RETURN(engine->tokenizer, Tokenizer::FromFile(tokenizer_path));
+    if (engine->tokenizer->vocab_size() > engine->model->config.vocab_size) {
+      LogWarning(tokenizer_path, " defines ", engine->tokenizer->vocab_size(), " tokens but the model has ",
+                 engine->model->config.vocab_size, " embedding rows: prompts that use the extra ids are refused");
+    }
   } else {
     LogWarning("no tokenizer.json in ", options.model_dir, ": serving token-id prompts only");
   }
@@ -66,6 +70,7 @@ absl::StatusOr<std::unique_ptr<ServingEngine>> LoadEngine(
   scheduler_options.max_step_tokens = options.max_step_tokens;
   scheduler_options.sessions.host_budget_bytes = options.host_state_budget_mb * 1024 * 1024;
   scheduler_options.sessions.ttl_ms = options.session_ttl_s * 1000;
+  scheduler_options.stalled_reader_timeout_ms = options.stalled_reader_timeout_s * 1000;
   scheduler_options.on_step = std::move(on_step);
   engine->scheduler = std::make_unique<Scheduler>(engine->backend.get(), engine->tokenizer.get(),
                                                   engine->model->fingerprint, scheduler_options);

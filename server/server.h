@@ -34,6 +34,7 @@ struct ServeOptions {
   int64_t session_ttl_s = 3600;
   int64_t host_state_budget_mb = 1024;
   int stream_buffer = 16;
+  int64_t stalled_reader_timeout_s = 120;  // a stream unread this long (buffer full) is ended
   int shutdown_grace_s = 10;
   // Prometheus /metrics on its own HTTP port; empty disables. A port that cannot be bound is
   // logged and serving goes on without metrics.

@@ -198,6 +198,13 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
         if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("prompt text: ", ids.status().message()));
         out.prompt = *std::move(ids);
         if (out.prompt.empty()) return absl::InvalidArgumentError("prompt text encodes to no tokens");
+        // A tokenizer.json may define more tokens (added ones) than the model has embedding rows.
+        for (int32_t id : out.prompt) {
+          if (id >= vocab) {
+            return absl::InvalidArgumentError(absl::StrCat("prompt text encodes to token id ", id,
+                                                           ", which this model does not have (vocab ", vocab, ")"));
+          }
+        }
         break;
       }
       case v1::GenerateRequest::kTokens: {

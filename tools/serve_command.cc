@@ -38,6 +38,8 @@ Serves mambaserve.v1.MambaServe, grpc.health.v1.Health and server reflection ove
   --session-ttl-s N          idle sessions expire after this (default 3600; 0 = never)
   --host-state-budget-mb N   host memory for parked session states; oldest evicted beyond (default 1024)
   --stream-buffer N          responses buffered per stream before it pauses (default 16)
+  --stalled-reader-timeout-s N  a paused stream whose client reads nothing this long is ended and
+                             its slot freed (default 120; 0 = never)
   --shutdown-grace-s N       on SIGTERM/SIGINT, time streams get to finish (default 10)
   --metrics-listen HOST:PORT Prometheus /metrics over HTTP (default 127.0.0.1:9400; port 0: pick one;
                              "off" disables). Serving goes on, with a warning, if it cannot bind.
@@ -50,7 +52,7 @@ absl::Status Serve(int argc, char** argv) {
                                       {"model", "model-cache", "listen", "port-file", "backend", "weight-dtype",
                                        "threads", "max-sessions", "max-batch", "max-queue", "max-step-tokens",
                                        "max-prompt-tokens", "max-tokens-limit", "default-max-tokens",
-                                       "session-ttl-s", "host-state-budget-mb", "stream-buffer", "shutdown-grace-s",
+                                       "session-ttl-s", "host-state-budget-mb", "stream-buffer", "stalled-reader-timeout-s", "shutdown-grace-s",
                                        "metrics-listen", "served-model-name", "gpu-memory-fraction", "gpu-device"},
                                       {"help"}));
   if (cl.Has("help")) {
@@ -98,6 +100,7 @@ absl::Status Serve(int argc, char** argv) {
       {"session-ttl-s", 0, &o.session_ttl_s, nullptr},
       {"host-state-budget-mb", 0, &o.host_state_budget_mb, nullptr},
       {"stream-buffer", 1, nullptr, &o.stream_buffer},
+      {"stalled-reader-timeout-s", 0, &o.stalled_reader_timeout_s, nullptr},
       {"shutdown-grace-s", 0, nullptr, &o.shutdown_grace_s},
   };
   for (const IntFlag& f : flags) {

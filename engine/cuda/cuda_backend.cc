@@ -597,6 +597,15 @@ float* CudaBackend::SsmState(int64_t layer) const {
 }
 
 absl::Status CudaBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out) {
+  absl::Status status = EnqueuePassAndWait(chunks, rows, out);
+  // After a failure, work already queued may still read the pinned step metadata that the next
+  // pass rewrites: drain the stream first (its own error, if any, is already in `status`).
+  if (!status.ok()) (void)cudaStreamSynchronize(stream_);
+  return status;
+}
+
+absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, int64_t rows,
+                                             StepOutput* out) {
   const int64_t V = config_.vocab_size;
   const int num_chunks = static_cast<int>(chunks.size());
   const bool decode = static_cast<int64_t>(chunks.size()) == rows;  // every chunk one token

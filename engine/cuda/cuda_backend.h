@@ -99,6 +99,7 @@ class CudaBackend final : public Backend {
   absl::Status CheckSlot(int slot) const;
 
   absl::Status RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
+  absl::Status EnqueuePassAndWait(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
   // Enqueues embedding, every layer and norm_f (gathering the logits rows) for `rows` packed rows
   // in `num_chunks` chunks; `decode` selects the single-token kernels.
   // `act` is the dtype of every GEMM input of the pass (see ActivationType).

@@ -182,6 +182,33 @@ TEST(ModelLoadingTest, BadConfigFields) {
   EXPECT_THAT(LoadModel(dir.path()).status().message(), HasSubstr("not a JSON object"));
 }
 
+TEST(ModelLoadingTest, ImplausibleLayerCountAndZeroSizedDimensions) {
+  TempDir dir;
+  ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(dir.file("config.json")));
+  config["num_hidden_layers"] = int64_t{1} << 40;
+  std::ofstream(dir.file("config.json")) << config.dump();
+  EXPECT_THAT(LoadModel(dir.path()).status().message(), HasSubstr("num_hidden_layers"));
+
+  config["num_hidden_layers"] = 2;
+  std::ofstream(dir.file("config.json")) << config.dump();
+  RewriteCheckpoint(dir.path(), [](std::vector<TensorSpec>& specs) {
+    for (auto& s : specs)
+      if (s.name.find("dt_proj.weight") != std::string::npos) s.shape = {128, 0};
+  }, [](const std::string&, std::span<float>) {});
+  EXPECT_THAT(LoadModel(dir.path()).status().message(), HasSubstr("must all be positive"));
+}
+
+TEST(ModelLoadingTest, BiasTensorsMustFollowTheConfig) {
+  TempDir dir;
+  ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());
+  RewriteCheckpoint(dir.path(), [](std::vector<TensorSpec>& specs) {
+    specs.push_back({"backbone.layers.1.mixer.out_proj.bias", {64}});
+  }, [](const std::string&, std::span<float>) {});
+  EXPECT_THAT(LoadModel(dir.path()).status().message(),
+              HasSubstr("\"backbone.layers.1.mixer.out_proj.bias\" is present but config.json turns that bias off"));
+}
+
 TEST(ModelLoadingTest, MalformedShardIndex) {
   TempDir dir;
   ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());

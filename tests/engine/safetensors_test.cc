@@ -79,6 +79,14 @@ TEST(SafetensorsTest, RejectsOverlappingTensors) {
   EXPECT_THAT(ParseStatus(image).message(), HasSubstr("overlap"));
 }
 
+TEST(SafetensorsTest, RejectsOverlapHiddenBehindAnEmptyTensor) {
+  auto image = Image(R"({"a":{"dtype":"F32","shape":[25],"data_offsets":[0,100]},)"
+                     R"("z":{"dtype":"F32","shape":[0],"data_offsets":[50,50]},)"
+                     R"("b":{"dtype":"F32","shape":[25],"data_offsets":[60,160]}})",
+                     160);
+  EXPECT_THAT(ParseStatus(image).message(), HasSubstr("overlap"));
+}
+
 TEST(SafetensorsTest, RejectsUnknownDtype) {
   auto image = Image(R"({"a":{"dtype":"Q4_K","shape":[2],"data_offsets":[0,2]}})", 2);
   absl::Status s = ParseStatus(image);

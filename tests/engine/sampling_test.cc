@@ -48,6 +48,7 @@ TEST(SamplingValidationTest, EachFieldOutOfRangeNamesTheField) {
       {"logprobs", [](SamplingParams& p) { p.logprobs = 21; }},
       {"stop[0]", [](SamplingParams& p) { p.stop = {""}; }},
       {"stop_token_ids[1]", [](SamplingParams& p) { p.stop_token_ids = {1, 600}; }},
+      {"stop_token_ids has 65 ids", [](SamplingParams& p) { p.stop_token_ids.assign(65, 1); }},
   };
   for (const Case& c : cases) {
     SamplingParams p;

@@ -1,7 +1,9 @@
 // The scheduler loop, driven step by step: batched = alone with seeds, chunked prefill fairness,
 // cancellation and deadlines free slots, slow readers pause only themselves, stop conditions,
 // session resume = one-shot, export/import continuity, a full admission queue.
+#include <chrono>
 #include <memory>
+#include <thread>
 #include <numeric>
 
 #include "engine/backend.h"
@@ -230,6 +232,23 @@ TEST_F(SchedulerTest, SlowReaderPausesItsOwnSequenceOnly) {
   EXPECT_EQ(rs.tokens, RunAll(*alone, {Submit(*alone, Prompt(4, 1), Greedy(40))})[0].tokens);
 }
 
+TEST_F(SchedulerTest, AReaderStalledPastTheTimeoutLosesItsSlot) {
+  SchedulerOptions options;
+  options.stalled_reader_timeout_ms = 50;
+  auto s = Make(1, options);
+  auto stalled = Submit(*s, Prompt(4, 1), Greedy(100), "", /*capacity=*/2);
+  auto next = Submit(*s, Prompt(4, 2), Greedy(3));
+  for (int i = 0; i < 5; ++i) s->StepForTest();  // fills the stalled stream's buffer; it pauses
+  std::this_thread::sleep_for(std::chrono::milliseconds(80));
+  const auto results = RunAll(*s, {next});
+  EXPECT_EQ(results[0].tokens.size(), 3u);  // got the slot the stalled stream held
+  Result r;
+  Drain(*stalled, r);
+  EXPECT_TRUE(r.final);
+  EXPECT_EQ(r.status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(r.status.message()), HasSubstr("read nothing"));
+}
+
 TEST_F(SchedulerTest, StopStringsMatchAcrossTokenBoundariesAndAreNotReturned) {
   auto s = Make(1);
   const auto full = RunAll(*s, {Submit(*s, Prompt(6, 3), Greedy(40))})[0];
@@ -326,6 +345,19 @@ TEST_F(SchedulerTest, FirstTurnCancelledBeforeItsFirstChunkLeavesNoForeignState)
   whole.insert(whole.end(), p2.begin(), p2.end());
   const auto one_shot = RunAll(*s, {Submit(*s, whole, Greedy(6))})[0];
   EXPECT_EQ(second.tokens, one_shot.tokens);
+}
+
+TEST_F(SchedulerTest, TokenIdsOutsideTheVocabularyAreRefusedAtSubmit) {
+  auto s = Make(2);
+  auto good = Submit(*s, Prompt(4, 1), Greedy(3));
+  GenerationRequest bad;
+  bad.prompt = {1, 2, 512};
+  bad.sampling = Greedy(3);
+  bad.stream = std::make_shared<GenerationStream>(16);
+  const absl::Status refused = s->Submit(std::move(bad));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), HasSubstr("token id 512"));
+  EXPECT_EQ(RunAll(*s, {good})[0].tokens.size(), 3u);  // the batch it would have joined is unharmed
 }
 
 TEST_F(SchedulerTest, SecondRequestOnABusySessionAndUnknownSessionsFail) {

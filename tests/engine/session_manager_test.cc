@@ -1,5 +1,7 @@
 // Sessions: park/restore (exact state bytes), LRU parking, eviction over the host budget, TTL,
 // one request per session, export/import blob corruption and model mismatch.
+#include <cstring>
+#include <limits>
 #include <memory>
 
 #include "engine/backend.h"
@@ -208,6 +210,19 @@ TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
   EXPECT_TRUE(absl::IsInvalidArgument(import(EncodeSessionBlob(resized), "x")));
   EXPECT_FALSE(sm->Get("x").ok());
   EXPECT_TRUE(absl::IsAlreadyExists(import(blob, "a")));
+
+  // Well-formed but hostile: non-finite state, an absurd length, too many pending tokens.
+  SessionBlob poisoned = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(poisoned.state.data() + 8, &nan, 4);
+  EXPECT_THAT(std::string(import(EncodeSessionBlob(poisoned), "x").message()), HasSubstr("NaN or Inf"));
+  SessionBlob long_one = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  long_one.length = int64_t{1} << 60;
+  EXPECT_THAT(std::string(import(EncodeSessionBlob(long_one), "x").message()), HasSubstr("implausible length"));
+  SessionBlob chatty = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  chatty.pending_tokens.assign(kMaxPendingTokens + 1, 1);
+  EXPECT_THAT(std::string(import(EncodeSessionBlob(chatty), "x").message()), HasSubstr("pending tokens"));
+  EXPECT_FALSE(sm->Get("x").ok());
 }
 
 TEST(SessionBlobTest, EncodeDecodeRoundTrip) {
