@@ -91,7 +91,7 @@ double DecodeTokensPerSecond(Backend& backend, int batch, int steps) {
 }
 
 absl::Status Run(int argc, char** argv) {
-  auto cl = CommandLine::Parse(argc, argv, {"preset", "out", "threads", "model-dir", "steps"}, {});
+  auto cl = CommandLine::Parse(argc, argv, {"preset", "out", "threads", "model-dir", "steps", "decode-batches"}, {});
   if (!cl.ok()) return cl.status();
   const std::string preset = cl->GetOr("preset", "130m");
   const std::string out_path = cl->GetOr("out", "bench/results/cpu_engine.json");
@@ -134,7 +134,13 @@ absl::Status Run(int argc, char** argv) {
 
   nlohmann::json decode = nlohmann::json::object();
   double batch1 = 0, batch32 = 0;
-  for (int batch : {1, 8, 32}) {
+  std::vector<int32_t> batches = {1, 8, 32};
+  if (auto list = cl->Get("decode-batches")) {
+    auto parsed = ParseIdList(*list);
+    if (!parsed.ok()) return parsed.status();
+    batches = *parsed;
+  }
+  for (int batch : batches) {
     const double tps = DecodeTokensPerSecond(backend, batch, steps);
     decode[std::to_string(batch)] = tps;
     if (batch == 1) batch1 = tps;

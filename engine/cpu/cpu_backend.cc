@@ -221,8 +221,8 @@ void CpuBackend::RunLayer(const Layer& l, int64_t layer_index, const std::vector
     cpu::RmsNormRows(x_dbl_.data() + R + N, ld_dbl, nullptr, x_dbl_.data() + R + N, ld_dbl, rows, N, eps);
   }
   l.dt_proj.MatMul(x_dbl_.data(), ld_dbl, rows, dt_.data(), E, pool_);  // [rows][E]
-  pool_.ParallelFor(rows * E, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) dt_[i] = math::Softplus(dt_[i] + l.dt_bias[i % E]);
+  pool_.ParallelFor(rows, [&](int64_t r0, int64_t r1) {
+    cpu::SoftplusWithBias(dt_.data() + r0 * E, l.dt_bias.data(), r1 - r0, E);
   });
 
   pool_.ParallelFor(E, [&](int64_t c0, int64_t c1) {

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/cpu/fast_exp.h"
+#include "engine/cpu/fast_math.h"
 #include "kernels/mamba_math.h"
 
 namespace mambaserve::cpu {
@@ -40,14 +40,14 @@ void CausalConv1dSilu(const float* x, int64_t ldx, int64_t len, const float* wei
         float acc = bias != nullptr ? bias[ch] : 0.0f;
         const float* w = weight + ch * k_conv;
         for (int64_t k = 0; k < k_conv; ++k) acc += w[k] * x[(t - hist + k) * ldx + ch];
-        out_t[ch] = math::Silu(acc);
+        out_t[ch] = FastSilu(acc);
       }
     } else {
       for (int64_t ch = c_begin; ch < c_end; ++ch) {
         float acc = bias != nullptr ? bias[ch] : 0.0f;
         const float* w = weight + ch * k_conv;
         for (int64_t k = 0; k < k_conv; ++k) acc += w[k] * input(ch, t - hist + k);
-        out_t[ch] = math::Silu(acc);
+        out_t[ch] = FastSilu(acc);
       }
     }
   }
@@ -107,8 +107,17 @@ void SelectiveScan(const float* x, const float* dt, const float* b, const float*
         h[n] = FastExp(dtv * a_row[n]) * h[n] + dtv * xv * bt[n];
         yv += h[n] * ct[n];
       }
-      yt[ch] = (yv + d[ch] * xv) * math::Silu(zt[ch]);
+      yt[ch] = (yv + d[ch] * xv) * FastSilu(zt[ch]);
     }
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void SoftplusWithBias(float* dt, const float* bias, int64_t rows, int64_t dim) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = dt + r * dim;
+#pragma omp simd
+    for (int64_t i = 0; i < dim; ++i) row[i] = FastSoftplus(row[i] + bias[i]);
   }
 }
 

@@ -30,4 +30,7 @@ void SelectiveScan(const float* x, const float* dt, const float* b, const float*
                    int64_t d_inner, int64_t d_state, float* state, float* y, int64_t c_begin,
                    int64_t c_end);
 
+// dt[r][i] = softplus(dt[r][i] + bias[i]) for rows [0, rows): the dt projection's epilogue.
+void SoftplusWithBias(float* dt, const float* bias, int64_t rows, int64_t dim);
+
 }  // namespace mambaserve::cpu

@@ -85,7 +85,7 @@ TEST(MixerOpsTest, SelectiveScanMatchesRecurrence) {
 }  // namespace
 }  // namespace mambaserve::cpu
 
-#include "engine/cpu/fast_exp.h"
+#include "engine/cpu/fast_math.h"
 
 namespace mambaserve::cpu {
 namespace {
@@ -103,6 +103,43 @@ TEST(FastExpTest, RelativeErrorWithinThreeUlpOverTheScanRange) {
   EXPECT_EQ(FastExp(0.0f), 1.0f);
   EXPECT_EQ(FastExp(-1000.0f), 0.0f);
   EXPECT_GT(FastExp(88.0f), 1e38f);
+}
+
+}  // namespace
+}  // namespace mambaserve::cpu
+
+namespace mambaserve::cpu {
+namespace {
+
+TEST(FastMathTest, Log1pSoftplusAndSiluMatchDoublePrecision) {
+  double worst_log1p = 0, worst_softplus = 0, worst_silu = 0;
+  for (double u = 1e-9; u < 1e30; u *= 1.037) {
+    const float uf = static_cast<float>(u);
+    worst_log1p = std::max(worst_log1p, std::fabs(FastLog1p(uf) - std::log1p(double(uf))) / std::log1p(double(uf)));
+  }
+  for (double x = -80; x <= 30; x += 0.0071) {
+    const float xf = static_cast<float>(x);
+    const double sp = xf <= 20 ? std::log1p(std::exp(double(xf))) : xf;
+    worst_softplus = std::max(worst_softplus, std::fabs(FastSoftplus(xf) - sp) / sp);
+    const double silu = xf / (1 + std::exp(-double(xf)));
+    worst_silu = std::max(worst_silu, std::fabs(FastSilu(xf) - silu) / std::max(1e-30, std::fabs(silu)));
+  }
+  EXPECT_LT(worst_log1p, 5e-7);
+  EXPECT_LT(worst_softplus, 6e-7);
+  EXPECT_LT(worst_silu, 6e-7);
+  EXPECT_EQ(FastSoftplus(25.0f), 25.0f);
+}
+
+TEST(MixerOpsTest, SoftplusWithBiasMatchesDefinition) {
+  const int rows = 3, dim = 37;
+  auto dt = Random(rows * dim, 11, 4.0f), bias = Random(dim, 12, 2.0f);
+  auto out = dt;
+  SoftplusWithBias(out.data(), bias.data(), rows, dim);
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < dim; ++i) {
+      const double v = double(dt[r * dim + i]) + bias[i];
+      EXPECT_NEAR(out[r * dim + i], v <= 20 ? std::log1p(std::exp(v)) : v, 1e-6) << r << "," << i;
+    }
 }
 
 }  // namespace
