@@ -27,9 +27,23 @@ void RmsNormRows(const float* x, int64_t ldx, const float* w, float* y, int64_t 
 void CausalConv1dSilu(const float* x, int64_t ldx, int64_t len, const float* weight,
                       const float* bias, int64_t k_conv, float* state, float* out, int64_t ldo,
                       int64_t c_begin, int64_t c_end) {
+  const int64_t hist = k_conv - 1;
+  if (len == 1) {
+    // Decode: the window is the state plus this token; shift the new token into the state.
+    for (int64_t ch = c_begin; ch < c_end; ++ch) {
+      float* st = state + ch * hist;
+      const float* w = weight + ch * k_conv;
+      const float xv = x[ch];
+      float acc = (bias != nullptr ? bias[ch] : 0.0f) + w[hist] * xv;
+      for (int64_t k = 0; k < hist; ++k) acc += w[k] * st[k];
+      out[ch] = FastSilu(acc);
+      for (int64_t k = 0; k + 1 < hist; ++k) st[k] = st[k + 1];
+      st[hist - 1] = xv;
+    }
+    return;
+  }
   // window(t, k) is the input at time t-K+1+k: from the state for the first K-1 steps of the
   // chunk, from x after that. Time outer, channels inner, so every row access is contiguous.
-  const int64_t hist = k_conv - 1;
   auto input = [&](int64_t ch, int64_t time) {  // time in [-hist, len)
     return time < 0 ? state[ch * hist + (hist + time)] : x[time * ldx + ch];
   };
@@ -66,14 +80,21 @@ namespace {
 template <int64_t kCount>
 inline float ScanStates(float* __restrict h, const float* __restrict a, const float* __restrict b,
                         const float* __restrict c, float dt, float dt_x) {
-  float da[kCount], y = 0.0f;
+  float da[kCount], prod[kCount];
 #pragma omp simd
   for (int64_t n = 0; n < kCount; ++n) da[n] = FastExp(dt * a[n]);
 #pragma omp simd
-  for (int64_t n = 0; n < kCount; ++n) h[n] = da[n] * h[n] + dt_x * b[n];
-#pragma omp simd reduction(+ : y)
-  for (int64_t n = 0; n < kCount; ++n) y += h[n] * c[n];
-  return y;
+  for (int64_t n = 0; n < kCount; ++n) {
+    h[n] = da[n] * h[n] + dt_x * b[n];
+    prod[n] = h[n] * c[n];
+  }
+  // Pairwise sum: log2(N) dependent adds instead of the N-long chain of an in-order reduction,
+  // which dominated the decode scan.
+  for (int64_t width = kCount / 2; width >= 1; width /= 2) {
+#pragma omp simd
+    for (int64_t n = 0; n < width; ++n) prod[n] += prod[n + width];
+  }
+  return prod[0];
 }
 
 }  // namespace
