@@ -3,6 +3,10 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
+
+#include "engine/cpu/small_batch_gemm.h"
 
 namespace mambaserve {
 namespace {
@@ -16,6 +20,9 @@ constexpr int64_t kTileBytes = 256 << 10;
 WeightMatrix WeightMatrix::FromTensor(const TensorView& tensor, int64_t rows, int64_t cols,
                                       DType dtype) {
   WeightMatrix m;
+  const char* small_batch = std::getenv("MAMBASERVE_CPU_SMALL_BATCH_GEMM");
+  m.use_small_batch_kernel_ =
+      cpu::SmallBatchGemmAvailable() && !(small_batch != nullptr && std::string_view(small_batch) == "0");
   m.rows_ = rows;
   m.cols_ = cols;
   m.dtype_ = dtype;
@@ -57,7 +64,9 @@ void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y,
 void WeightMatrix::MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                               int64_t row_begin, int64_t row_end) const {
   auto multiply = [&](const float* w, int64_t row0, int64_t nrows) {
-    if (tokens == 1) {
+    if (tokens > 1 && tokens <= cpu::kSmallBatchMaxTokens && use_small_batch_kernel_) {
+      cpu::SmallBatchGemm(x, ldx, tokens, w, nrows, cols_, y + row0, ldy);
+    } else if (tokens == 1) {
       // GEMV: the batch-1 decode path is bandwidth-bound; sgemv streams W once.
       cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(nrows), static_cast<int>(cols_), 1.0f,
                   w, static_cast<int>(cols_), x, 1, 0.0f, y + row0, 1);

@@ -33,6 +33,9 @@ class WeightMatrix {
   void MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                   int64_t row_begin, int64_t row_end) const;
 
+  // Decode batches of 2-64 tokens skip BLAS (see small_batch_gemm.h) where AVX-512 is available;
+  // MAMBASERVE_CPU_SMALL_BATCH_GEMM=0 turns that off.
+  bool use_small_batch_kernel_ = false;
   int64_t rows_ = 0;
   int64_t cols_ = 0;
   DType dtype_ = DType::kF32;
