@@ -93,22 +93,60 @@ void Sampler::ApplyPenalties(std::vector<float>& logits) const {
 
 int32_t Sampler::Draw(const std::vector<float>& logits) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
+  const float max = *std::max_element(logits.begin(), logits.end());
+  // Unnormalised probabilities; float exp is ample for sampling weights (relative error ~1e-7).
+  weights_.resize(vocab);
+  double mass = 0;
+  for (int32_t i = 0; i < vocab; ++i) mass += weights_[i] = std::exp(logits[i] - max);
+  // 53 random bits → a double in [0, 1): identical on every platform, unlike the distributions.
+  const double u01 = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+
+  const bool top_k = params_.top_k > 0 && params_.top_k < vocab;
+  if (!top_k && params_.top_p >= 1.0) {
+    // No ordering needed (the common case, and a full sort of a 65k vocabulary per token would
+    // dominate the scheduler thread): min-p keeps w_i >= min_p * w_max, with w_max = 1.
+    double total = 0;
+    for (int32_t i = 0; i < vocab; ++i) {
+      if (weights_[i] < params_.min_p) weights_[i] = 0.0f;
+      total += weights_[i];
+    }
+    const double u = u01 * total;
+    double cumulative = 0;
+    int32_t last = 0;
+    for (int32_t i = 0; i < vocab; ++i) {
+      if (weights_[i] == 0.0f) continue;
+      cumulative += weights_[i];
+      last = i;
+      if (u < cumulative) return i;
+    }
+    return last;
+  }
+
   // Candidates ordered by logit, ties to the lower id, so the draw never depends on sort stability.
   order_.resize(vocab);
   std::iota(order_.begin(), order_.end(), 0);
   auto better = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
   int32_t keep = vocab;
-  if (params_.top_k > 0 && params_.top_k < vocab) {
+  double norm = mass;  // what the kept candidates' probabilities are relative to
+  if (top_k) {
     keep = params_.top_k;
     std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), better);
+    norm = 0;
+    for (int32_t i = 0; i < keep; ++i) norm += weights_[order_[i]];  // top-k renormalises
   } else {
-    std::sort(order_.begin(), order_.end(), better);
+    // top-p alone: sort a growing prefix until it holds top_p of the mass.
+    int32_t sorted = std::min(vocab, 256);
+    for (;;) {
+      std::partial_sort(order_.begin(), order_.begin() + sorted, order_.end(), better);
+      double covered = 0;
+      for (int32_t i = 0; i < sorted; ++i) covered += weights_[order_[i]];
+      if (covered >= params_.top_p * mass || sorted == vocab) break;
+      sorted = std::min(vocab, sorted * 4);
+    }
+    keep = sorted;
   }
-  const double max = logits[order_[0]];
   std::vector<double> probs(keep);  // [keep]
-  double sum = 0;
-  for (int32_t i = 0; i < keep; ++i) sum += probs[i] = std::exp(static_cast<double>(logits[order_[i]]) - max);
-  for (double& p : probs) p /= sum;
+  for (int32_t i = 0; i < keep; ++i) probs[i] = weights_[order_[i]] / norm;
   if (params_.top_p < 1.0) {
     double cumulative = 0;
     int32_t n = 0;
@@ -126,8 +164,7 @@ int32_t Sampler::Draw(const std::vector<float>& logits) {
   }
   double total = 0;
   for (int32_t i = 0; i < keep; ++i) total += probs[i];
-  // 53 random bits → a double in [0, 1): identical on every platform, unlike the distributions.
-  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * total;
+  const double u = u01 * total;
   double cumulative = 0;
   for (int32_t i = 0; i < keep; ++i) {
     cumulative += probs[i];

@@ -77,6 +77,7 @@ class Sampler {
   std::vector<float> work_;       // [V] penalised, tempered logits
   std::vector<float> logprobs_;   // [V]
   std::vector<int32_t> order_;    // [V] candidate ids
+  std::vector<float> weights_;    // [V] exp(logit - max)
 };
 
 }  // namespace mambaserve
