@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/blas_kernels.h"
 #include "engine/cpu/mixer_ops.h"
 #include "engine/status_macros.h"
+#include "engine/step_plan.h"
 #include "kernels/mamba_math.h"
 
 namespace mambaserve {
@@ -109,61 +109,16 @@ absl::Status CpuBackend::ResetSlot(int slot) {
 absl::Status CpuBackend::ReadSlot(int slot, std::span<uint8_t> out) { return states_.Read(slot, out); }
 absl::Status CpuBackend::WriteSlot(int slot, std::span<const uint8_t> in) { return states_.Write(slot, in); }
 
-absl::Status CpuBackend::ValidateStep(const Step& step) const {
-  std::unordered_set<int> slots;
-  for (size_t i = 0; i < step.sequences.size(); ++i) {
-    const SequenceInput& s = step.sequences[i];
-    RETURN_IF_ERROR(states_.CheckSlot(s.slot));
-    if (!slots.insert(s.slot).second) {
-      return absl::InvalidArgumentError(absl::StrCat("slot ", s.slot, " appears twice in one step"));
-    }
-    if (s.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no tokens"));
-    for (int32_t t : s.tokens) {
-      if (t < 0 || t >= config_.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " out of range [0, ", config_.vocab_size, ")"));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CpuBackend::Forward(const Step& step, StepOutput* out) {
-  RETURN_IF_ERROR(ValidateStep(step));
-  out->vocab_size = config_.vocab_size;
-  out->row_of_sequence.assign(step.sequences.size(), -1);
-  int rows_out = 0;
-  for (size_t i = 0; i < step.sequences.size(); ++i)
-    if (step.sequences[i].want_logits) out->row_of_sequence[i] = rows_out++;
-  out->logits.assign(static_cast<size_t>(rows_out) * config_.vocab_size, 0.0f);
-
-  // Pack the sequences' tokens into passes of at most max_rows_ rows. A long prompt spans several
-  // passes; its state carries from one to the next, so memory stays constant in prompt length.
-  std::vector<Chunk> chunks;
-  int64_t rows = 0;
-  for (size_t i = 0; i < step.sequences.size(); ++i) {
-    const SequenceInput& s = step.sequences[i];
-    const int64_t total = static_cast<int64_t>(s.tokens.size());
-    for (int64_t done = 0; done < total;) {
-      if (rows == max_rows_) {
-        RunPass(step, chunks, rows, out);
-        chunks.clear();
-        rows = 0;
-      }
-      const int64_t len = std::min<int64_t>(total - done, max_rows_ - rows);
-      std::copy_n(s.tokens.data() + done, len, pass_tokens_.data() + rows);
-      chunks.push_back(Chunk{static_cast<int>(i), s.slot, rows, len, s.start_fresh && done == 0,
-                             s.want_logits && done + len == total});
-      rows += len;
-      done += len;
-    }
-  }
-  if (rows > 0) RunPass(step, chunks, rows, out);
-  return absl::OkStatus();
+  RETURN_IF_ERROR(ValidateStep(step, states_.num_slots(), config_.vocab_size));
+  PrepareStepOutput(step, config_.vocab_size, out);
+  return ForEachPass(step, max_rows_, pass_tokens_.data(), [&](const std::vector<Chunk>& chunks, int64_t rows) {
+    RunPass(chunks, rows, out);
+    return absl::OkStatus();
+  });
 }
 
-void CpuBackend::RunPass(const Step& step, const std::vector<Chunk>& chunks, int64_t rows,
-                         StepOutput* out) {
+void CpuBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out) {
   const int64_t D = config_.d_model;
   for (const Chunk& ch : chunks)
     if (ch.start_fresh) states_.Reset(ch.slot);

@@ -9,6 +9,7 @@
 #include "engine/cpu/thread_pool.h"
 #include "engine/cpu/weight_matrix.h"
 #include "engine/state_pool.h"
+#include "engine/step_plan.h"
 
 namespace mambaserve {
 
@@ -39,19 +40,10 @@ class CpuBackend final : public Backend {
     WeightMatrix out_proj;             // [D][E]
     std::vector<float> out_proj_bias;  // [D] or empty
   };
-  // A piece of one sequence inside a pass: tokens [token_begin, +len) of the pass's packed rows.
-  struct Chunk {
-    int sequence;
-    int slot;
-    int64_t row_begin;
-    int64_t len;
-    bool start_fresh;
-    bool emits_logits;
-  };
+  using Chunk = PassChunk;
 
   CpuBackend(const ModelConfig& config, const BackendOptions& options);
-  absl::Status ValidateStep(const Step& step) const;
-  void RunPass(const Step& step, const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
+  void RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
   void RunLayer(const Layer& layer, int64_t layer_index, const std::vector<Chunk>& chunks, int64_t rows);
 
   ModelConfig config_;

@@ -5,12 +5,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
-#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/cuda/cuda_status.h"
 #include "engine/status_macros.h"
+#include "engine/step_plan.h"
 #include "kernels/bcdt_rms_norm.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/embedding.h"
@@ -517,65 +517,14 @@ absl::Status CudaBackend::WriteSlot(int slot, std::span<const uint8_t> in) {
   return CudaStatus(cudaStreamSynchronize(stream_), "WriteSlot");
 }
 
-absl::Status CudaBackend::ValidateStep(const Step& step) const {
-  std::unordered_set<int> slots;
-  for (size_t i = 0; i < step.sequences.size(); ++i) {
-    const SequenceInput& s = step.sequences[i];
-    RETURN_IF_ERROR(CheckSlot(s.slot));
-    if (!slots.insert(s.slot).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("slot ", s.slot, " appears twice in one step"));
-    }
-    if (s.tokens.empty())
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no tokens"));
-    for (int32_t t : s.tokens) {
-      if (t < 0 || t >= config_.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " out of range [0, ", config_.vocab_size, ")"));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CudaBackend::Forward(const Step& step, StepOutput* out) {
-  RETURN_IF_ERROR(ValidateStep(step));
-  out->vocab_size = config_.vocab_size;
-  out->row_of_sequence.assign(step.sequences.size(), -1);
-  int rows_out = 0;
-  for (size_t i = 0; i < step.sequences.size(); ++i)
-    if (step.sequences[i].want_logits) out->row_of_sequence[i] = rows_out++;
-  // Every row is overwritten below: resize, not assign, so a reused StepOutput is not re-zeroed
-  // (at batch 256 x 65k vocab that alone would be 66 MB of writes per step).
-  out->logits.resize(static_cast<size_t>(rows_out) * config_.vocab_size);
+  RETURN_IF_ERROR(ValidateStep(step, num_slots_, config_.vocab_size));
+  PrepareStepOutput(step, config_.vocab_size, out);
   // The scheduler thread may not be the one that created the backend: the current device is
   // per thread.
   MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
-
-  // Same packing as the CPU backend: passes of at most max_rows_ rows; a long prompt spans several
-  // passes and its state carries through the slot, so memory is constant in prompt length.
-  std::vector<Chunk> chunks;
-  int64_t rows = 0;
-  int32_t* tokens = meta_host_ + meta_.tokens;
-  for (size_t i = 0; i < step.sequences.size(); ++i) {
-    const SequenceInput& s = step.sequences[i];
-    const int64_t total = static_cast<int64_t>(s.tokens.size());
-    for (int64_t done = 0; done < total;) {
-      if (rows == max_rows_) {
-        RETURN_IF_ERROR(RunPass(chunks, rows, out));
-        chunks.clear();
-        rows = 0;
-      }
-      const int64_t len = std::min<int64_t>(total - done, max_rows_ - rows);
-      std::copy_n(s.tokens.data() + done, len, tokens + rows);
-      chunks.push_back(Chunk{static_cast<int>(i), s.slot, rows, len, s.start_fresh && done == 0,
-                             s.want_logits && done + len == total});
-      rows += len;
-      done += len;
-    }
-  }
-  if (rows > 0) RETURN_IF_ERROR(RunPass(chunks, rows, out));
-  return absl::OkStatus();
+  return ForEachPass(step, max_rows_, meta_host_ + meta_.tokens,
+                     [&](const std::vector<Chunk>& chunks, int64_t rows) { return RunPass(chunks, rows, out); });
 }
 
 kernels::ChunkTable CudaBackend::DeviceChunks(int num_chunks) const {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/step_plan.h"
 #include "kernels/kernel_types.h"
 
 namespace mambaserve {
@@ -76,14 +77,7 @@ class CudaBackend final : public Backend {
     Matrix out_proj;                 // [D][E]
     float* out_proj_bias = nullptr;  // [D] or null
   };
-  struct Chunk {
-    int sequence;
-    int slot;
-    int64_t row_begin;
-    int64_t len;
-    bool start_fresh;
-    bool emits_logits;
-  };
+  using Chunk = PassChunk;
   // Host mirror of the per-pass metadata block (pinned), uploaded in one copy.
   struct MetaLayout {
     int64_t tokens, row_begin, len, slot, fresh, logit_rows, logit_count, total;  // int32 offsets
@@ -95,7 +89,6 @@ class CudaBackend final : public Backend {
   absl::Status UploadWeights(const Model& model);
   absl::Status FillRandomWeights(uint64_t seed);
   absl::Status AllocateScratchAndPool();
-  absl::Status ValidateStep(const Step& step) const;
   absl::Status CheckSlot(int slot) const;
 
   absl::Status RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
