@@ -425,27 +425,39 @@ grpc::ServerUnaryReactor* MambaServeService::ImportSession(grpc::CallbackServerC
   });
 }
 
+// The tokenizer of a loaded model, or the status to answer with.
+absl::StatusOr<const Tokenizer*> MambaServeService::ReadyTokenizer() const {
+  ServingEngine* engine = this->engine();
+  if (engine == nullptr) return absl::UnavailableError("the model is still loading; retry shortly");
+  if (engine->tokenizer == nullptr) return absl::FailedPreconditionError("this model has no tokenizer.json");
+  return engine->tokenizer.get();
+}
+
 grpc::ServerUnaryReactor* MambaServeService::Tokenize(grpc::CallbackServerContext* context,
                                                       const v1::TokenizeRequest* request,
                                                       v1::TokenizeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  ServingEngine* engine = this->engine();
-  if (engine == nullptr) {
-    reactor->Finish(kNotReady);
-  } else if (engine->tokenizer == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.json"));
-  } else {
-    auto ids = engine->tokenizer->Encode(request->text());
-    if (!ids.ok()) {
-      reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()))));
-    } else {
-      for (int32_t id : *ids) {
-        response->add_token_ids(id);
-        response->add_tokens(engine->tokenizer->TokenString(id).value_or(""));
-      }
-      reactor->Finish(grpc::Status::OK);
-    }
+  absl::StatusOr<const Tokenizer*> tokenizer = ReadyTokenizer();
+  // Same bound as a Generate prompt: encoding runs on a gRPC thread and the reply grows with it.
+  const size_t max_bytes = static_cast<size_t>(limits_.max_prompt_tokens) * 64;
+  if (tokenizer.ok() && request->text().size() > max_bytes) {
+    tokenizer = absl::InvalidArgumentError(absl::StrCat("text is ", request->text().size(), " bytes; at most ",
+                                                        max_bytes, " are accepted"));
   }
+  if (!tokenizer.ok()) {
+    reactor->Finish(ToGrpcStatus(tokenizer.status()));
+    return reactor;
+  }
+  auto ids = (*tokenizer)->Encode(request->text());
+  if (!ids.ok()) {
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()))));
+    return reactor;
+  }
+  for (int32_t id : *ids) {
+    response->add_token_ids(id);
+    response->add_tokens((*tokenizer)->TokenString(id).value_or(""));
+  }
+  reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 
@@ -453,21 +465,19 @@ grpc::ServerUnaryReactor* MambaServeService::Detokenize(grpc::CallbackServerCont
                                                         const v1::DetokenizeRequest* request,
                                                         v1::DetokenizeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  ServingEngine* engine = this->engine();
-  if (engine == nullptr) {
-    reactor->Finish(kNotReady);
-  } else if (engine->tokenizer == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.json"));
-  } else {
-    const std::vector<int32_t> ids(request->token_ids().begin(), request->token_ids().end());
-    auto text = engine->tokenizer->Decode(ids);
-    if (!text.ok()) {
-      reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("token_ids: ", text.status().message()))));
-    } else {
-      response->set_text(*text);
-      reactor->Finish(grpc::Status::OK);
-    }
+  absl::StatusOr<const Tokenizer*> tokenizer = ReadyTokenizer();
+  if (!tokenizer.ok()) {
+    reactor->Finish(ToGrpcStatus(tokenizer.status()));
+    return reactor;
   }
+  const std::vector<int32_t> ids(request->token_ids().begin(), request->token_ids().end());
+  auto text = (*tokenizer)->Decode(ids);
+  if (!text.ok()) {
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("token_ids: ", text.status().message()))));
+    return reactor;
+  }
+  response->set_text(*text);
+  reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 

@@ -88,6 +88,8 @@ class MambaServeService final : public v1::MambaServe::WithRawCallbackMethod_Gen
   grpc::ServerUnaryReactor* OnSchedulerThread(grpc::CallbackServerContext* context,
                                               std::function<absl::Status(SessionManager&)> task);
 
+  absl::StatusOr<const Tokenizer*> ReadyTokenizer() const;
+
   ServiceLimits limits_;
   std::atomic<ServingEngine*> engine_{nullptr};
   std::atomic<bool> accepting_{true};

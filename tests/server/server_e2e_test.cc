@@ -462,6 +462,17 @@ TEST_F(ServerE2eTest, InvalidRequestsSayWhatToFixAndOthersKeepBeingServed) {
     EXPECT_THAT(g.status.error_message(), HasSubstr(c.message)) << c.what;
   }
 
+  // Tokenize is bounded like a prompt: 64 tokens x 64 bytes.
+  {
+    grpc::ClientContext context;
+    v1::TokenizeRequest request;
+    request.set_text(std::string(64 * 64 + 1, 'a'));
+    v1::TokenizeResponse response;
+    const grpc::Status status = stub_->Tokenize(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("at most 4096 are accepted"));
+  }
+
   // A second request on a session with one in flight.
   grpc::ClientContext first_context;
   GenerateRequest first = Tokens({1, 2}, 1000000);
