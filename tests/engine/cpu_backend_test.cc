@@ -12,6 +12,7 @@
 #include "engine/random_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/backend_test_util.h"
 #include "tests/testing/temp_dir.h"
 
 namespace mambaserve {
@@ -19,19 +20,8 @@ namespace {
 
 using testing::TempDir;
 
-std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> tokens(n);
-  for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % vocab);
-  return tokens;
-}
-
-float MaxAbsDiff(std::span<const float> a, std::span<const float> b) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
+using testing::MaxAbsDiff;
+using testing::RandomTokens;
 
 class CpuBackendTest : public ::testing::TestWithParam<ModelType> {
  protected:
@@ -174,18 +164,7 @@ TEST_P(CpuBackendTest, LogitsOnlyForRequestedRows) {
 
 TEST_P(CpuBackendTest, RejectsBadSteps) {
   auto backend = MakeBackend(2);
-  const std::vector<int32_t> ok = {1, 2}, bad = {1, 512}, empty;
-  StepOutput out;
-  Step s1{{{5, ok, true, true}}};
-  EXPECT_EQ(backend->Forward(s1, &out).code(), absl::StatusCode::kOutOfRange);
-  Step s2{{{0, bad, true, true}}};
-  EXPECT_THAT(backend->Forward(s2, &out).message(), ::testing::HasSubstr("token id 512"));
-  Step s3{{{0, ok, true, true}, {0, ok, true, true}}};
-  EXPECT_THAT(backend->Forward(s3, &out).message(), ::testing::HasSubstr("twice"));
-  Step s4{{{0, empty, true, true}}};
-  EXPECT_FALSE(backend->Forward(s4, &out).ok());
-  std::vector<uint8_t> wrong_size(10);
-  EXPECT_FALSE(backend->WriteSlot(0, wrong_size).ok());
+  testing::ExpectRejectsBadSteps(*backend);
 }
 
 TEST_P(CpuBackendTest, Bf16WeightsStayCloseToF32) {

@@ -17,25 +17,15 @@
 #include "engine/random_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/backend_test_util.h"
 #include "tests/testing/cuda_test_util.h"
 #include "tests/testing/temp_dir.h"
 
 namespace mambaserve {
 namespace {
 
-std::vector<int32_t> RandomTokens(int n, int64_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> tokens(n);
-  for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % vocab);
-  return tokens;
-}
-
-float MaxAbsDiff(std::span<const float> a, std::span<const float> b) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
+using testing::MaxAbsDiff;
+using testing::RandomTokens;
 
 std::span<const float> AsFloats(const std::vector<uint8_t>& bytes) {
   return {reinterpret_cast<const float*>(bytes.data()), bytes.size() / 4};
@@ -313,19 +303,7 @@ TEST_F(CudaBackendTest, SkinnyGemmEqualsCublas) {
 TEST_F(CudaBackendTest, RejectsBadSteps) {
   auto gpu = MakeCuda(GetModel({"tiny", ModelType::kMamba, DType::kF32}), 2);
   ASSERT_NE(gpu, nullptr);
-  const std::vector<int32_t> ok = {1, 2}, bad = {1, 512}, empty;
-  StepOutput out;
-  Step s1{{{5, ok, true, true}}};
-  EXPECT_EQ(gpu->Forward(s1, &out).code(), absl::StatusCode::kOutOfRange);
-  Step s2{{{0, bad, true, true}}};
-  EXPECT_THAT(gpu->Forward(s2, &out).message(), ::testing::HasSubstr("token id 512"));
-  Step s3{{{0, ok, true, true}, {0, ok, true, true}}};
-  EXPECT_THAT(gpu->Forward(s3, &out).message(), ::testing::HasSubstr("twice"));
-  Step s4{{{0, empty, true, true}}};
-  EXPECT_FALSE(gpu->Forward(s4, &out).ok());
-  std::vector<uint8_t> wrong_size(10);
-  EXPECT_FALSE(gpu->WriteSlot(0, wrong_size).ok());
-  EXPECT_EQ(gpu->ReadSlot(2, wrong_size).code(), absl::StatusCode::kOutOfRange);
+  testing::ExpectRejectsBadSteps(*gpu);
 }
 
 TEST_F(CudaBackendTest, SlotsAreClampedToDeviceMemoryAndOomIsAnError) {
