@@ -298,7 +298,14 @@ void SessionManager::EndTurn(const std::string& id, int64_t length, std::vector<
   s.length = length;
   s.pending_tokens = std::move(pending);
   s.last_used_ms = Now();
-  if (!state_valid) Drop(id, "its state was lost to a backend error during its last request");
+  if (!state_valid) {
+    Drop(id, "its state was lost to a backend error during its last request");
+  } else if (s.pending_tokens.size() > kMaxPendingTokens) {
+    // Turns cancelled before their prompt ran leave it pending; a client repeating that must not
+    // grow server memory without bound.
+    Drop(id, absl::StrCat("it accumulated more than ", kMaxPendingTokens,
+                          " unconsumed prompt tokens from cancelled turns"));
+  }
 }
 
 int SessionManager::ExpireIdle() {

@@ -70,6 +70,7 @@ absl::StatusOr<std::unique_ptr<ServingEngine>> LoadEngine(
   scheduler_options.max_step_tokens = options.max_step_tokens;
   scheduler_options.sessions.host_budget_bytes = options.host_state_budget_mb * 1024 * 1024;
   scheduler_options.sessions.ttl_ms = options.session_ttl_s * 1000;
+  scheduler_options.sessions.max_sessions = options.max_named_sessions;
   scheduler_options.stalled_reader_timeout_ms = options.stalled_reader_timeout_s * 1000;
   scheduler_options.on_step = std::move(on_step);
   engine->scheduler = std::make_unique<Scheduler>(engine->backend.get(), engine->tokenizer.get(),

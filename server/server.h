@@ -32,6 +32,7 @@ struct ServeOptions {
   int max_tokens_limit = 4096;
   int default_max_tokens = 256;
   int64_t session_ttl_s = 3600;
+  int64_t max_named_sessions = 65536;  // sessions that may exist at once (resident, parked or unused)
   int64_t host_state_budget_mb = 1024;
   int stream_buffer = 16;
   int64_t stalled_reader_timeout_s = 120;  // a stream unread this long (buffer full) is ended

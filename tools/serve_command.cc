@@ -36,6 +36,8 @@ Serves mambaserve.v1.MambaServe, grpc.health.v1.Health and server reflection ove
   --max-tokens-limit N       largest max_tokens a request may ask for (default 4096)
   --default-max-tokens N     max_tokens when a request leaves it unset (default 256)
   --session-ttl-s N          idle sessions expire after this (default 3600; 0 = never)
+  --max-named-sessions N     sessions that may exist at once; beyond, CreateSession/ImportSession
+                             answer RESOURCE_EXHAUSTED (default 65536)
   --host-state-budget-mb N   host memory for parked session states; oldest evicted beyond (default 1024)
   --stream-buffer N          responses buffered per stream before it pauses (default 16)
   --stalled-reader-timeout-s N  a paused stream whose client reads nothing this long is ended and
@@ -52,7 +54,7 @@ absl::Status Serve(int argc, char** argv) {
                                       {"model", "model-cache", "listen", "port-file", "backend", "weight-dtype",
                                        "threads", "max-sessions", "max-batch", "max-queue", "max-step-tokens",
                                        "max-prompt-tokens", "max-tokens-limit", "default-max-tokens",
-                                       "session-ttl-s", "host-state-budget-mb", "stream-buffer", "stalled-reader-timeout-s", "shutdown-grace-s",
+                                       "session-ttl-s", "max-named-sessions", "host-state-budget-mb", "stream-buffer", "stalled-reader-timeout-s", "shutdown-grace-s",
                                        "metrics-listen", "served-model-name", "gpu-memory-fraction", "gpu-device"},
                                       {"help"}));
   if (cl.Has("help")) {
@@ -98,6 +100,7 @@ absl::Status Serve(int argc, char** argv) {
       {"max-tokens-limit", 1, nullptr, &o.max_tokens_limit},
       {"default-max-tokens", 1, nullptr, &o.default_max_tokens},
       {"session-ttl-s", 0, &o.session_ttl_s, nullptr},
+      {"max-named-sessions", 1, &o.max_named_sessions, nullptr},
       {"host-state-budget-mb", 0, &o.host_state_budget_mb, nullptr},
       {"stream-buffer", 1, nullptr, &o.stream_buffer},
       {"stalled-reader-timeout-s", 0, &o.stalled_reader_timeout_s, nullptr},

@@ -31,8 +31,10 @@ class SessionManagerTest : public ::testing::Test {
     backend_ = std::move(*CreateBackend(model_, options));
   }
 
-  std::unique_ptr<SessionManager> Make(int64_t host_budget_bytes = int64_t{1} << 30, int64_t ttl_ms = 0) {
+  std::unique_ptr<SessionManager> Make(int64_t host_budget_bytes = int64_t{1} << 30, int64_t ttl_ms = 0,
+                                       int64_t max_sessions = 1 << 20) {
     SessionManagerOptions options;
+    options.max_sessions = max_sessions;
     options.host_budget_bytes = host_budget_bytes;
     options.ttl_ms = ttl_ms;
     options.now_ms = [this] { return now_ms_; };
@@ -175,6 +177,30 @@ TEST_F(SessionManagerTest, ExportImportRoundTripsStateLengthAndPendingTokens) {
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->pending_tokens, std::vector<int32_t>{42});
   EXPECT_EQ(State(b->slot), state);
+}
+
+TEST_F(SessionManagerTest, SessionCountIsBounded) {
+  auto sm = Make(int64_t{1} << 30, 0, /*max_sessions=*/2);
+  ASSERT_TRUE(sm->Create("a").ok());
+  const std::string blob = *sm->Export("a");
+  ASSERT_TRUE(sm->Create("b").ok());
+  absl::Status full = sm->Create("c").status();
+  EXPECT_TRUE(absl::IsResourceExhausted(full));
+  EXPECT_THAT(std::string(full.message()), HasSubstr("maximum of 2 sessions"));
+  EXPECT_TRUE(absl::IsResourceExhausted(
+      sm->Import("d", {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()}).status()));
+  ASSERT_TRUE(sm->Delete("b").ok());
+  EXPECT_TRUE(sm->Create("c").ok());
+}
+
+TEST_F(SessionManagerTest, PendingTokensFromCancelledTurnsAreBounded) {
+  auto sm = Make();
+  ASSERT_TRUE(sm->Create("a").ok());
+  ASSERT_TRUE(sm->BeginTurn("a").ok());
+  sm->EndTurn("a", 0, std::vector<int32_t>(kMaxPendingTokens + 1, 1), /*state_valid=*/true);
+  absl::Status gone = sm->Get("a").status();
+  EXPECT_TRUE(absl::IsNotFound(gone));
+  EXPECT_THAT(std::string(gone.message()), HasSubstr("unconsumed prompt tokens"));
 }
 
 TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
