@@ -5,4 +5,4 @@ add_library(mambaserve_tokenize_command ${CMAKE_CURRENT_LIST_DIR}/tokenize_comma
 target_include_directories(mambaserve_tokenize_command PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(mambaserve_tokenize_command
   PUBLIC mambaserve_tokenizer
-  PRIVATE absl::status absl::statusor absl::strings nlohmann_json::nlohmann_json)
+  PRIVATE mambaserve_command_line mambaserve_model absl::status absl::statusor absl::strings nlohmann_json::nlohmann_json)
