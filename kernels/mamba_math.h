@@ -35,20 +35,6 @@ MS_HOST_DEVICE float GatedOutput(float y_state, float d, float x, float z) {
   return (y_state + d * x) * Silu(z);
 }
 
-// One selective-scan step for channel state h[N]:
-//   h = exp(dt*A) * h + (dt*x) * B;  returns y = h . C   (D*x and the gate are applied by the
-//   caller)
-MS_HOST_DEVICE float ScanStep(float* h, const float* a, const float* b, const float* c, float dt,
-                              float x, int n_state) {
-  const float dt_x = dt * x;
-  float y = 0.0f;
-  for (int n = 0; n < n_state; ++n) {
-    h[n] = ScanStateStep(h[n], a[n], b[n], dt, dt_x);
-    y += h[n] * c[n];
-  }
-  return y;
-}
-
 // Causal depthwise conv output for one channel: window[k] is the input at time t-K+1+k
 // (window[K-1] is the current token), then SiLU.
 MS_HOST_DEVICE float ConvSilu(const float* window, const float* weight, float bias, int k_conv) {

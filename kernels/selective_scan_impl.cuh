@@ -135,28 +135,28 @@ __global__ void SelectiveScanUpdateKernel(SelectiveScanParams p, int lanes) {
   }
 }
 
-template <typename T>
-LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
+// Prefill and update share the launch shape: kChannels channels per block with `lanes` threads
+// each (the d_state reduction), one grid row per chunk.
+inline LaunchResult LaunchOverChannels(const SelectiveScanParams& p, void (*kernel)(SelectiveScanParams, int),
+                                cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
   if (p.d_state < 1 || p.d_state > math::kMaxStateSize)
     return static_cast<LaunchResult>(cudaErrorInvalidValue);
   const int lanes = LanesPerChannel(p.d_state);
   const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
                   static_cast<unsigned>(p.chunks.num_chunks));
-  SelectiveScanPrefillKernel<T><<<grid, kChannels * lanes, 0, stream>>>(p, lanes);
+  kernel<<<grid, kChannels * lanes, 0, stream>>>(p, lanes);
   return LastLaunchResult();
 }
 
 template <typename T>
+LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
+  return LaunchOverChannels(p, SelectiveScanPrefillKernel<T>, stream);
+}
+
+template <typename T>
 LaunchResult LaunchUpdate(const SelectiveScanParams& p, cudaStream_t stream) {
-  if (p.chunks.num_chunks == 0) return 0;
-  if (p.d_state < 1 || p.d_state > math::kMaxStateSize)
-    return static_cast<LaunchResult>(cudaErrorInvalidValue);
-  const int lanes = LanesPerChannel(p.d_state);
-  const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
-                  static_cast<unsigned>(p.chunks.num_chunks));
-  SelectiveScanUpdateKernel<T><<<grid, kChannels * lanes, 0, stream>>>(p, lanes);
-  return LastLaunchResult();
+  return LaunchOverChannels(p, SelectiveScanUpdateKernel<T>, stream);
 }
 
 }  // namespace mambaserve::kernels::scan_impl

@@ -10,7 +10,6 @@
 #include "engine/cpu/mixer_ops.h"
 #include "engine/status_macros.h"
 #include "engine/step_plan.h"
-#include "kernels/mamba_math.h"
 
 namespace mambaserve {
 namespace {

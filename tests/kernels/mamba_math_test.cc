@@ -70,7 +70,7 @@ TEST(MambaMathTest, ScanStateStepAndGatedOutputMatchTheRecurrence) {
   }
 }
 
-TEST(MambaMathTest, ScanStepOverAWholeStateVector) {
+TEST(MambaMathTest, ScanStateStepOverAWholeStateVector) {
   const int n = 16;
   std::vector<float> h(n), a(n), b(n), c(n);
   std::vector<double> hd(n);
@@ -84,7 +84,12 @@ TEST(MambaMathTest, ScanStepOverAWholeStateVector) {
     c[i] = nd(rng);
   }
   const float dt = 0.03f, x = 1.7f;
-  const float y = ScanStep(h.data(), a.data(), b.data(), c.data(), dt, x, n);
+  // As the scan kernels do it: one ScanStateStep per state, y = h . C.
+  float y = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    h[i] = ScanStateStep(h[i], a[i], b[i], dt, dt * x);
+    y += h[i] * c[i];
+  }
   double yd = 0;
   for (int i = 0; i < n; ++i) {
     hd[i] = std::exp(double(dt) * a[i]) * hd[i] + double(dt) * x * b[i];
