@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -35,6 +36,16 @@ def _free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def arm_deadline(seconds):
+    """Bounds a whole test: past `seconds` it raises TimeoutError (so `with Stack` still cleans
+    up), and SIGTERM from ctest exits the same way."""
+    def on_alarm(*_):
+        raise TimeoutError(f"end-to-end test exceeded its {seconds} s budget")
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    signal.alarm(seconds)
 
 
 def wait_for(predicate, timeout, what, interval=0.1):
