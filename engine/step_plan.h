@@ -32,7 +32,8 @@ void PrepareStepOutput(const Step& step, int64_t vocab_size, StepOutput* out);
 // Packs the step's tokens into passes of at most max_rows rows, in order: a long prompt spans
 // several passes and its state carries through its slot, so activation memory is constant in
 // prompt length. For each pass, copies its tokens to tokens[0, rows) and calls
-// run_pass(chunks, rows); stops at the first error.
+// run_pass(chunks, rows); stops at the first error. Chunks keep the step's sequence order, so the
+// logits rows (PrepareStepOutput) of one pass's emitting chunks are consecutive.
 absl::Status ForEachPass(const Step& step, int64_t max_rows, int32_t* tokens,
                          const std::function<absl::Status(const std::vector<PassChunk>&, int64_t)>& run_pass);
 

@@ -125,24 +125,21 @@ void CpuBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOut
 
   for (size_t i = 0; i < layers_.size(); ++i) RunLayer(layers_[i], static_cast<int64_t>(i), chunks, rows);
 
-  // Final norm and lm_head only for the rows whose logits are wanted.
+  // Final norm and lm_head only for the rows whose logits are wanted, written straight into the
+  // caller's rows (consecutive within a pass: see ForEachPass).
   int64_t n_final = 0;
-  std::vector<int> out_rows;
+  int first_out_row = -1;
   for (const Chunk& ch : chunks) {
     if (!ch.emits_logits) continue;
     cpu::RmsNormRows(residual_.data() + (ch.row_begin + ch.len - 1) * D, D, norm_f_.data(),
                      final_.data() + n_final * D, D, 1, D, static_cast<float>(config_.layer_norm_epsilon));
-    out_rows.push_back(out->row_of_sequence[ch.sequence]);
+    if (first_out_row < 0) first_out_row = out->row_of_sequence[ch.sequence];
     ++n_final;
   }
   if (n_final == 0) return;
   const WeightMatrix& head = tied_ ? embeddings_ : lm_head_;
-  std::vector<float> logits(static_cast<size_t>(n_final) * config_.vocab_size);  // [n_final][V]
-  head.MatMul(final_.data(), D, n_final, logits.data(), config_.vocab_size, pool_);
-  for (int64_t i = 0; i < n_final; ++i) {
-    std::copy_n(logits.data() + i * config_.vocab_size, config_.vocab_size,
-                out->logits.data() + static_cast<size_t>(out_rows[i]) * config_.vocab_size);
-  }
+  head.MatMul(final_.data(), D, n_final, out->logits.data() + static_cast<size_t>(first_out_row) * config_.vocab_size,
+              config_.vocab_size, pool_);
 }
 
 void CpuBackend::RunLayer(const Layer& l, int64_t layer_index, const std::vector<Chunk>& chunks,

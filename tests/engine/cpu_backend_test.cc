@@ -111,6 +111,22 @@ TEST_P(CpuBackendTest, BatchOfEightEqualsEachAlone) {
   }
 }
 
+TEST_P(CpuBackendTest, LogitsLandInTheirRowsWhenAStepSpansManyPasses) {
+  auto small_passes = MakeBackend(6, /*max_tokens_per_pass=*/7);
+  auto alone = MakeBackend(1);
+  std::vector<std::vector<int32_t>> prompts;
+  Step step;
+  for (int i = 0; i < 6; ++i) prompts.push_back(RandomTokens(3 + 4 * i, 512, 300 + i));
+  for (int i = 0; i < 6; ++i) step.sequences.push_back({i, prompts[i], true, /*want_logits=*/i % 3 != 1});
+  StepOutput out;
+  ASSERT_TRUE(small_passes->Forward(step, &out).ok());
+  EXPECT_EQ(out.row_of_sequence, (std::vector<int>{0, -1, 1, 2, -1, 3}));
+  for (int i = 0; i < 6; ++i) {
+    if (i % 3 == 1) continue;
+    EXPECT_LT(MaxAbsDiff(out.Row(i), Prefill(*alone, 0, prompts[i])), 1e-4) << "sequence " << i;
+  }
+}
+
 TEST_P(CpuBackendTest, ChunkedPrefillGivesTheSameState) {
   const auto prompt = RandomTokens(600, 512, 5);
   std::vector<std::vector<uint8_t>> states;
