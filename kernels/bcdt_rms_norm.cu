@@ -39,7 +39,7 @@ LaunchResult InvokeBcdtRmsNorm(const BcdtRmsNormParams& p, cudaStream_t stream) 
   if (p.rows == 0) return 0;
   const dim3 block(32, 3);
   MS_DISPATCH_GEMM_TYPE(p.dt_low_type, T, [&] {
-    BcdtRmsNormKernel<T><<<static_cast<unsigned>(p.rows), block, 0, stream>>>(p);
+    LaunchKernel(BcdtRmsNormKernel<T>, static_cast<unsigned>(p.rows), block, stream, p);
   });
   return LastLaunchResult();
 }

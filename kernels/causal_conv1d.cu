@@ -92,7 +92,7 @@ LaunchResult InvokeCausalConv1dPrefill(const CausalConv1dParams& p, cudaStream_t
                   static_cast<unsigned>(p.chunks.num_chunks));
   const dim3 block(kChannels, kSlices);
   MS_DISPATCH_GEMM_TYPE(p.out_gemm_type, T,
-                        [&] { CausalConv1dPrefillKernel<T><<<grid, block, 0, stream>>>(p); });
+                        [&] { LaunchKernel(CausalConv1dPrefillKernel<T>, grid, block, stream, p); });
   return LastLaunchResult();
 }
 
@@ -105,7 +105,7 @@ LaunchResult InvokeCausalConv1dUpdate(const CausalConv1dParams& p, cudaStream_t 
   const dim3 grid(static_cast<unsigned>((p.d_inner + kThreads - 1) / kThreads),
                   static_cast<unsigned>(p.chunks.num_chunks));
   MS_DISPATCH_GEMM_TYPE(p.out_gemm_type, T,
-                        [&] { CausalConv1dUpdateKernel<T><<<grid, kThreads, 0, stream>>>(p); });
+                        [&] { LaunchKernel(CausalConv1dUpdateKernel<T>, grid, kThreads, stream, p); });
   return LastLaunchResult();
 }
 

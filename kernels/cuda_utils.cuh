@@ -51,6 +51,19 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch) {
   return WarpSum(v);
 }
 
+// Launches kernel<<<grid, block, 0, stream>>>(args...). Call sites use this rather than the
+// chevrons so that the kernel files also compile as plain C++ for tests/cuda_emulator, which runs
+// them on the CPU (its kernel_prelude.h provides cuda_emulator::Launch).
+template <typename... Params, typename... Args>
+void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
+                  const Args&... args) {
+#if defined(MAMBASERVE_CUDA_EMULATOR)
+  ::mambaserve::cuda_emulator::Launch(kernel, grid, block, stream, args...);
+#else
+  kernel<<<grid, block, 0, stream>>>(args...);
+#endif
+}
+
 // The status of the launch just made (configuration errors surface here; faults surface at the
 // next synchronisation).
 inline LaunchResult LastLaunchResult() { return static_cast<LaunchResult>(cudaGetLastError()); }

@@ -20,8 +20,8 @@ LaunchResult InvokeEmbedding(const EmbeddingParams& p, cudaStream_t stream) {
   // One block per row: a row is a few KiB, 256 threads stream it in a handful of coalesced passes.
   constexpr int kThreads = 256;
   MS_DISPATCH_GEMM_TYPE(p.table_type, T, [&] {
-    EmbeddingKernel<T><<<static_cast<unsigned>(p.rows), kThreads, 0, stream>>>(
-        static_cast<const T*>(p.table), p.tokens, p.out, p.dim);
+    LaunchKernel(EmbeddingKernel<T>, static_cast<unsigned>(p.rows), kThreads, stream,
+                 static_cast<const T*>(p.table), p.tokens, p.out, p.dim);
   });
   return LastLaunchResult();
 }

@@ -40,7 +40,7 @@ LaunchResult InvokeFill(const FillParams& p, cudaStream_t stream) {
   // Grid-stride loop: 1024 blocks of 256 saturate any current GPU's bandwidth.
   const int64_t blocks = std::min<int64_t>(1024, (p.count + 255) / 256);
   MS_DISPATCH_GEMM_TYPE(
-      p.type, T, [&] { FillKernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p); });
+      p.type, T, [&] { LaunchKernel(FillKernel<T>, static_cast<unsigned>(blocks), 256, stream, p); });
   return LastLaunchResult();
 }
 

@@ -57,7 +57,7 @@ LaunchResult InvokeResidualRmsNorm(const ResidualRmsNormParams& p, cudaStream_t 
   // One block per row: the row's sum of squares is a block reduction, and a decode step's few rows
   // are latency-bound anyway.
   MS_DISPATCH_GEMM_TYPE(p.out_type, T, [&] {
-    ResidualRmsNormKernel<T><<<static_cast<unsigned>(p.out_rows), kThreads, 0, stream>>>(p);
+    LaunchKernel(ResidualRmsNormKernel<T>, static_cast<unsigned>(p.out_rows), kThreads, stream, p);
   });
   return LastLaunchResult();
 }

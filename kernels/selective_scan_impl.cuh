@@ -145,7 +145,7 @@ inline LaunchResult LaunchOverChannels(const SelectiveScanParams& p, void (*kern
   const int lanes = LanesPerChannel(p.d_state);
   const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
                   static_cast<unsigned>(p.chunks.num_chunks));
-  kernel<<<grid, kChannels * lanes, 0, stream>>>(p, lanes);
+  LaunchKernel(kernel, grid, kChannels * lanes, stream, p, lanes);
   return LastLaunchResult();
 }
 

@@ -129,7 +129,8 @@ void Launch(const SkinnyGemmParams& p, cudaStream_t stream) {
   const int split = groups >= 2048 ? 1 : groups >= 512 ? 2 : 4;
   const int groups_per_block = kWarpsPerBlock / split;
   const unsigned blocks = static_cast<unsigned>((groups + groups_per_block - 1) / groups_per_block);
-  SkinnyGemmKernel<TW, TX, kRows, kVector><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p, split);
+  LaunchKernel(SkinnyGemmKernel<TW, TX, kRows, kVector>, blocks, 32 * kWarpsPerBlock, stream, p,
+               split);
 }
 
 template <typename TW, typename TX, bool kVector>

@@ -2,6 +2,9 @@
 // 1e-3, bf16 within 5e-2 on tiny and 0.25 on 130m; see Tolerance), 64 greedy steps, mixed prefill +
 // decode steps over scattered slots, multi-pass prefill, CUDA Graph replay vs eager, slot
 // export/import across backends, memory sizing. Skips without a GPU.
+//
+// Also built against tests/cuda_emulator, which runs the same kernels one GPU thread at a time on
+// the CPU: there the 130m-shaped cases (minutes each) are left to real GPUs.
 #include "engine/cuda/cuda_backend.h"
 
 #include <cmath>
@@ -26,6 +29,14 @@ namespace {
 
 using testing::MaxAbsDiff;
 using testing::RandomTokens;
+
+#if defined(MAMBASERVE_CUDA_EMULATOR)
+constexpr bool kOnEmulator = true;
+#else
+constexpr bool kOnEmulator = false;
+#endif
+#define MS_SKIP_130M_ON_EMULATOR() \
+  if (kOnEmulator) GTEST_SKIP() << "130m-shaped model: too slow for the CUDA emulator"
 
 std::span<const float> AsFloats(const std::vector<uint8_t>& bytes) {
   return {reinterpret_cast<const float*>(bytes.data()), bytes.size() / 4};
@@ -112,7 +123,10 @@ struct Case {
 
 class CudaVsCpuTest : public ::testing::TestWithParam<Case> {
  protected:
-  void SetUp() override { MS_SKIP_WITHOUT_CUDA(); }
+  void SetUp() override {
+    MS_SKIP_WITHOUT_CUDA();
+    if (GetParam().preset != "tiny") MS_SKIP_130M_ON_EMULATOR();
+  }
   std::shared_ptr<const Model> model() const {
     return GetModel({GetParam().preset, GetParam().type, GetParam().dtype});
   }
@@ -283,7 +297,7 @@ TEST_F(CudaBackendTest, GraphReplayEqualsEager) {
 }
 
 TEST_F(CudaBackendTest, SkinnyGemmEqualsCublas) {
-  auto m = GetModel({"130m", ModelType::kMamba, DType::kF32});
+  auto m = GetModel({kOnEmulator ? "tiny" : "130m", ModelType::kMamba, DType::kF32});
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     auto skinny = MakeCuda(m, 8, 512, dtype);
     auto cublas = MakeCuda(m, 8, 512, dtype);
@@ -296,7 +310,9 @@ TEST_F(CudaBackendTest, SkinnyGemmEqualsCublas) {
     StepOutput a, b;
     ASSERT_TRUE(skinny->Forward(step, &a).ok());
     ASSERT_TRUE(cublas->Forward(step, &b).ok());
-    EXPECT_LT(MaxAbsDiff(a.logits, b.logits), dtype == DType::kF32 ? 1e-3 : 5e-2);
+    // bf16: the skinny GEMM keeps fp32 activations, cuBLAS takes them rounded to bf16 (see
+    // CudaVsCpuTest::Tolerance); over the 130m shape's 24 layers that moves these logits by 0.088.
+    EXPECT_LT(MaxAbsDiff(a.logits, b.logits), dtype == DType::kF32 ? 1e-3 : 0.25);
   }
 }
 
@@ -307,6 +323,7 @@ TEST_F(CudaBackendTest, RejectsBadSteps) {
 }
 
 TEST_F(CudaBackendTest, SlotsAreClampedToDeviceMemoryAndOomIsAnError) {
+  // Loads the 130m-shaped model but runs nothing on it: fine on the emulator too.
   auto m = GetModel({"130m", ModelType::kMamba, DType::kF32});
   BackendOptions options;
   options.num_slots = 100'000'000;  // 2.7 MiB each: far beyond any device
