@@ -41,13 +41,16 @@ class ServerE2eTest : public ::testing::Test {
   }
   static void TearDownTestSuite() { delete model_dir_; }
 
-  void Start(std::vector<std::string> args = {}) {
-    server_ = std::make_unique<testing::ServerProcess>(kBinary, model_dir_->path(), std::move(args));
+  void Start(std::vector<std::string> args = {}, std::vector<std::string> environment = {}) {
+    server_ = std::make_unique<testing::ServerProcess>(kBinary, model_dir_->path(), std::move(args),
+                                                       std::move(environment));
     ASSERT_TRUE(server_->serving()) << server_->log();
     stub_ = MambaServe::NewStub(server_->channel());
   }
   void TearDown() override {
-    if (server_) EXPECT_EQ(server_->Stop(), 0) << server_->log();
+    if (server_) {
+      EXPECT_EQ(server_->Stop(), 0) << server_->log();
+    }
     if (std::getenv("MAMBASERVE_TEST_SHOW_LOG") && server_) std::cerr << server_->log();  // debugging aid
   }
 
@@ -191,6 +194,51 @@ TEST_F(ServerE2eTest, SessionTurnsEqualOneRequestWithTheWholeConversation) {
   EXPECT_EQ(session.location(), v1::STATE_LOCATION_DEVICE);
   EXPECT_GT(session.state_bytes(), 0);
 }
+
+#if defined(MAMBASERVE_CUDA_EMULATED_MODULE)
+// The scheduler and server are unchanged over the CUDA backend: here its module built on the CUDA
+// emulator (tests/cuda_emulator), which runs CudaBackend's kernels on the CPU. Concurrent greedy
+// and seeded sampled streams and a two-turn session give the CPU backend's tokens.
+TEST_F(ServerE2eTest, CudaBackendStreamsTheCpuBackendsTokens) {
+  auto serve_all = [&] {
+    std::vector<std::future<Generation>> futures;
+    for (int i = 0; i < 6; ++i) {
+      futures.push_back(std::async(std::launch::async, [&, i] {
+        GenerateRequest r = Tokens({3 + i, 50 + 7 * i, 9, 200 + i, 11 + i}, 12, i % 2 ? 0.9 : 0.0);
+        r.mutable_sampling()->set_seed(40 + i);
+        return Run(r, std::chrono::seconds(120));
+      }));
+    }
+    std::vector<std::vector<int32_t>> tokens;
+    for (auto& f : futures) {
+      const Generation g = f.get();
+      EXPECT_TRUE(g.status.ok()) << g.status.error_message();
+      tokens.push_back(g.tokens);
+    }
+    CreateSession("turns");
+    for (const std::vector<int32_t>& prompt : {std::vector<int32_t>{5, 6, 7}, {8, 9}}) {
+      GenerateRequest r = Tokens(prompt, 6);
+      r.set_session_id("turns");
+      const Generation g = Run(r, std::chrono::seconds(120));
+      EXPECT_TRUE(g.status.ok()) << g.status.error_message();
+      tokens.push_back(g.tokens);
+    }
+    return tokens;
+  };
+  Start({"--backend", "cpu"});
+  const auto on_cpu = serve_all();
+  ASSERT_EQ(server_->Stop(), 0) << server_->log();
+
+  Start({"--backend", "cuda"}, {"MAMBASERVE_CUDA_MODULE=" MAMBASERVE_CUDA_EMULATED_MODULE});
+  EXPECT_EQ(Info().backend(), "cuda");
+  const auto on_cuda = serve_all();
+  ASSERT_EQ(on_cuda.size(), on_cpu.size());
+  for (size_t i = 0; i < on_cpu.size(); ++i) {
+    EXPECT_EQ(on_cuda[i].size(), i < 6 ? 12u : 6u) << "request " << i;
+    EXPECT_EQ(on_cuda[i], on_cpu[i]) << "request " << i;
+  }
+}
+#endif
 
 TEST_F(ServerE2eTest, TextSessionTurnsEqualOneTextRequestWhenTheBoundaryIsClean) {
   Start();

@@ -20,7 +20,9 @@ namespace mambaserve::testing {
 
 class ServerProcess {
  public:
-  ServerProcess(const std::string& binary, const std::string& model_dir, std::vector<std::string> extra_args) {
+  // `environment`: NAME=VALUE entries added to the server's environment.
+  ServerProcess(const std::string& binary, const std::string& model_dir, std::vector<std::string> extra_args,
+                std::vector<std::string> environment = {}) {
     const std::string port_file = dir_.file("port");
     log_file_ = dir_.file("server.log");
     std::vector<std::string> args = {binary, "serve", "--model", model_dir, "--listen", "127.0.0.1:0",
@@ -29,6 +31,7 @@ class ServerProcess {
     pid_ = fork();
     if (pid_ == 0) {
       freopen(log_file_.c_str(), "w", stderr);
+      for (std::string& assignment : environment) putenv(assignment.data());
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
