@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
 #include "engine/cpu/cpu_backend.h"
@@ -87,7 +88,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Mod
     CudaAttempt cuda = TryCudaBackend(model, options);
     if (cuda.result == CudaCreateResult::kOk) return std::move(cuda.backend);
     if (cuda.result == CudaCreateResult::kError || options.kind == BackendKind::kCuda) {
-      return absl::FailedPreconditionError(absl::StrCat("CUDA backend: ", cuda.message));
+      // The backend's own errors already say where they come from.
+      return absl::FailedPreconditionError(absl::StartsWith(cuda.message, "CUDA backend")
+                                               ? cuda.message
+                                               : absl::StrCat("CUDA backend: ", cuda.message));
     }
     if (fallback_reason != nullptr) *fallback_reason = cuda.message;
   }

@@ -238,6 +238,18 @@ TEST_F(ServerE2eTest, CudaBackendStreamsTheCpuBackendsTokens) {
     EXPECT_EQ(on_cuda[i], on_cpu[i]) << "request " << i;
   }
 }
+
+// A device too small for the weights: the server does not start, and says why in numbers.
+TEST_F(ServerE2eTest, CudaOutOfMemoryForTheWeightsIsAClearStartupError) {
+  testing::ServerProcess server(kBinary, model_dir_->path(), {"--backend", "cuda"},
+                                {"MAMBASERVE_CUDA_MODULE=" MAMBASERVE_CUDA_EMULATED_MODULE,
+                                 "MAMBASERVE_CUDA_EMULATOR_MEMORY_BYTES=100000"});
+  EXPECT_FALSE(server.serving());
+  EXPECT_NE(server.Wait(), 0);
+  EXPECT_THAT(server.log(), HasSubstr("CUDA backend: cannot allocate 0.4 MiB for the F32 weights"));
+  EXPECT_THAT(server.log(), HasSubstr("free of 0.1 MiB"));
+  EXPECT_THAT(server.log(), ::testing::Not(HasSubstr("CUDA backend: CUDA backend")));
+}
 #endif
 
 TEST_F(ServerE2eTest, TextSessionTurnsEqualOneTextRequestWhenTheBoundaryIsClean) {

@@ -42,6 +42,7 @@ class ServerProcess {
     while (std::chrono::steady_clock::now() < give_up) {
       std::ifstream in(port_file);
       if (in >> port_ && port_ > 0) break;
+      if (Exited()) return;  // before listening: see log()
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (port_ <= 0) return;
@@ -57,6 +58,7 @@ class ServerProcess {
         serving_ = true;
         return;
       }
+      if (Exited()) return;  // e.g. the model failed to load: see log()
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
@@ -98,6 +100,14 @@ class ServerProcess {
   }
 
  private:
+  // Reaps the server if it has exited (recording its status).
+  bool Exited() {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return true;
+  }
+
   TempDir dir_;
   std::string log_file_;
   pid_t pid_ = -1;
