@@ -21,6 +21,10 @@ struct SequenceInput {
   std::span<const int32_t> tokens;  // new tokens, at least one; every id < vocab_size
   bool start_fresh = false;         // zero the slot's state before the first token
   bool want_logits = true;          // return logits for the last token
+  // With want_logits: only the greedy token (StepOutput::argmax) is needed, so the backend may
+  // leave this sequence's logits row unwritten. The CUDA backend then picks the token on the
+  // device and copies back 4 bytes instead of the whole vocabulary row.
+  bool token_only = false;
 };
 
 struct Step {
@@ -31,6 +35,8 @@ struct StepOutput {
   int64_t vocab_size = 0;
   std::vector<float> logits;            // [rows][vocab_size], rows = sequences with want_logits
   std::vector<int> row_of_sequence;     // per sequence: its row in `logits`, or -1
+  // Per sequence with want_logits: ArgMax of its logits (engine/greedy.h); -1 for the others.
+  std::vector<int32_t> argmax;
   std::span<const float> Row(int sequence) const {
     const int row = row_of_sequence[sequence];
     return {logits.data() + static_cast<size_t>(row) * vocab_size, static_cast<size_t>(vocab_size)};

@@ -1,13 +1,17 @@
 #include "engine/greedy.h"
 
 #include "engine/status_macros.h"
+#include "kernels/mamba_math.h"
 
 namespace mambaserve {
 
 int32_t ArgMax(std::span<const float> values) {
   int32_t best = 0;
-  for (size_t i = 1; i < values.size(); ++i)
-    if (values[i] > values[best]) best = static_cast<int32_t>(i);
+  for (size_t i = 1; i < values.size(); ++i) {
+    if (math::ArgMaxPrefers(values[i], static_cast<int>(i), values[best], best)) {
+      best = static_cast<int32_t>(i);
+    }
+  }
   return best;
 }
 

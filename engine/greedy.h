@@ -15,7 +15,8 @@ struct GreedyResult {
   std::vector<int32_t> generated;
 };
 
-// Index of the largest value; ties go to the lowest index.
+// Index of the largest value; ties go to the lowest index, and NaN is never preferred to a number
+// (math::ArgMaxPrefers, the order the CUDA argmax kernel reduces with too).
 int32_t ArgMax(std::span<const float> values);
 
 absl::StatusOr<GreedyResult> GreedyGenerate(Backend& backend, int slot,

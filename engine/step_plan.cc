@@ -31,6 +31,7 @@ absl::Status ValidateStep(const Step& step, int num_slots, int64_t vocab_size) {
 void PrepareStepOutput(const Step& step, int64_t vocab_size, StepOutput* out) {
   out->vocab_size = vocab_size;
   out->row_of_sequence.assign(step.sequences.size(), -1);
+  out->argmax.assign(step.sequences.size(), -1);
   int rows = 0;
   for (size_t i = 0; i < step.sequences.size(); ++i)
     if (step.sequences[i].want_logits) out->row_of_sequence[i] = rows++;

@@ -26,7 +26,8 @@ struct PassChunk {
 absl::Status ValidateStep(const Step& step, int num_slots, int64_t vocab_size);
 
 // Gives each sequence with want_logits the next logits row and sizes out->logits to
-// [rows][vocab_size]; the backend then writes every row.
+// [rows][vocab_size], and out->argmax to one -1 per sequence; the backend then writes every row
+// (token_only rows it may skip) and the argmax of each.
 void PrepareStepOutput(const Step& step, int64_t vocab_size, StepOutput* out);
 
 // Packs the step's tokens into passes of at most max_rows rows, in order: a long prompt spans

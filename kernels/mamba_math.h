@@ -43,6 +43,16 @@ MS_HOST_DEVICE float ConvSilu(const float* window, const float* weight, float bi
   return Silu(acc);
 }
 
+// Greedy decoding's order on (logit, token id): a number beats NaN, a larger logit beats a smaller
+// one, and ties go to the lower id. Any reduction order (a sequential scan or a GPU tree) under
+// this order picks the same token.
+MS_HOST_DEVICE bool ArgMaxPrefers(float value, int index, float best_value, int best_index) {
+  const bool is_number = value == value, best_is_number = best_value == best_value;
+  if (is_number != best_is_number) return is_number;
+  if (is_number && value != best_value) return value > best_value;
+  return index < best_index;
+}
+
 // Widest conv kernel the CUDA kernels keep in registers (Mamba uses 4).
 inline constexpr int kMaxConvWidth = 8;
 // Largest d_state the CUDA scan maps onto one warp's lanes (Mamba uses 16).

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/blas_kernels.h"
 #include "engine/cpu/mixer_ops.h"
+#include "engine/greedy.h"
 #include "engine/status_macros.h"
 #include "engine/step_plan.h"
 
@@ -140,6 +141,9 @@ void CpuBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOut
   const WeightMatrix& head = tied_ ? embeddings_ : lm_head_;
   head.MatMul(final_.data(), D, n_final, out->logits.data() + static_cast<size_t>(first_out_row) * config_.vocab_size,
               config_.vocab_size, pool_);
+  for (const Chunk& ch : chunks) {
+    if (ch.emits_logits) out->argmax[ch.sequence] = ArgMax(out->Row(ch.sequence));
+  }
 }
 
 void CpuBackend::RunLayer(const Layer& l, int64_t layer_index, const std::vector<Chunk>& chunks,

@@ -11,6 +11,7 @@
 #include "engine/cuda/cuda_status.h"
 #include "engine/status_macros.h"
 #include "engine/step_plan.h"
+#include "kernels/argmax.h"
 #include "kernels/bcdt_rms_norm.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/embedding.h"
@@ -353,7 +354,9 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
   meta_.fresh = 4 * rows;
   meta_.logit_rows = 5 * rows;
   meta_.logit_count = 6 * rows;
-  meta_.total = 6 * rows + 1;
+  meta_.upload = 6 * rows + 1;
+  meta_.argmax = meta_.upload;
+  meta_.total = meta_.argmax + rows;
 
   auto layout = [&](char* base) {
     ArenaLayout a(base);
@@ -523,8 +526,12 @@ absl::Status CudaBackend::Forward(const Step& step, StepOutput* out) {
   // The scheduler thread may not be the one that created the backend: the current device is
   // per thread.
   MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
-  return ForEachPass(step, max_rows_, meta_host_ + meta_.tokens,
-                     [&](const std::vector<Chunk>& chunks, int64_t rows) { return RunPass(chunks, rows, out); });
+  step_sequences_ = &step.sequences;
+  const absl::Status status = ForEachPass(
+      step, max_rows_, meta_host_ + meta_.tokens,
+      [&](const std::vector<Chunk>& chunks, int64_t rows) { return RunPass(chunks, rows, out); });
+  step_sequences_ = nullptr;
+  return status;
 }
 
 kernels::ChunkTable CudaBackend::DeviceChunks(int num_chunks) const {
@@ -561,6 +568,8 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
   int32_t* m = meta_host_;
   int n_logits = 0;
   int first_out_row = -1;
+  std::vector<int>& emitting = emitting_sequences_;
+  emitting.clear();
   for (int i = 0; i < num_chunks; ++i) {
     const Chunk& ch = chunks[i];
     m[meta_.row_begin + i] = static_cast<int32_t>(ch.row_begin);
@@ -573,6 +582,7 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
       if (out_row != first_out_row + n_logits)
         return absl::InternalError("logits rows of a pass are not contiguous");
       m[meta_.logit_rows + n_logits++] = static_cast<int32_t>(ch.row_begin + ch.len - 1);
+      emitting.push_back(ch.sequence);
     }
   }
   m[meta_.logit_count] = n_logits;
@@ -589,29 +599,67 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
       m[meta_.fresh + i] = 0;
     }
     MS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+        cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4, cudaMemcpyHostToDevice, stream_),
         "step metadata upload");
     RETURN_IF_ERROR(ReplayDecodeGraph(bucket));
   } else {
     MS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+        cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4, cudaMemcpyHostToDevice, stream_),
         "step metadata upload");
     RETURN_IF_ERROR(EnqueueForward(rows, num_chunks, decode, n_logits, act));
     ++stats_.eager_passes;
   }
 
-  // lm_head only on the rows that emit logits, straight into the caller's buffer.
+  // lm_head only on the rows that emit logits; the argmax of every such row on the device, and
+  // back to the caller's buffer only the rows that need more than their token.
   const int64_t esize = kernels::GemmTypeSize(act);
   for (int g0 = 0; g0 < n_logits; g0 += logits_rows_) {
     const int count = std::min(logits_rows_, n_logits - g0);
     RETURN_IF_ERROR(Gemm(lm_head_, static_cast<char*>(final_) + g0 * config_.d_model * esize, act,
                          config_.d_model, count, logits_, V));
-    MS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(out->logits.data() + static_cast<size_t>(first_out_row + g0) * V, logits_,
-                        static_cast<size_t>(count) * V * 4, cudaMemcpyDeviceToHost, stream_),
-        "logits download");
+    kernels::ArgMaxParams argmax;
+    argmax.logits = logits_;
+    argmax.rows = count;
+    argmax.cols = argmax.ld = V;
+    argmax.out = meta_device_ + meta_.argmax + g0;
+    RETURN_IF_ERROR(LaunchStatus(kernels::InvokeArgMax(argmax, stream_), "ArgMax"));
+    RETURN_IF_ERROR(DownloadLogitsRows(*out, g0, count, first_out_row, step_sequences_));
   }
-  return CudaStatus(cudaStreamSynchronize(stream_), "forward pass");
+  if (n_logits > 0) {
+    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_host_ + meta_.argmax, meta_device_ + meta_.argmax,
+                                            static_cast<size_t>(n_logits) * 4,
+                                            cudaMemcpyDeviceToHost, stream_),
+                            "argmax download");
+  }
+  RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_), "forward pass"));
+  for (int r = 0; r < n_logits; ++r) out->argmax[emitting[r]] = meta_host_[meta_.argmax + r];
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::DownloadLogitsRows(StepOutput& out, int g0, int count,
+                                             int first_out_row,
+                                             const std::vector<SequenceInput>* sequences) {
+  // Runs of consecutive rows that want their logits become one copy each.
+  const int64_t V = config_.vocab_size;
+  const auto wanted = [&](int r) {
+    return !(*sequences)[emitting_sequences_[g0 + r]].token_only;
+  };
+  for (int r = 0; r < count;) {
+    if (!wanted(r)) {
+      ++r;
+      continue;
+    }
+    int end = r + 1;
+    while (end < count && wanted(end)) ++end;
+    MS_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(out.logits.data() + static_cast<size_t>(first_out_row + g0 + r) * V,
+                        logits_ + static_cast<size_t>(r) * V, static_cast<size_t>(end - r) * V * 4,
+                        cudaMemcpyDeviceToHost, stream_),
+        "logits download");
+    stats_.logits_rows_downloaded += end - r;
+    r = end;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
@@ -623,14 +671,14 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
     std::fill_n(meta_host_ + meta_.slot, bucket, -1);
     meta_host_[meta_.logit_count] = 0;
     MS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+        cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4, cudaMemcpyHostToDevice, stream_),
         "step metadata upload");
     RETURN_IF_ERROR(
         EnqueueForward(bucket, bucket, /*decode=*/true, bucket, ActivationType(bucket)));
     MS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "graph warm-up");
     std::copy(saved.begin(), saved.end(), meta_host_);
     MS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(meta_device_, meta_host_, meta_.total * 4, cudaMemcpyHostToDevice, stream_),
+        cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4, cudaMemcpyHostToDevice, stream_),
         "step metadata upload");
     MS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
                             "graph capture begin");

@@ -50,6 +50,7 @@ class CudaBackend final : public Backend {
     int64_t eager_passes = 0;
     int64_t graph_replays = 0;
     int64_t graph_captures = 0;
+    int64_t logits_rows_downloaded = 0;  // token_only rows are not counted: only their argmax moves
   };
   const Stats& stats() const { return stats_; }
   // Set when num_slots was clamped to what fits in device memory.
@@ -80,7 +81,8 @@ class CudaBackend final : public Backend {
   using Chunk = PassChunk;
   // Host mirror of the per-pass metadata block (pinned), uploaded in one copy.
   struct MetaLayout {
-    int64_t tokens, row_begin, len, slot, fresh, logit_rows, logit_count, total;  // int32 offsets
+    // int32 offsets. [0, upload) goes to the device before a pass; [argmax, total) comes back.
+    int64_t tokens, row_begin, len, slot, fresh, logit_rows, logit_count, upload, argmax, total;
   };
 
   CudaBackend(const ModelConfig& config, const BackendOptions& options, DType weight_dtype);
@@ -105,6 +107,9 @@ class CudaBackend final : public Backend {
   // GEMM-input dtype for a pass of `rows` rows: fp32 when the skinny GEMM takes every GEMM of the
   // pass (bf16 weights times unrounded activations), else the weight dtype (cuBLAS).
   kernels::GemmType ActivationType(int64_t rows) const;
+  // Copies logits rows [g0, g0 + count) of the pass (in logits_) to `out`, except token_only ones.
+  absl::Status DownloadLogitsRows(StepOutput& out, int g0, int count, int first_out_row,
+                                  const std::vector<SequenceInput>* sequences);
   absl::Status ReplayDecodeGraph(int bucket);
   void DropGraphs();
 
@@ -160,6 +165,8 @@ class CudaBackend final : public Backend {
   int32_t* meta_device_ = nullptr;
   int32_t* meta_host_ = nullptr;  // pinned
   MetaLayout meta_;
+  const std::vector<SequenceInput>* step_sequences_ = nullptr;  // of the Forward call running
+  std::vector<int> emitting_sequences_;  // the running pass's sequences, by logits row
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode graphs by bucket size
   Stats stats_;

@@ -125,7 +125,9 @@ class CudaVsCpuTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
     MS_SKIP_WITHOUT_CUDA();
-    if (GetParam().preset != "tiny") MS_SKIP_130M_ON_EMULATOR();
+    if (GetParam().preset != "tiny") {
+      MS_SKIP_130M_ON_EMULATOR();
+    }
   }
   std::shared_ptr<const Model> model() const {
     return GetModel({GetParam().preset, GetParam().type, GetParam().dtype});
@@ -213,6 +215,58 @@ TEST_P(CudaVsCpuTest, MixedPrefillAndDecodeOverScatteredSlots) {
               10 * Tolerance())
         << "slot " << slot;
   }
+}
+
+// token_only sequences get their greedy token picked on the device, and their logits rows are
+// not copied back; the others' rows still are. Prefill (eager) and decode (graph replay) passes.
+TEST_P(CudaVsCpuTest, TokenOnlySequencesGetTheirGreedyTokenWithoutTheirRow) {
+  auto m = model();
+  const int64_t V = m->config.vocab_size;
+  auto cpu = MakeCpu(m, 8);
+  auto gpu = MakeCuda(m, 8);
+  ASSERT_NE(gpu, nullptr);
+  // The device's token is the host argmax of the CPU's logits, or (bf16) within the tolerance of
+  // it: the two backends' logits differ by that much, which may reorder a near tie.
+  auto expect_same_token = [&](const StepOutput& co, const StepOutput& go, int i) {
+    const std::span<const float> row = co.Row(i);
+    if (GetParam().dtype == DType::kF32) {
+      EXPECT_EQ(go.argmax[i], ArgMax(row)) << "sequence " << i;
+    } else {
+      ASSERT_GE(go.argmax[i], 0);
+      EXPECT_GE(row[go.argmax[i]], row[ArgMax(row)] - 2 * Tolerance()) << "sequence " << i;
+    }
+  };
+  Step prefill;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 6; ++i) prompts.push_back(RandomTokens(2 + 3 * i, V, 60 + i));
+  for (int i = 0; i < 6; ++i) {
+    prefill.sequences.push_back({i, prompts[i], true, /*want_logits=*/i != 5, /*token_only=*/i % 2 == 1});
+  }
+  StepOutput co, go;
+  ASSERT_TRUE(cpu->Forward(prefill, &co).ok());
+  ASSERT_TRUE(gpu->Forward(prefill, &go).ok());
+  EXPECT_EQ(gpu->stats().logits_rows_downloaded, 3);  // sequences 0, 2, 4
+  EXPECT_EQ(go.argmax[5], -1);
+  std::vector<int32_t> next(6);
+  for (int i = 0; i < 5; ++i) {
+    expect_same_token(co, go, i);
+    if (i % 2 == 0) {
+      EXPECT_LT(MaxAbsDiff(co.Row(i), go.Row(i)), Tolerance()) << "sequence " << i;
+    }
+    next[i] = co.argmax[i];
+  }
+  for (int rep = 0; rep < 3; ++rep) {
+    Step decode;
+    for (int i = 0; i < 5; ++i) decode.sequences.push_back({i, std::span(&next[i], 1), false, true, true});
+    ASSERT_TRUE(cpu->Forward(decode, &co).ok());
+    ASSERT_TRUE(gpu->Forward(decode, &go).ok());
+    for (int i = 0; i < 5; ++i) {
+      expect_same_token(co, go, i);
+      next[i] = co.argmax[i];
+    }
+  }
+  EXPECT_EQ(gpu->stats().logits_rows_downloaded, 3);
+  EXPECT_GE(gpu->stats().graph_replays, 2);
 }
 
 TEST_P(CudaVsCpuTest, SlotStateMovesBetweenBackends) {

@@ -10,7 +10,9 @@
 
 #include "engine/cpu/mixer_ops.h"
 #include "engine/dtype.h"
+#include "engine/greedy.h"
 #include "gtest/gtest.h"
+#include "kernels/argmax.h"
 #include "kernels/bcdt_rms_norm.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/embedding.h"
@@ -399,6 +401,55 @@ TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
   f32_w_bf16_x.w_type = GemmType::kF32;
   f32_w_bf16_x.x_type = GemmType::kBF16;
   EXPECT_FALSE(SkinnyGemmSupports(f32_w_bf16_x));
+}
+
+// Rows of random logits with planted ties, NaN, infinities and an all-NaN row, over a vocabulary
+// that is not a multiple of the block and a padded leading dimension: the kernel's token is
+// ArgMax's (the host greedy rule) every time.
+TEST(CudaArgMaxTest, PicksTheHostGreedyTokenIncludingTiesAndNaN) {
+  MS_SKIP_WITHOUT_CUDA();
+  for (int64_t cols : {1, 37, 50280}) {
+    const int64_t rows = 7, ld = cols + 3;
+    std::vector<float> logits = Random(rows * ld, static_cast<uint32_t>(cols), 3.0f);
+    auto at = [&](int64_t r, int64_t j) -> float& { return logits[r * ld + j]; };
+    const float nan = std::nanf("");
+    if (cols > 1) {
+      at(1, cols - 1) = at(1, 0) = 100.0f;  // tie: the lower id wins
+      at(2, 0) = nan;                       // NaN first: never preferred to a number
+      at(3, cols / 2) = INFINITY;
+      at(3, cols - 1) = INFINITY;
+      for (int64_t j = 0; j < cols; ++j) at(4, j) = -INFINITY;
+      at(4, cols - 1) = nan;  // -inf beats NaN
+    }
+    for (int64_t j = 0; j < cols; ++j) at(5, j) = nan;  // all NaN: the first id
+    for (int64_t j = 0; j < cols; ++j) at(6, j) = 0.5f;  // all equal: the first id
+    DeviceBuffer<float> d_logits(logits);
+    DeviceBuffer<int32_t> d_out(rows);
+    ArgMaxParams p;
+    p.logits = d_logits.get();
+    p.rows = rows;
+    p.cols = cols;
+    p.ld = ld;
+    p.out = d_out.get();
+    ASSERT_EQ(InvokeArgMax(p, nullptr), 0);
+    const std::vector<int32_t> got = d_out.Download();
+    for (int64_t r = 0; r < rows; ++r) {
+      const int32_t want = ArgMax(std::span<const float>(logits.data() + r * ld, cols));
+      EXPECT_EQ(got[r], want) << "cols " << cols << " row " << r;
+    }
+    if (cols > 1) {
+      EXPECT_EQ(got[1], 0);
+      EXPECT_NE(got[2], 0);
+      EXPECT_EQ(got[3], cols / 2);
+      EXPECT_EQ(got[4], 0);
+    }
+  }
+  ArgMaxParams bad;
+  bad.rows = 1;
+  bad.cols = 10;
+  bad.ld = 5;
+  EXPECT_NE(InvokeArgMax(bad, nullptr), 0);
+  cudaGetLastError();
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaOpsTest, ::testing::Values(GemmType::kF32, GemmType::kBF16),
