@@ -28,9 +28,9 @@ absl::StatusOr<GreedyResult> GreedyGenerate(Backend& backend, int slot,
   for (int i = 0; i < num_generate; ++i) {
     result.generated.push_back(token);
     if (i + 1 == num_generate) break;
-    step.sequences[0] = {slot, std::span<const int32_t>(&token, 1), false, true};
+    step.sequences[0] = {slot, std::span<const int32_t>(&token, 1), false, true, /*token_only=*/true};
     RETURN_IF_ERROR(backend.Forward(step, &out));
-    token = ArgMax(out.Row(0));
+    token = out.argmax[0];
   }
   return result;
 }

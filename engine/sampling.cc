@@ -199,4 +199,16 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
   return result;
 }
 
+bool Sampler::OnlyNeedsArgMax() const {
+  return params_.temperature == 0 && params_.logprobs == 0 && params_.repetition_penalty == 1.0 &&
+         params_.presence_penalty == 0.0 && params_.frequency_penalty == 0.0;
+}
+
+SampledToken Sampler::TakeArgMax(int32_t token) {
+  ++output_counts_[token];
+  SampledToken result;
+  result.token = token;
+  return result;
+}
+
 }  // namespace mambaserve

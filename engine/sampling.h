@@ -63,6 +63,12 @@ class Sampler {
   // Picks the next token from `logits` [V] and records it for the penalties.
   SampledToken Sample(std::span<const float> logits);
 
+  // Whether Sample always returns ArgMax(logits) and nothing else is needed: greedy, with no
+  // penalties and no logprobs. The scheduler then asks the backend for the token only
+  // (SequenceInput::token_only) and passes it to TakeArgMax instead of calling Sample.
+  bool OnlyNeedsArgMax() const;
+  SampledToken TakeArgMax(int32_t token);
+
   // Log-softmax of the raw logits (what `logprobs` reports), exposed for tests.
   static void LogSoftmax(std::span<const float> logits, std::vector<float>* out);
 

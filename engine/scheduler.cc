@@ -229,9 +229,8 @@ void Scheduler::Admit() {
   }
 }
 
-void Scheduler::HandleToken(Sequence& seq, std::span<const float> logits) {
+void Scheduler::HandleToken(Sequence& seq, const SampledToken& sampled) {
   const SamplingParams& params = seq.request.sampling;
-  const SampledToken sampled = seq.sampler->Sample(logits);
   const int32_t token = sampled.token;
   ++seq.generated;
   ++counters_.generated_tokens;
@@ -346,7 +345,8 @@ bool Scheduler::RunStep() {
   for (auto& seq : running_) {
     if (!seq->decoding || budget == 0) continue;
     if (!seq->request.stream->HasRoom()) continue;  // its reader is behind: pause, don't buffer more
-    step.sequences.push_back({seq->slot, std::span<const int32_t>(&seq->next_token, 1), false, true});
+    step.sequences.push_back({seq->slot, std::span<const int32_t>(&seq->next_token, 1), false, true,
+                              seq->sampler->OnlyNeedsArgMax()});
     in_step.push_back(seq.get());
     --budget;
     ++decode_tokens;
@@ -356,7 +356,8 @@ bool Scheduler::RunStep() {
     const size_t n = std::min<size_t>(budget, seq->feed.size() - seq->fed);
     const bool last_chunk = seq->fed + n == seq->feed.size();
     step.sequences.push_back({seq->slot, std::span<const int32_t>(seq->feed.data() + seq->fed, n),
-                              seq->start_fresh && seq->fed == 0, last_chunk});
+                              seq->start_fresh && seq->fed == 0, last_chunk,
+                              seq->sampler->OnlyNeedsArgMax()});
     in_step.push_back(seq.get());
     budget -= static_cast<int>(n);
     prefill_tokens += static_cast<int>(n);
@@ -379,7 +380,9 @@ bool Scheduler::RunStep() {
       seq.fed += step.sequences[i].tokens.size();
       if (!step.sequences[i].want_logits) continue;
     }
-    HandleToken(seq, out.Row(static_cast<int>(i)));
+    const int sequence = static_cast<int>(i);
+    HandleToken(seq, step.sequences[i].token_only ? seq.sampler->TakeArgMax(out.argmax[i])
+                                                  : seq.sampler->Sample(out.Row(sequence)));
   }
   std::erase_if(running_, [](const auto& seq) { return seq->done; });
   PublishStats(static_cast<int>(in_step.size()), prefill_tokens, decode_tokens,

@@ -77,7 +77,8 @@ class Scheduler {
   void DropCancelled();
   void Admit();
   absl::Status StartSequence(Sequence& seq);
-  void HandleToken(Sequence& seq, std::span<const float> logits);
+  // Emits a sampled token: stop checks, detokenization, events, finishing.
+  void HandleToken(Sequence& seq, const SampledToken& sampled);
   // Ends `seq`: releases its slot or ends its session's turn, pushes the final event.
   void Finish(Sequence& seq, FinishReason reason, absl::Status status, bool state_valid = true,
               GenerationEvent event = {});

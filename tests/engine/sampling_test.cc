@@ -1,5 +1,6 @@
 // Sampling: validation messages, each parameter's effect on the candidate set, seeded determinism.
 #include <cmath>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -65,6 +66,30 @@ TEST(SamplerTest, GreedyPicksArgmaxWithTiesToLowestId) {
   p.temperature = 0;
   Sampler sampler(p, {});
   EXPECT_EQ(sampler.Sample(std::vector<float>{0.1f, 2.0f, 2.0f, -1.0f}).token, 1);
+}
+
+TEST(SamplerTest, OnlyPlainGreedyNeedsJustTheArgMax) {
+  SamplingParams p;
+  p.temperature = 0;
+  EXPECT_TRUE(Sampler(p, {}).OnlyNeedsArgMax());
+  const std::vector<float> logits = {0.5f, 2.0f, 2.0f, -1.0f};
+  Sampler sampler(p, {});
+  EXPECT_EQ(sampler.TakeArgMax(1).token, sampler.Sample(logits).token);
+  for (auto change : std::vector<std::function<void(SamplingParams&)>>{
+           [](SamplingParams& q) { q.temperature = 0.5; },
+           [](SamplingParams& q) { q.logprobs = 1; },
+           [](SamplingParams& q) { q.repetition_penalty = 1.1; },
+           [](SamplingParams& q) { q.presence_penalty = 0.5; },
+           [](SamplingParams& q) { q.frequency_penalty = 0.5; }}) {
+    SamplingParams q = p;
+    change(q);
+    EXPECT_FALSE(Sampler(q, {}).OnlyNeedsArgMax());
+  }
+  // top-k / top-p / min-p do not change a greedy pick.
+  p.top_k = 3;
+  p.top_p = 0.5;
+  p.min_p = 0.1;
+  EXPECT_TRUE(Sampler(p, {}).OnlyNeedsArgMax());
 }
 
 TEST(SamplerTest, SameSeedSameTokensDifferentSeedDifferentTokens) {

@@ -2,6 +2,7 @@
 // cancellation and deadlines free slots, slow readers pause only themselves, stop conditions,
 // session resume = one-shot, export/import continuity, a full admission queue.
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <thread>
 #include <numeric>
@@ -121,6 +122,74 @@ class SchedulerTest : public ::testing::Test {
 testing::TempDir* SchedulerTest::dir_;
 std::shared_ptr<const Model>* SchedulerTest::model_;
 Tokenizer* SchedulerTest::tokenizer_;
+
+// Forwards to a real backend and counts the sequences that asked for their token only. Their
+// logits rows are overwritten with NaN, as a backend that skips them (CUDA) may leave them: the
+// scheduler must take their token from StepOutput::argmax.
+class TokenOnlyCountingBackend : public Backend {
+ public:
+  explicit TokenOnlyCountingBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  BackendInfo info() const override { return inner_->info(); }
+  absl::Status Forward(const Step& step, StepOutput* out) override {
+    absl::Status status = inner_->Forward(step, out);
+    if (!status.ok()) return status;
+    for (size_t i = 0; i < step.sequences.size(); ++i) {
+      if (!step.sequences[i].want_logits) continue;
+      if (!step.sequences[i].token_only) {
+        ++full_rows;
+        continue;
+      }
+      ++token_only_rows;
+      const size_t row = static_cast<size_t>(out->row_of_sequence[i]) * out->vocab_size;
+      std::fill_n(out->logits.begin() + row, out->vocab_size, std::nanf(""));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
+  absl::Status ReadSlot(int slot, std::span<uint8_t> out) override { return inner_->ReadSlot(slot, out); }
+  absl::Status WriteSlot(int slot, std::span<const uint8_t> in) override { return inner_->WriteSlot(slot, in); }
+
+  int token_only_rows = 0;
+  int full_rows = 0;
+
+ private:
+  std::unique_ptr<Backend> inner_;
+};
+
+TEST_F(SchedulerTest, PlainGreedyRequestsAskForTheirTokenOnlyAndOthersForTheirLogits) {
+  auto requests = [] {
+    std::vector<SamplingParams> r(4, Greedy(8));
+    r[1].temperature = 0.8;  // sampled
+    r[1].seed = 5;
+    r[2].logprobs = 2;              // greedy, but the logprobs need the row
+    r[3].repetition_penalty = 1.3;  // greedy over penalised logits
+    r.push_back(Greedy(8));
+    return r;
+  };
+  auto run = [&](Scheduler& s) {
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    const auto params = requests();
+    for (size_t i = 0; i < params.size(); ++i)
+      streams.push_back(Submit(s, Prompt(4 + static_cast<int>(i), static_cast<int>(i)), params[i]));
+    return RunAll(s, streams);
+  };
+  BackendOptions options;
+  options.kind = BackendKind::kCpu;
+  options.num_slots = 8;
+  options.num_threads = 1;
+  TokenOnlyCountingBackend counting(std::move(*CreateBackend(*model_, options)));
+  Scheduler with_token_only(&counting, tokenizer_, (*model_)->fingerprint, {});
+  const auto got = run(with_token_only);
+  auto plain = Make(8);
+  const auto want = run(*plain);
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    EXPECT_EQ(got[i].tokens.size(), 8u);
+  }
+  EXPECT_EQ(counting.token_only_rows, 2 * 8);  // requests 0 and 4
+  EXPECT_EQ(counting.full_rows, 3 * 8);
+}
 
 TEST_F(SchedulerTest, BatchedWithThirtyOneOthersEqualsAloneWithTheSameSeed) {
   auto make_params = [](int i) {
