@@ -22,6 +22,26 @@ __global__ void RotateThroughShared(const int* in, int* out) {
   out[blockIdx.x * blockDim.x + t] = values[(t + 1) % blockDim.x];
 }
 
+// The same with the left neighbour: with threads run in one fixed order, one of the two
+// directions would pass even without the barrier.
+__global__ void RotateLeftThroughShared(const int* in, int* out) {
+  __shared__ int values[256];
+  const int t = threadIdx.x;
+  values[t] = in[blockIdx.x * blockDim.x + t];
+  __syncthreads();
+  out[blockIdx.x * blockDim.x + t] = values[(t + blockDim.x - 1) % blockDim.x];
+}
+
+// Both directions without the barrier: alternate blocks run their threads in opposite orders, so
+// one of the two reads stale shared memory in some block.
+__global__ void RotateBothWaysWithoutBarrier(int* out) {
+  __shared__ int values[64];
+  const int t = threadIdx.x;
+  values[t] = static_cast<int>(blockIdx.x * 1000 + t);
+  out[blockIdx.x * 128 + t] = values[(t + 1) % 64];
+  out[blockIdx.x * 128 + 64 + t] = values[(t + 63) % 64];
+}
+
 __global__ void GroupSums(const float* in, float* out, int lanes) {
   float v = in[threadIdx.x];
   const unsigned mask =
@@ -75,6 +95,49 @@ TEST(CudaEmulatorTest, SyncThreadsOrdersSharedMemoryAcrossEveryBlock) {
   cudaFree(d_out);
 }
 
+TEST(CudaEmulatorTest, ThreadOrderAlternatesSoAMissingBarrierShowsEitherWay) {
+  std::vector<int> in(2 * 256);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<int>(3 * i);
+  int* d_in = DeviceCopy(in);
+  int* d_out = DeviceCopy(std::vector<int>(in.size(), -1));
+  Launch(RotateLeftThroughShared, 2, 256, nullptr, d_in, d_out);
+  const std::vector<int> out = HostCopy(d_out, in.size());
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < 256; ++t) ASSERT_EQ(out[b * 256 + t], 3 * (b * 256 + (t + 255) % 256));
+
+  int* d_racy = DeviceCopy(std::vector<int>(2 * 128, -1));
+  Launch(RotateBothWaysWithoutBarrier, 2, 64, nullptr, d_racy);
+  const std::vector<int> racy = HostCopy(d_racy, 2 * 128);
+  int correct = 0;
+  for (int b = 0; b < 2; ++b) {
+    for (int t = 0; t < 64; ++t) {
+      correct += racy[b * 128 + t] == b * 1000 + (t + 1) % 64;
+      correct += racy[b * 128 + 64 + t] == b * 1000 + (t + 63) % 64;
+    }
+  }
+  EXPECT_LT(correct, 256) << "the missing barrier went unnoticed";
+  cudaFree(d_in);
+  cudaFree(d_out);
+  cudaFree(d_racy);
+}
+
+TEST(CudaEmulatorTest, IssuedWorkRunsOnlyWhenSomethingWaitsForIt) {
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  float* data = DeviceCopy(std::vector<float>(32, 0.0f));
+  Launch(AddOne, 1, 32, stream, data);
+  std::vector<float> host(32, -1.0f);
+  ASSERT_EQ(cudaMemcpyAsync(host.data(), data, 32 * sizeof(float), cudaMemcpyDeviceToHost, stream),
+            cudaSuccess);
+  EXPECT_EQ(host[0], -1.0f);  // not waited for yet: a host read now races
+  // A synchronous copy waits for the legacy stream and blocking streams, not this one.
+  EXPECT_EQ(HostCopy(data, 32)[0], 0.0f);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_EQ(host[0], 1.0f);
+  cudaFree(data);
+  cudaStreamDestroy(stream);
+}
+
 TEST(CudaEmulatorTest, ShuffleXorReducesWithinEachLaneGroup) {
   for (int lanes : {2, 8, 16, 32}) {
     std::vector<float> in(64);
@@ -94,12 +157,21 @@ TEST(CudaEmulatorTest, ShuffleXorReducesWithinEachLaneGroup) {
 }
 
 TEST(CudaEmulatorDeathTest, ShuffleNamingAnExitedLaneAborts) {
-  EXPECT_DEATH(Launch(ShuffleAfterLaneExits, 1, 32, nullptr), "lane 3 of warp 0, which has exited");
+  EXPECT_DEATH(
+      {
+        Launch(ShuffleAfterLaneExits, 1, 32, nullptr);
+        cudaDeviceSynchronize();
+      },
+      "lane 3 of warp 0, which has exited");
 }
 
 TEST(CudaEmulatorDeathTest, BarrierThatCannotCompleteIsReportedAsDeadlock) {
-  EXPECT_DEATH(Launch(BarrierAgainstShuffle, 1, 32, nullptr),
-               "deadlock: 1 threads wait at __syncthreads, 31 at a warp shuffle");
+  EXPECT_DEATH(
+      {
+        Launch(BarrierAgainstShuffle, 1, 32, nullptr);
+        cudaDeviceSynchronize();
+      },
+      "deadlock: 1 threads wait at __syncthreads, 31 at a warp shuffle");
 }
 
 TEST(CudaEmulatorTest, InvalidLaunchConfigurationIsTheLastError) {

@@ -59,19 +59,30 @@ struct Fiber {
 };
 
 // Fiber stacks, one per GPU thread of a block, mapped once per CPU thread and reused (pages are
-// only committed when a kernel touches them).
+// only committed when a kernel touches them). Each stack's lowest page is a guard: an overflow
+// faults at once instead of overwriting the neighbouring fiber's saved registers.
 class StackArena {
  public:
+  static constexpr size_t kGuardBytes = 4096;
+  static constexpr size_t kSlotBytes = kStackBytes + kGuardBytes;
+
   StackArena() {
-    base_ = static_cast<char*>(mmap(nullptr, kStackBytes * kMaxThreadsPerBlock,
-                                    PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    base_ = static_cast<char*>(mmap(nullptr, kSlotBytes * kMaxThreadsPerBlock, PROT_READ | PROT_WRITE,
+                                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0));
     if (base_ == MAP_FAILED) {
       std::perror("cuda emulator: mmap of fiber stacks");
       std::abort();
     }
+    for (int i = 0; i < kMaxThreadsPerBlock; ++i) {
+      if (mprotect(base_ + static_cast<size_t>(i) * kSlotBytes, kGuardBytes, PROT_NONE) != 0) {
+        std::perror("cuda emulator: mprotect of a stack guard page");
+        std::abort();
+      }
+    }
   }
-  ~StackArena() { munmap(base_, kStackBytes * kMaxThreadsPerBlock); }
-  char* Stack(int i) const { return base_ + static_cast<size_t>(i) * kStackBytes; }
+  ~StackArena() { munmap(base_, kSlotBytes * kMaxThreadsPerBlock); }
+  // The lowest usable byte of stack i (stacks grow down from Stack(i) + kStackBytes).
+  char* Stack(int i) const { return base_ + static_cast<size_t>(i) * kSlotBytes + kGuardBytes; }
 
  private:
   char* base_;
@@ -82,6 +93,7 @@ struct BlockRun {
   std::vector<Fiber> fibers;
   Fiber* current = nullptr;
   const std::function<void()>* body = nullptr;
+  bool descending = false;  // the order threads run in (see RunBlock)
 };
 
 thread_local BlockRun* tls_run = nullptr;
@@ -203,9 +215,15 @@ void RunBlock(BlockRun& run, const StackArena& stacks) {
     f.state = FiberState::kRunnable;
     f.stack_pointer = InitialStackPointer(stacks.Stack(static_cast<int>(i)));
   }
+  // Threads run in ascending order in even blocks and descending order in odd ones, so a missing
+  // barrier between a write and another thread's read shows in one or the other whichever way
+  // round the two threads are.
+  const int count = static_cast<int>(run.fibers.size());
+  const bool descending = run.descending;
   for (;;) {
     bool all_exited = true;
-    for (Fiber& f : run.fibers) {
+    for (int k = 0; k < count; ++k) {
+      Fiber& f = run.fibers[descending ? count - 1 - k : k];
       if (f.state == FiberState::kRunnable) {
         run.current = &f;
         mambaserve_emulator_switch(&run.scheduler_stack_pointer, f.stack_pointer);
@@ -278,6 +296,7 @@ void RunGrid(dim3 grid, dim3 block, const std::function<void()>& kernel_body) {
             }
           }
         }
+        run.descending = (bx + by + bz) % 2 == 1;
         RunBlock(run, stacks);
       }
     }

@@ -4,8 +4,9 @@
 // This is what lets the CUDA kernels and CudaBackend run (and be tested) on machines without a
 // GPU. It checks what a GPU would silently get wrong or hang on: a barrier or shuffle that some
 // threads never reach, a shuffle naming a lane that has exited or is outside its mask, and launch
-// configurations the hardware refuses. It does not model timing, memory ordering between blocks
-// or concurrency between streams: blocks run one after another, streams execute in issue order.
+// configurations the hardware refuses. Threads of alternate blocks run in opposite orders, so a
+// missing __syncthreads between one thread's write and another's read fails in one of them. It
+// does not model timing or memory ordering between blocks: blocks run one after another.
 #pragma once
 
 #include <cuda_runtime.h>

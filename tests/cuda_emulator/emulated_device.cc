@@ -4,12 +4,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <thread>
 
 // The runtime's opaque stream type, defined here because the emulator is the runtime.
 struct CUstream_st {
+  bool non_blocking = false;  // cudaStreamNonBlocking: the legacy stream does not wait for it
+  std::vector<mambaserve::cuda_emulator::Operation> pending;  // issued, run at a synchronisation
   bool capturing = false;
   bool capture_invalidated = false;
   std::thread::id capture_thread;
@@ -43,6 +46,29 @@ DeviceMemory& Memory() {
 CUstream_st& LegacyStream() {
   static CUstream_st* stream = new CUstream_st;
   return *stream;
+}
+
+// Every stream's pending work, guarded by one lock that is also held while work runs (the
+// emulator executes one thing at a time anyway).
+struct Streams {
+  std::recursive_mutex mu;
+  std::vector<CUstream_st*> all;  // the legacy stream first
+};
+
+Streams& AllStreams() {
+  static Streams* streams = [] {
+    auto* s = new Streams;
+    s->all.push_back(&LegacyStream());
+    return s;
+  }();
+  return *streams;
+}
+
+void RunPending(CUstream_st& s) {
+  // Taken out first: an operation may not enqueue more, but a graph launch runs many.
+  std::vector<Operation> work = std::move(s.pending);
+  s.pending.clear();
+  for (Operation& op : work) op();
 }
 
 CUstream_st& Resolve(cudaStream_t stream) {
@@ -137,22 +163,61 @@ cudaError_t PeekLastError() { return tls_last_error; }
 void Complain(const std::string& what) { std::fprintf(stderr, "cuda emulator: %s\n", what.c_str()); }
 
 cudaError_t Enqueue(cudaStream_t stream, Operation op) {
+  Streams& streams = AllStreams();
+  std::lock_guard lock(streams.mu);
   CUstream_st& s = Resolve(stream);
   if (s.capturing) {
     s.captured.push_back(std::move(op));
-  } else {
-    op();
+    return cudaSuccess;
   }
+  // The legacy stream's implicit ordering: its work starts after what blocking streams issued
+  // before it, and theirs after what it issued before. Running that earlier work now keeps the
+  // order without tracking events.
+  CUstream_st& legacy = LegacyStream();
+  if (&s == &legacy) {
+    for (CUstream_st* other : streams.all) {
+      if (other != &legacy && !other->non_blocking) RunPending(*other);
+    }
+  } else if (!s.non_blocking) {
+    RunPending(legacy);
+  }
+  s.pending.push_back(std::move(op));
   return cudaSuccess;
 }
 
-cudaStream_t CreateStream() { return new CUstream_st; }
+void SynchronizeStream(cudaStream_t stream) {
+  std::lock_guard lock(AllStreams().mu);
+  RunPending(Resolve(stream));
+}
+
+void SynchronizeDevice(bool include_non_blocking) {
+  Streams& streams = AllStreams();
+  std::lock_guard lock(streams.mu);
+  for (CUstream_st* s : streams.all) {
+    if (include_non_blocking || !s->non_blocking) RunPending(*s);
+  }
+}
+
+cudaStream_t CreateStream(bool non_blocking) {
+  auto* stream = new CUstream_st;
+  stream->non_blocking = non_blocking;
+  Streams& streams = AllStreams();
+  std::lock_guard lock(streams.mu);
+  streams.all.push_back(stream);
+  return stream;
+}
 
 void DestroyStream(cudaStream_t stream) {
-  if (stream != nullptr && stream != cudaStreamPerThread && stream != cudaStreamLegacy) delete stream;
+  if (stream == nullptr || stream == cudaStreamPerThread || stream == cudaStreamLegacy) return;
+  Streams& streams = AllStreams();
+  std::lock_guard lock(streams.mu);
+  RunPending(*stream);  // work already issued still completes
+  streams.all.erase(std::find(streams.all.begin(), streams.all.end(), stream));
+  delete stream;
 }
 
 cudaError_t BeginCapture(cudaStream_t stream) {
+  std::lock_guard lock(AllStreams().mu);
   CUstream_st& s = Resolve(stream);
   if (&s == &LegacyStream()) {
     Complain("graph capture on the legacy default stream");
@@ -168,6 +233,7 @@ cudaError_t BeginCapture(cudaStream_t stream) {
 }
 
 cudaError_t EndCapture(cudaStream_t stream, std::vector<Operation>* operations) {
+  std::lock_guard lock(AllStreams().mu);
   CUstream_st& s = Resolve(stream);
   if (!s.capturing) return SetLastError(cudaErrorIllegalState);
   if (s.capture_thread != std::this_thread::get_id()) return SetLastError(cudaErrorStreamCaptureWrongThread);
@@ -194,6 +260,8 @@ cudaError_t LaunchGrid(dim3 grid, dim3 block, cudaStream_t stream, Operation gri
              std::to_string(grid.y) + ", " + std::to_string(grid.z) + "), block (" +
              std::to_string(block.x) + ", " + std::to_string(block.y) + ", " +
              std::to_string(block.z) + ")");
+    // As on a GPU, a failed launch breaks a capture in progress.
+    if (tls_capturing != nullptr) tls_capturing->capture_invalidated = true;
     return SetLastError(config);
   }
   return Enqueue(stream, std::move(grid_body));

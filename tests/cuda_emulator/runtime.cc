@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -37,9 +38,14 @@ cudaError_t CheckCopy(void* dst, const void* src, size_t bytes, cudaMemcpyKind k
   return cudaSuccess;
 }
 
-std::vector<void*>& PinnedBlocks() {
-  static auto* blocks = new std::vector<void*>;
-  return *blocks;
+struct PinnedHost {
+  std::mutex mu;
+  std::vector<void*> blocks;
+};
+
+PinnedHost& Pinned() {
+  static auto* pinned = new PinnedHost;
+  return *pinned;
 }
 
 }  // namespace
@@ -90,18 +96,25 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 
 cudaError_t cudaDeviceSynchronize() {
   const cudaError_t e = emu::CheckNotCapturing("cudaDeviceSynchronize");
-  return e != cudaSuccess ? e : emu::PeekLastError();
-}
-
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return emu::CheckNotCapturing("cudaStreamSynchronize"); }
-
-cudaError_t cudaStreamCreate(cudaStream_t* stream) {
-  *stream = emu::CreateStream();
+  if (e != cudaSuccess) return e;
+  emu::SynchronizeDevice(/*include_non_blocking=*/true);
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
-  *stream = emu::CreateStream();
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  const cudaError_t e = emu::CheckNotCapturing("cudaStreamSynchronize");
+  if (e != cudaSuccess) return e;
+  emu::SynchronizeStream(stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+  *stream = emu::CreateStream(/*non_blocking=*/false);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
+  *stream = emu::CreateStream((flags & cudaStreamNonBlocking) != 0);
   return cudaSuccess;
 }
 
@@ -153,7 +166,9 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 
 cudaError_t cudaFree(void* ptr) {
   const cudaError_t e = emu::CheckNotCapturing("cudaFree");
-  return e != cudaSuccess ? e : emu::FreeDevice(ptr);
+  if (e != cudaSuccess) return e;
+  emu::SynchronizeDevice(/*include_non_blocking=*/true);  // cudaFree waits for the device
+  return emu::FreeDevice(ptr);
 }
 
 cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
@@ -161,12 +176,14 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
   if (e != cudaSuccess) return e;
   *ptr = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
   if (*ptr == nullptr) return emu::SetLastError(cudaErrorMemoryAllocation);
-  PinnedBlocks().push_back(*ptr);
+  std::lock_guard lock(Pinned().mu);
+  Pinned().blocks.push_back(*ptr);
   return cudaSuccess;
 }
 
 cudaError_t cudaFreeHost(void* ptr) {
-  auto& blocks = PinnedBlocks();
+  std::lock_guard lock(Pinned().mu);
+  auto& blocks = Pinned().blocks;
   for (size_t i = 0; i < blocks.size(); ++i) {
     if (blocks[i] == ptr) {
       blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
@@ -195,7 +212,9 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   const cudaError_t e = emu::CheckNotCapturing("cudaMemcpy");
   if (e != cudaSuccess) return e;
-  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+  const cudaError_t issued = cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+  emu::SynchronizeDevice(/*include_non_blocking=*/false);
+  return issued;
 }
 
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
@@ -209,7 +228,9 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
 cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
   const cudaError_t e = emu::CheckNotCapturing("cudaMemset");
   if (e != cudaSuccess) return e;
-  return cudaMemsetAsync(dst, value, bytes, nullptr);
+  const cudaError_t issued = cudaMemsetAsync(dst, value, bytes, nullptr);
+  emu::SynchronizeDevice(/*include_non_blocking=*/false);
+  return issued;
 }
 
 cudaError_t cudaGetLastError() { return emu::TakeLastError(); }

@@ -370,6 +370,31 @@ TEST_F(CudaBackendTest, SkinnyGemmEqualsCublas) {
   }
 }
 
+// More rows emit logits in one pass than one lm_head GEMM takes (256): the second group's tokens
+// and rows land in their places too, with token_only rows mixed in.
+TEST_F(CudaBackendTest, LogitsGroupsPastTheFirstKeepTheirRowsAndTokens) {
+  auto m = GetModel({"tiny", ModelType::kMamba, DType::kF32});
+  const int n = 300;
+  auto cpu = MakeCpu(m, n);
+  auto gpu = MakeCuda(m, n);
+  ASSERT_NE(gpu, nullptr);
+  gpu->set_use_graphs(false);
+  std::vector<std::vector<int32_t>> tokens;
+  for (int i = 0; i < n; ++i) tokens.push_back(RandomTokens(1, m->config.vocab_size, 500 + i));
+  Step step;
+  for (int i = 0; i < n; ++i) step.sequences.push_back({i, tokens[i], true, true, i % 3 == 0});
+  StepOutput co, go;
+  ASSERT_TRUE(cpu->Forward(step, &co).ok());
+  ASSERT_TRUE(gpu->Forward(step, &go).ok());
+  for (int i = 0; i < n; ++i) {
+    EXPECT_EQ(go.argmax[i], co.argmax[i]) << "sequence " << i;
+    if (i % 3 != 0) {
+      EXPECT_LT(MaxAbsDiff(co.Row(i), go.Row(i)), 1e-3) << "sequence " << i;
+    }
+  }
+  EXPECT_EQ(gpu->stats().logits_rows_downloaded, 200);
+}
+
 TEST_F(CudaBackendTest, RejectsBadSteps) {
   auto gpu = MakeCuda(GetModel({"tiny", ModelType::kMamba, DType::kF32}), 2);
   ASSERT_NE(gpu, nullptr);
