@@ -4,7 +4,8 @@
 #   2. Release build (CPU engine, server, tools, tests, benchmarks)
 #   3. AddressSanitizer + UBSan build of the engine and tokenizer tests, run
 #   4. with nvcc present: the CUDA backend module for sm_80/86/89/90 and its tests (GPU ones skip)
-#   5. every CTest test of the Release build (unit, end-to-end, float64 reference comparison)
+#   5. every CTest test of the Release build (unit, end-to-end, float64 reference comparison, and
+#      the GPU suites run on the CUDA emulator, tests/cuda_emulator)
 # Prints the time each phase took and the test totals. Exit status is non-zero if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
