@@ -45,8 +45,9 @@ __global__ void ArgMaxKernel(ArgMaxParams p) {
   __syncthreads();
   if (warp == 0) {
     const int num_warps = blockDim.x >> 5;
-    Candidate c = lane < num_warps ? Candidate{values[lane], indices[lane]}
-                                   : Candidate{__int_as_float(0x7fffffff), static_cast<int>(p.cols)};
+    Candidate c = lane < num_warps
+                      ? Candidate{values[lane], indices[lane]}
+                      : Candidate{__int_as_float(0x7fffffff), static_cast<int>(p.cols)};
     c = WarpBest(c);
     if (lane == 0) p.out[blockIdx.x] = c.index;
   }

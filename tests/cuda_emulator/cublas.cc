@@ -24,26 +24,38 @@ namespace {
 
 int ElementSize(cudaDataType type) {
   switch (type) {
-    case CUDA_R_32F: return 4;
+    case CUDA_R_32F:
+      return 4;
     case CUDA_R_16BF:
-    case CUDA_R_16F: return 2;
-    default: return 0;
+    case CUDA_R_16F:
+      return 2;
+    default:
+      return 0;
   }
 }
 
 float Load(const void* base, cudaDataType type, int64_t index) {
   switch (type) {
-    case CUDA_R_32F: return static_cast<const float*>(base)[index];
-    case CUDA_R_16BF: return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[index]);
-    default: return __half2float(static_cast<const __half*>(base)[index]);
+    case CUDA_R_32F:
+      return static_cast<const float*>(base)[index];
+    case CUDA_R_16BF:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[index]);
+    default:
+      return __half2float(static_cast<const __half*>(base)[index]);
   }
 }
 
 void Store(void* base, cudaDataType type, int64_t index, float value) {
   switch (type) {
-    case CUDA_R_32F: static_cast<float*>(base)[index] = value; break;
-    case CUDA_R_16BF: static_cast<__nv_bfloat16*>(base)[index] = __float2bfloat16_rn(value); break;
-    default: static_cast<__half*>(base)[index] = __float2half_rn(value); break;
+    case CUDA_R_32F:
+      static_cast<float*>(base)[index] = value;
+      break;
+    case CUDA_R_16BF:
+      static_cast<__nv_bfloat16*>(base)[index] = __float2bfloat16_rn(value);
+      break;
+    default:
+      static_cast<__half*>(base)[index] = __float2half_rn(value);
+      break;
   }
 }
 
@@ -129,10 +141,10 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
       for (int i = 0; i < m; ++i) {
         double acc = 0.0;
         for (int l = 0; l < k; ++l) {
-          const int64_t a_index = ta ? static_cast<int64_t>(i) * lda + l
-                                     : static_cast<int64_t>(l) * lda + i;
-          const int64_t b_index = tb ? static_cast<int64_t>(l) * ldb + j
-                                     : static_cast<int64_t>(j) * ldb + l;
+          const int64_t a_index =
+              ta ? static_cast<int64_t>(i) * lda + l : static_cast<int64_t>(l) * lda + i;
+          const int64_t b_index =
+              tb ? static_cast<int64_t>(l) * ldb + j : static_cast<int64_t>(j) * ldb + l;
           acc += static_cast<double>(Load(A, a_type, a_index)) * Load(B, b_type, b_index);
         }
         const int64_t c_index = static_cast<int64_t>(j) * ldc + i;
@@ -147,12 +159,18 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
 
 const char* cublasGetStatusName(cublasStatus_t status) {
   switch (status) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    default: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default:
+      return "CUBLAS_STATUS_INTERNAL_ERROR";
   }
 }
 

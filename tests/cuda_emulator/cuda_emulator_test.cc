@@ -1,13 +1,13 @@
 // The emulator's own guarantees: barriers and shuffles behave as on a GPU, and what a GPU would
 // hang on or silently corrupt (a shuffle naming an exited lane, a deadlocked barrier, a copy or
 // GEMM operand outside its allocation, a synchronous call during graph capture) is reported.
-#include "tests/cuda_emulator/kernel_prelude.h"
-
 #include <cublas_v2.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
+
+#include "tests/cuda_emulator/kernel_prelude.h"
 
 namespace mambaserve::cuda_emulator {
 namespace {

@@ -67,8 +67,9 @@ class StackArena {
   static constexpr size_t kSlotBytes = kStackBytes + kGuardBytes;
 
   StackArena() {
-    base_ = static_cast<char*>(mmap(nullptr, kSlotBytes * kMaxThreadsPerBlock, PROT_READ | PROT_WRITE,
-                                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0));
+    base_ =
+        static_cast<char*>(mmap(nullptr, kSlotBytes * kMaxThreadsPerBlock, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0));
     if (base_ == MAP_FAILED) {
       std::perror("cuda emulator: mmap of fiber stacks");
       std::abort();
@@ -100,10 +101,10 @@ thread_local BlockRun* tls_run = nullptr;
 
 [[noreturn]] void Fatal(const BlockRun& run, const std::string& what) {
   const ThreadIndex& t = run.fibers.front().index;
-  std::fprintf(stderr,
-               "cuda emulator: %s\n  grid (%u, %u, %u), block (%u, %u, %u), in block (%u, %u, %u)\n",
-               what.c_str(), t.grid_dim.x, t.grid_dim.y, t.grid_dim.z, t.block_dim.x, t.block_dim.y,
-               t.block_dim.z, t.block_idx.x, t.block_idx.y, t.block_idx.z);
+  std::fprintf(
+      stderr, "cuda emulator: %s\n  grid (%u, %u, %u), block (%u, %u, %u), in block (%u, %u, %u)\n",
+      what.c_str(), t.grid_dim.x, t.grid_dim.y, t.grid_dim.z, t.block_dim.x, t.block_dim.y,
+      t.block_dim.z, t.block_idx.x, t.block_idx.y, t.block_idx.z);
   std::abort();
 }
 

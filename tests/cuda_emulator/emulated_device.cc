@@ -1,10 +1,10 @@
 #include "tests/cuda_emulator/emulated_device.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <algorithm>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -160,7 +160,9 @@ cudaError_t TakeLastError() {
 
 cudaError_t PeekLastError() { return tls_last_error; }
 
-void Complain(const std::string& what) { std::fprintf(stderr, "cuda emulator: %s\n", what.c_str()); }
+void Complain(const std::string& what) {
+  std::fprintf(stderr, "cuda emulator: %s\n", what.c_str());
+}
 
 cudaError_t Enqueue(cudaStream_t stream, Operation op) {
   Streams& streams = AllStreams();
@@ -236,7 +238,8 @@ cudaError_t EndCapture(cudaStream_t stream, std::vector<Operation>* operations) 
   std::lock_guard lock(AllStreams().mu);
   CUstream_st& s = Resolve(stream);
   if (!s.capturing) return SetLastError(cudaErrorIllegalState);
-  if (s.capture_thread != std::this_thread::get_id()) return SetLastError(cudaErrorStreamCaptureWrongThread);
+  if (s.capture_thread != std::this_thread::get_id())
+    return SetLastError(cudaErrorStreamCaptureWrongThread);
   s.capturing = false;
   tls_capturing = nullptr;
   std::vector<Operation> captured = std::move(s.captured);
