@@ -380,9 +380,8 @@ bool Scheduler::RunStep() {
       seq.fed += step.sequences[i].tokens.size();
       if (!step.sequences[i].want_logits) continue;
     }
-    const int sequence = static_cast<int>(i);
     HandleToken(seq, step.sequences[i].token_only ? seq.sampler->TakeArgMax(out.argmax[i])
-                                                  : seq.sampler->Sample(out.Row(sequence)));
+                                                  : seq.sampler->Sample(out.Row(static_cast<int>(i))));
   }
   std::erase_if(running_, [](const auto& seq) { return seq->done; });
   PublishStats(static_cast<int>(in_step.size()), prefill_tokens, decode_tokens,

@@ -56,7 +56,7 @@ absl::Status ForEachPass(const Step& step, int64_t max_rows, int32_t* tokens,
       const int64_t len = std::min<int64_t>(total - done, max_rows - rows);
       std::copy_n(s.tokens.data() + done, len, tokens + rows);
       chunks.push_back(PassChunk{static_cast<int>(i), s.slot, rows, len, s.start_fresh && done == 0,
-                                 s.want_logits && done + len == total});
+                                 s.want_logits && done + len == total, s.token_only});
       rows += len;
       done += len;
     }

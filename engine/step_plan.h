@@ -19,6 +19,7 @@ struct PassChunk {
   int64_t len;
   bool start_fresh;   // the first chunk of a sequence that starts fresh
   bool emits_logits;  // the last chunk of a sequence that wants logits
+  bool token_only;    // with emits_logits: the sequence needs only its argmax, not its row
 };
 
 // Slots in [0, num_slots) and distinct (OutOfRange / InvalidArgument), at least one token per

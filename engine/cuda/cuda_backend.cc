@@ -526,12 +526,8 @@ absl::Status CudaBackend::Forward(const Step& step, StepOutput* out) {
   // The scheduler thread may not be the one that created the backend: the current device is
   // per thread.
   MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
-  step_sequences_ = &step.sequences;
-  const absl::Status status = ForEachPass(
-      step, max_rows_, meta_host_ + meta_.tokens,
-      [&](const std::vector<Chunk>& chunks, int64_t rows) { return RunPass(chunks, rows, out); });
-  step_sequences_ = nullptr;
-  return status;
+  return ForEachPass(step, max_rows_, meta_host_ + meta_.tokens,
+                     [&](const std::vector<Chunk>& chunks, int64_t rows) { return RunPass(chunks, rows, out); });
 }
 
 kernels::ChunkTable CudaBackend::DeviceChunks(int num_chunks) const {
@@ -568,7 +564,7 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
   int32_t* m = meta_host_;
   int n_logits = 0;
   int first_out_row = -1;
-  std::vector<int>& emitting = emitting_sequences_;
+  std::vector<const Chunk*>& emitting = emitting_chunks_;
   emitting.clear();
   for (int i = 0; i < num_chunks; ++i) {
     const Chunk& ch = chunks[i];
@@ -582,7 +578,7 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
       if (out_row != first_out_row + n_logits)
         return absl::InternalError("logits rows of a pass are not contiguous");
       m[meta_.logit_rows + n_logits++] = static_cast<int32_t>(ch.row_begin + ch.len - 1);
-      emitting.push_back(ch.sequence);
+      emitting.push_back(&ch);
     }
   }
   m[meta_.logit_count] = n_logits;
@@ -623,7 +619,7 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
     argmax.cols = argmax.ld = V;
     argmax.out = meta_device_ + meta_.argmax + g0;
     RETURN_IF_ERROR(LaunchStatus(kernels::InvokeArgMax(argmax, stream_), "ArgMax"));
-    RETURN_IF_ERROR(DownloadLogitsRows(*out, g0, count, first_out_row, step_sequences_));
+    RETURN_IF_ERROR(DownloadLogitsRows(*out, g0, count, first_out_row));
   }
   if (n_logits > 0) {
     MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_host_ + meta_.argmax, meta_device_ + meta_.argmax,
@@ -632,18 +628,15 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
                             "argmax download");
   }
   RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_), "forward pass"));
-  for (int r = 0; r < n_logits; ++r) out->argmax[emitting[r]] = meta_host_[meta_.argmax + r];
+  for (int r = 0; r < n_logits; ++r) out->argmax[emitting[r]->sequence] = meta_host_[meta_.argmax + r];
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::DownloadLogitsRows(StepOutput& out, int g0, int count,
-                                             int first_out_row,
-                                             const std::vector<SequenceInput>* sequences) {
+                                             int first_out_row) {
   // Runs of consecutive rows that want their logits become one copy each.
   const int64_t V = config_.vocab_size;
-  const auto wanted = [&](int r) {
-    return !(*sequences)[emitting_sequences_[g0 + r]].token_only;
-  };
+  const auto wanted = [&](int r) { return !emitting_chunks_[g0 + r]->token_only; };
   for (int r = 0; r < count;) {
     if (!wanted(r)) {
       ++r;

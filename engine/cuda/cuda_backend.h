@@ -108,8 +108,7 @@ class CudaBackend final : public Backend {
   // pass (bf16 weights times unrounded activations), else the weight dtype (cuBLAS).
   kernels::GemmType ActivationType(int64_t rows) const;
   // Copies logits rows [g0, g0 + count) of the pass (in logits_) to `out`, except token_only ones.
-  absl::Status DownloadLogitsRows(StepOutput& out, int g0, int count, int first_out_row,
-                                  const std::vector<SequenceInput>* sequences);
+  absl::Status DownloadLogitsRows(StepOutput& out, int g0, int count, int first_out_row);
   absl::Status ReplayDecodeGraph(int bucket);
   void DropGraphs();
 
@@ -165,8 +164,7 @@ class CudaBackend final : public Backend {
   int32_t* meta_device_ = nullptr;
   int32_t* meta_host_ = nullptr;  // pinned
   MetaLayout meta_;
-  const std::vector<SequenceInput>* step_sequences_ = nullptr;  // of the Forward call running
-  std::vector<int> emitting_sequences_;  // the running pass's sequences, by logits row
+  std::vector<const Chunk*> emitting_chunks_;  // the running pass's, by logits row
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode graphs by bucket size
   Stats stats_;

@@ -65,7 +65,7 @@ Streams& AllStreams() {
 }
 
 void RunPending(CUstream_st& s) {
-  // Taken out first: an operation may not enqueue more, but a graph launch runs many.
+  // Moved out first, so the stream's queue is empty again before any of its work runs.
   std::vector<Operation> work = std::move(s.pending);
   s.pending.clear();
   for (Operation& op : work) op();

@@ -235,6 +235,7 @@ def main(argv=None):
         if args.quick and not c["quick"]:
             print("SKIP %-26s (--quick)" % c["name"])
             continue
+        tol = tolerance(c, args.backend)
         t0 = time.time()
         try:
             r = run_case(c, binary, prompt_seed=1000 + i, backend=args.backend)
@@ -252,13 +253,11 @@ def main(argv=None):
         if t:
             timing += " (make %.1fs, eval %.1fs, ref %.1fs)" % (t["make"], t["eval"], t["ref"])
         print("%s %-26s max_abs_err=%.3e tol=%.0e tokens=%d/%d %s"
-              % (status, c["name"], r["err"], tolerance(c, args.backend), r["matched"], N_GENERATE,
-                 timing))
+              % (status, c["name"], r["err"], tol, r["matched"], N_GENERATE, timing))
         if r["note"]:
             print("     " + r["note"].replace("\n", "\n     "))
         sys.stdout.flush()
-        summary.append(dict(case=c["name"], ok=r["ok"], max_abs_err=r["err"],
-                            tol=tolerance(c, args.backend),
+        summary.append(dict(case=c["name"], ok=r["ok"], max_abs_err=r["err"], tol=tol,
                             tokens_matched=r["matched"], note=r["note"], seconds=elapsed))
     with open(os.path.join(args.workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -85,15 +85,12 @@ class ServerProcess {
   int Wait(std::chrono::seconds wait = std::chrono::seconds(20)) {
     if (exit_code_ != -1) return exit_code_;
     const auto give_up = std::chrono::steady_clock::now() + wait;
-    int status = 0;
     while (std::chrono::steady_clock::now() < give_up) {
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        return exit_code_;
-      }
+      if (Exited()) return exit_code_;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     kill(pid_, SIGKILL);
+    int status = 0;
     waitpid(pid_, &status, 0);
     exit_code_ = -2;
     return exit_code_;
