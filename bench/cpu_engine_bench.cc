@@ -11,12 +11,13 @@
 #include <numeric>
 #include <random>
 
-#include "engine/backend.h"
-#include "engine/cpu/blas_kernels.h"
-#include "engine/cpu/thread_pool.h"
-#include "engine/random_model.h"
+#include "engine/backend_factory.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/cpu/blas_kernels.h"
+#include "engine/backend/cpu/thread_pool.h"
+#include "engine/testing/random_model.h"
 #include "nlohmann/json.hpp"
-#include "tools/command_line.h"
+#include "server/cli/command_line.h"
 
 namespace mambaserve {
 namespace {

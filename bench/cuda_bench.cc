@@ -17,9 +17,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "engine/cuda/cuda_backend.h"
-#include "engine/cuda/cuda_status.h"
-#include "engine/status_macros.h"
+#include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/cuda_status.h"
+#include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace mambaserve {

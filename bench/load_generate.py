@@ -5,7 +5,7 @@ Reports aggregate generated tokens/s, client-side time to first token (p50/p95) 
 latency, as JSON (stdout, and --json FILE). Starts its own server on the tiny model unless --target
 is given. Needs the test venv (scripts/python-test-env.sh):
 
-  build/pyenv/bin/python3 bench/load_generate.py --binary build/cpu/tools/mambaserve --streams 64 --max-tokens 128
+  build/pyenv/bin/python3 bench/load_generate.py --binary build/cpu/bin/mambaserve --streams 64 --max-tokens 128
 """
 import argparse
 import importlib
@@ -32,7 +32,7 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", help="host:port of a running server (default: start one)")
-    parser.add_argument("--binary", default=os.path.join(root, "build/cpu/tools/mambaserve"))
+    parser.add_argument("--binary", default=os.path.join(root, "build/cpu/bin/mambaserve"))
     parser.add_argument("--model", help="model dir for the started server (default: make-model --preset tiny)")
     parser.add_argument("--threads", default="0", help="--threads for the started server (0 = all cores)")
     parser.add_argument("--streams", type=int, default=64)

@@ -1,3 +1,5 @@
+#include "engine/backend_factory.h"
+
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -6,9 +8,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/backend.h"
-#include "engine/cpu/cpu_backend.h"
-#include "engine/cuda_module.h"
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/cuda_module.h"
 
 namespace mambaserve {
 namespace {

@@ -94,7 +94,7 @@ tail -3 "$OUT/build.log"
 # GPU tests, with per-test JSON (skips show as such: a skipped GPU test here is a failure).
 gpu_tests() {
   local rc=0 bin name
-  for bin in "$BUILD/tests/kernels/kernels_cuda_ops_test" "$BUILD/tests/engine/engine_cuda_backend_test"; do
+  for bin in "$BUILD/tests/kernels/kernels_cuda_ops_test" "$BUILD/tests/engine/backend/engine_cuda_backend_test"; do
     name=$(basename "$bin")
     "$bin" --gtest_output="json:$OUT/gtest-$name.json" || rc=1
     if grep -q '"result": "SKIPPED"' "$OUT/gtest-$name.json"; then
@@ -118,7 +118,7 @@ tail -5 "$OUT/ctest.log"
 
 # mambaserve eval, CUDA vs CPU, on generated models.
 eval_compare() {
-  local bin="$BUILD/tools/mambaserve" rc=0 preset type dtype dir tokens
+  local bin="$BUILD/bin/mambaserve" rc=0 preset type dtype dir tokens
   tokens=$(seq -s, 3 7 150)
   for preset in tiny 130m; do
     for type in mamba falcon_mamba; do
@@ -173,7 +173,7 @@ if /usr/bin/python3 -c "import numpy" 2>/dev/null; then
   reference_cuda() {
     local wrap="$OUT/mambaserve-cuda-wrapper.sh"
     printf '#!/usr/bin/env bash\nargs=()\nfor a in "$@"; do [[ $a == cpu ]] && a=cuda; args+=("$a"); done\nexec %q "${args[@]}"\n' \
-      "$BUILD/tools/mambaserve" > "$wrap"
+      "$BUILD/bin/mambaserve" > "$wrap"
     chmod +x "$wrap"
     /usr/bin/python3 tests/reference/compare_engine.py --quick --mambaserve "$wrap" --workdir "$BUILD/compare-cuda"
   }

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""Renders docs/dashboard-preview.png: the Grafana dashboard's panels, drawn with matplotlib from a
+"""Renders deploy/grafana/dashboard-preview.png: the Grafana dashboard's panels, drawn with matplotlib from a
 real Prometheus's query_range results while the synthetic-traffic exporter runs (about 3 minutes).
 
-    scripts/render-dashboard-preview.py [--exporter build/cpu/tests/metrics/metrics_test_exporter]
-                                        [--out docs/dashboard-preview.png] [--requests N]
+    scripts/render-dashboard-preview.py [--exporter build/cpu/tests/server/metrics/metrics_test_exporter]
+                                        [--out deploy/grafana/dashboard-preview.png] [--requests N]
 
 Needs the `prometheus` and `python3-matplotlib` Debian packages (scripts/install-deps.sh). Not part
 of CI: it is slow on purpose (rates need a minute of history to look like production).
@@ -16,7 +16,7 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests/metrics"))
+sys.path.insert(0, str(REPO / "tests/server/metrics"))
 import prom_stack  # noqa: E402
 
 import matplotlib  # noqa: E402
@@ -42,8 +42,8 @@ def legend_of(fmt, metric):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--exporter", default=str(REPO / "build/cpu/tests/metrics/metrics_test_exporter"))
-    parser.add_argument("--out", default=str(REPO / "docs/dashboard-preview.png"))
+    parser.add_argument("--exporter", default=str(REPO / "build/cpu/tests/server/metrics/metrics_test_exporter"))
+    parser.add_argument("--out", default=str(REPO / "deploy/grafana/dashboard-preview.png"))
     parser.add_argument("--requests", type=int, default=2400)
     parser.add_argument("--tail-seconds", type=float, default=30)
     args = parser.parse_args()

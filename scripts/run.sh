@@ -16,4 +16,4 @@ if [[ ${MAMBASERVE_CUDA:-0} == 1 ]]; then
 fi
 cmake --preset "$preset" -DMAMBASERVE_BUILD_TESTS=OFF -DMAMBASERVE_BUILD_BENCH=OFF >/dev/null
 cmake --build "build/$preset" -j "$(nproc)" --target "${targets[@]}"
-exec "build/$preset/tools/mambaserve" serve "$@"
+exec "build/$preset/bin/mambaserve" serve "$@"

@@ -66,13 +66,13 @@ metrics::FinishReason MetricsFinishReason(FinishReason reason, bool failed) {
 
 metrics::EngineStats SchedulerStatsSource::Snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (scheduler_ == nullptr) return metrics::EngineStats{};
-  return EngineStatsFrom(scheduler_->stats().Snapshot(), backend_);
+  if (stats_ == nullptr) return metrics::EngineStats{};
+  return EngineStatsFrom(stats_->Snapshot(), backend_);
 }
 
 void SchedulerStatsSource::Detach() {
   std::lock_guard<std::mutex> lock(mu_);
-  scheduler_ = nullptr;
+  stats_ = nullptr;
 }
 
 grpc::experimental::Interceptor* GrpcMetricsInterceptorFactory::CreateServerInterceptor(

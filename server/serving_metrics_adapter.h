@@ -8,10 +8,9 @@
 #include <mutex>
 #include <string>
 
-#include "engine/backend.h"
-#include "engine/generation.h"
-#include "engine/scheduler.h"
-#include "engine/scheduler_stats.h"
+#include "engine/backend/backend.h"
+#include "engine/serving/generation.h"
+#include "engine/serving/scheduler_stats.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "server/metrics/serving_metrics.h"
 
@@ -26,14 +25,14 @@ metrics::FinishReason MetricsFinishReason(FinishReason reason, bool failed);
 // waits for a step). Detach() before the scheduler goes away; later scrapes see no engine.
 class SchedulerStatsSource final : public metrics::EngineStatsSource {
  public:
-  SchedulerStatsSource(const Scheduler* scheduler, BackendInfo backend)
-      : scheduler_(scheduler), backend_(std::move(backend)) {}
+  SchedulerStatsSource(const SchedulerStatsPublisher* stats, BackendInfo backend)
+      : stats_(stats), backend_(std::move(backend)) {}
   metrics::EngineStats Snapshot() const override;
   void Detach();
 
  private:
   mutable std::mutex mu_;
-  const Scheduler* scheduler_;  // guarded by mu_; null once detached
+  const SchedulerStatsPublisher* stats_;  // guarded by mu_; null once detached
   const BackendInfo backend_;
 };
 

@@ -4,7 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "engine/tokenizer/absl_compat.h"
 #include "engine/tokenizer/bpe_model.h"
 #include "engine/tokenizer/json_util.h"

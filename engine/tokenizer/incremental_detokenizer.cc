@@ -1,7 +1,7 @@
 // IncrementalDetokenizer (declared in tokenizer.h). Decode() repairs the concatenated bytes of
 // all tokens; repairing a prefix gives the same result as long as an unfinished (but so far
 // valid) trailing character is held back, so each chunk is final and valid UTF-8.
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/utf8.h"
 

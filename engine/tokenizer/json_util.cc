@@ -1,7 +1,7 @@
 #include "engine/tokenizer/json_util.h"
 
 #include "absl/strings/str_cat.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "engine/tokenizer/absl_compat.h"
 
 namespace mambaserve {

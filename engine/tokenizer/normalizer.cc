@@ -5,7 +5,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "engine/tokenizer/absl_compat.h"
 #include "engine/tokenizer/json_util.h"
 

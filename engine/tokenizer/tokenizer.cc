@@ -5,7 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "engine/tokenizer/absl_compat.h"
 #include "engine/tokenizer/added_vocabulary.h"
 #include "engine/tokenizer/bpe_model.h"

@@ -8,9 +8,9 @@
 #include <random>
 #include <vector>
 
-#include "engine/cpu/mixer_ops.h"
-#include "engine/dtype.h"
-#include "engine/greedy.h"
+#include "engine/backend/cpu/mixer_ops.h"
+#include "engine/model/dtype.h"
+#include "engine/backend/greedy.h"
 #include "gtest/gtest.h"
 #include "kernels/argmax.h"
 #include "kernels/bcdt_rms_norm.h"

@@ -2,8 +2,8 @@
 grpcio-health-checking and grpcio-reflection clients, and stubs compiled from the .proto here.
 
 Run by CTest (server_python_e2e) in the venv scripts/python-test-env.sh makes:
-  build/pyenv/bin/python3 tests/server/test_server_e2e.py --binary build/cpu/tools/mambaserve \
-      --mambactl build/cpu/server/mambactl --proto-dir proto
+  build/pyenv/bin/python3 tests/server/test_server_e2e.py --binary build/cpu/bin/mambaserve \
+      --mambactl build/cpu/bin/mambactl --proto-dir proto
 """
 import argparse
 import concurrent.futures

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/cuda/cuda_status.h"
+#include "engine/backend/cuda/cuda_status.h"
 #include "gtest/gtest.h"
 
 // Skips the current test, with the reason, when no CUDA device is usable (no driver, no GPU).

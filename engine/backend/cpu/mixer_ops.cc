@@ -1,0 +1,145 @@
+#include "engine/backend/cpu/mixer_ops.h"
+
+#include <cstring>
+#include <vector>
+
+#include "engine/backend/cpu/fast_math.h"
+#include "kernels/mamba_math.h"
+
+namespace mambaserve::cpu {
+
+void RmsNormRows(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t rows,
+                 int64_t dim, float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ldx;
+    float* yr = y + r * ldy;
+    float sum_squares = 0.0f;
+    for (int64_t i = 0; i < dim; ++i) sum_squares += xr[i] * xr[i];
+    const float scale = math::RmsScale(sum_squares, static_cast<int>(dim), eps);
+    if (w != nullptr) {
+      for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * scale * w[i];
+    } else {
+      for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * scale;
+    }
+  }
+}
+
+void CausalConv1dSilu(const float* x, int64_t ldx, int64_t len, const float* weight,
+                      const float* bias, int64_t k_conv, float* state, float* out, int64_t ldo,
+                      int64_t c_begin, int64_t c_end) {
+  const int64_t hist = k_conv - 1;
+  if (len == 1) {
+    // Decode: the window is the state plus this token; shift the new token into the state.
+    for (int64_t ch = c_begin; ch < c_end; ++ch) {
+      float* st = state + ch * hist;
+      const float* w = weight + ch * k_conv;
+      const float xv = x[ch];
+      float acc = (bias != nullptr ? bias[ch] : 0.0f) + w[hist] * xv;
+      for (int64_t k = 0; k < hist; ++k) acc += w[k] * st[k];
+      out[ch] = FastSilu(acc);
+      for (int64_t k = 0; k + 1 < hist; ++k) st[k] = st[k + 1];
+      st[hist - 1] = xv;
+    }
+    return;
+  }
+  // window(t, k) is the input at time t-K+1+k: from the state for the first K-1 steps of the
+  // chunk, from x after that. Time outer, channels inner, so every row access is contiguous.
+  auto input = [&](int64_t ch, int64_t time) {  // time in [-hist, len)
+    return time < 0 ? state[ch * hist + (hist + time)] : x[time * ldx + ch];
+  };
+  for (int64_t t = 0; t < len; ++t) {
+    float* out_t = out + t * ldo;
+    if (t >= hist) {
+      for (int64_t ch = c_begin; ch < c_end; ++ch) {
+        float acc = bias != nullptr ? bias[ch] : 0.0f;
+        const float* w = weight + ch * k_conv;
+        for (int64_t k = 0; k < k_conv; ++k) acc += w[k] * x[(t - hist + k) * ldx + ch];
+        out_t[ch] = FastSilu(acc);
+      }
+    } else {
+      for (int64_t ch = c_begin; ch < c_end; ++ch) {
+        float acc = bias != nullptr ? bias[ch] : 0.0f;
+        const float* w = weight + ch * k_conv;
+        for (int64_t k = 0; k < k_conv; ++k) acc += w[k] * input(ch, t - hist + k);
+        out_t[ch] = FastSilu(acc);
+      }
+    }
+  }
+  // New state: the last K-1 inputs (from the old state when the chunk is shorter than K-1).
+  std::vector<float> last(hist);
+  for (int64_t ch = c_begin; ch < c_end; ++ch) {
+    for (int64_t j = 0; j < hist; ++j) last[j] = input(ch, len - hist + j);
+    std::memcpy(state + ch * hist, last.data(), hist * sizeof(float));
+  }
+}
+
+namespace {
+
+// One token's update of `count` states of one channel. With a compile-time count the compiler
+// turns it into straight vector code (FastExp included); the y reduction is reassociated.
+template <int64_t kCount>
+inline float ScanStates(float* __restrict h, const float* __restrict a, const float* __restrict b,
+                        const float* __restrict c, float dt, float dt_x) {
+  float da[kCount], prod[kCount];
+#pragma omp simd
+  for (int64_t n = 0; n < kCount; ++n) da[n] = FastExp(dt * a[n]);
+#pragma omp simd
+  for (int64_t n = 0; n < kCount; ++n) {
+    h[n] = da[n] * h[n] + dt_x * b[n];
+    prod[n] = h[n] * c[n];
+  }
+  // Pairwise sum: log2(N) dependent adds instead of the N-long chain of an in-order reduction,
+  // which dominated the decode scan.
+  for (int64_t width = kCount / 2; width >= 1; width /= 2) {
+#pragma omp simd
+    for (int64_t n = 0; n < width; ++n) prod[n] += prod[n + width];
+  }
+  return prod[0];
+}
+
+}  // namespace
+
+// Cloned for AVX-512 / AVX2 / baseline and picked at load time.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void SelectiveScan(const float* x, const float* dt, const float* b, const float* c, int64_t ld_bc,
+                   const float* a, const float* d, const float* z, int64_t ldz, int64_t len,
+                   int64_t d_inner, int64_t d_state, float* state, float* y, int64_t c_begin,
+                   int64_t c_end) {
+  constexpr int64_t kBlock = 16;  // d_state of every released Mamba-1 model
+  // Time outer, channels inner: the rows of x, dt, z are contiguous and this thread's states
+  // ([c_end - c_begin][N] floats, tens of KiB) stay in cache across tokens.
+  for (int64_t t = 0; t < len; ++t) {
+    const float* bt = b + t * ld_bc;
+    const float* ct = c + t * ld_bc;
+    const float* xt = x + t * d_inner;
+    const float* dtt = dt + t * d_inner;
+    const float* zt = z + t * ldz;
+    float* yt = y + t * d_inner;
+    for (int64_t ch = c_begin; ch < c_end; ++ch) {
+      float* h = state + ch * d_state;
+      const float* a_row = a + ch * d_state;
+      const float xv = xt[ch], dtv = dtt[ch];
+      float yv = 0.0f;
+      int64_t n = 0;
+      for (; n + kBlock <= d_state; n += kBlock) {
+        yv += ScanStates<kBlock>(h + n, a_row + n, bt + n, ct + n, dtv, dtv * xv);
+      }
+      for (; n < d_state; ++n) {  // remainder for unusual d_state
+        h[n] = FastExp(dtv * a_row[n]) * h[n] + dtv * xv * bt[n];
+        yv += h[n] * ct[n];
+      }
+      yt[ch] = (yv + d[ch] * xv) * FastSilu(zt[ch]);
+    }
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void SoftplusWithBias(float* dt, const float* bias, int64_t rows, int64_t dim) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = dt + r * dim;
+#pragma omp simd
+    for (int64_t i = 0; i < dim; ++i) row[i] = FastSoftplus(row[i] + bias[i]);
+  }
+}
+
+}  // namespace mambaserve::cpu

@@ -1,0 +1,93 @@
+#include "engine/backend/cpu/weight_matrix.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string_view>
+
+#include "engine/backend/cpu/small_batch_gemm.h"
+
+namespace mambaserve {
+namespace {
+
+// bf16 rows are widened into a per-thread tile this large before the BLAS call: big enough to
+// amortise the call, small enough to stay in L2 next to the activations.
+constexpr int64_t kTileBytes = 256 << 10;
+
+}  // namespace
+
+WeightMatrix WeightMatrix::FromTensor(const TensorView& tensor, int64_t rows, int64_t cols,
+                                      DType dtype) {
+  WeightMatrix m;
+  const char* small_batch = std::getenv("MAMBASERVE_CPU_SMALL_BATCH_GEMM");
+  m.use_small_batch_kernel_ =
+      cpu::SmallBatchGemmAvailable() && !(small_batch != nullptr && std::string_view(small_batch) == "0");
+  m.rows_ = rows;
+  m.cols_ = cols;
+  m.dtype_ = dtype;
+  const size_t n = static_cast<size_t>(rows * cols);
+  if (dtype == DType::kBF16) {
+    m.bf16_.resize(n);
+    if (tensor.dtype == DType::kBF16) {
+      std::memcpy(m.bf16_.data(), tensor.data, n * 2);
+    } else {
+      std::vector<float> row(cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        ConvertToF32(tensor.dtype, tensor.data + r * cols * DTypeSize(tensor.dtype), cols, row.data());
+        for (int64_t c = 0; c < cols; ++c) m.bf16_[r * cols + c] = F32ToBf16(row[c]);
+      }
+    }
+  } else {
+    m.dtype_ = DType::kF32;
+    m.f32_.resize(n);
+    ConvertToF32(tensor.dtype, tensor.data, n, m.f32_.data());
+  }
+  return m;
+}
+
+void WeightMatrix::RowToF32(int64_t r, float* out) const {
+  if (dtype_ == DType::kF32) {
+    std::memcpy(out, f32_.data() + r * cols_, cols_ * sizeof(float));
+  } else {
+    ConvertToF32(DType::kBF16, bf16_.data() + r * cols_, cols_, out);
+  }
+}
+
+void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
+                          ThreadPool& pool) const {
+  // Keep per-thread slices a multiple of 16 rows so each thread's output stays cache-line aligned.
+  pool.ParallelFor(
+      rows_, [&](int64_t begin, int64_t end) { MatMulRows(x, ldx, tokens, y, ldy, begin, end); }, 16);
+}
+
+void WeightMatrix::MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
+                              int64_t row_begin, int64_t row_end) const {
+  auto multiply = [&](const float* w, int64_t row0, int64_t nrows) {
+    if (tokens > 1 && tokens <= cpu::kSmallBatchMaxTokens && use_small_batch_kernel_) {
+      cpu::SmallBatchGemm(x, ldx, tokens, w, nrows, cols_, y + row0, ldy);
+    } else if (tokens == 1) {
+      // GEMV: the batch-1 decode path is bandwidth-bound; sgemv streams W once.
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(nrows), static_cast<int>(cols_), 1.0f,
+                  w, static_cast<int>(cols_), x, 1, 0.0f, y + row0, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens),
+                  static_cast<int>(nrows), static_cast<int>(cols_), 1.0f, x, static_cast<int>(ldx), w,
+                  static_cast<int>(cols_), 0.0f, y + row0, static_cast<int>(ldy));
+    }
+  };
+  if (dtype_ == DType::kF32) {
+    multiply(f32_.data() + row_begin * cols_, row_begin, row_end - row_begin);
+    return;
+  }
+  const int64_t tile_rows = std::max<int64_t>(8, kTileBytes / (cols_ * 4));
+  thread_local std::vector<float> tile;
+  tile.resize(static_cast<size_t>(tile_rows * cols_));
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += tile_rows) {
+    const int64_t nrows = std::min(tile_rows, row_end - r0);
+    ConvertToF32(DType::kBF16, bf16_.data() + r0 * cols_, nrows * cols_, tile.data());
+    multiply(tile.data(), r0, nrows);
+  }
+}
+
+}  // namespace mambaserve

@@ -1,0 +1,46 @@
+// A weight matrix [rows][cols] held in f32 or bf16, and the GEMM that multiplies activations by it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/cpu/thread_pool.h"
+#include "engine/model/safetensors.h"
+
+namespace mambaserve {
+
+class WeightMatrix {
+ public:
+  WeightMatrix() = default;
+  // Converts a checkpoint tensor (any dtype, viewed as [rows][cols]) to `dtype` (kF32 or kBF16).
+  static WeightMatrix FromTensor(const TensorView& tensor, int64_t rows, int64_t cols, DType dtype);
+
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  DType dtype() const { return dtype_; }
+  int64_t bytes() const { return rows_ * cols_ * static_cast<int64_t>(DTypeSize(dtype_)); }
+
+  // Row r converted to f32: out[cols].
+  void RowToF32(int64_t r, float* out) const;
+
+  // y[t][ldy] (first rows() columns) = x[t][ldx] (first cols() columns) · Wᵀ, t < tokens.
+  // fp32 accumulation; parallel over output rows.
+  void MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
+              ThreadPool& pool) const;
+
+ private:
+  void MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
+                  int64_t row_begin, int64_t row_end) const;
+
+  // Decode batches of 2-64 tokens skip BLAS (see small_batch_gemm.h) where AVX-512 is available;
+  // MAMBASERVE_CPU_SMALL_BATCH_GEMM=0 turns that off.
+  bool use_small_batch_kernel_ = false;
+  int64_t rows_ = 0;
+  int64_t cols_ = 0;
+  DType dtype_ = DType::kF32;
+  std::vector<float> f32_;      // [rows][cols] when dtype_ == kF32
+  std::vector<uint16_t> bf16_;  // [rows][cols] when dtype_ == kBF16
+};
+
+}  // namespace mambaserve

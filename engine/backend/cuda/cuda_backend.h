@@ -1,0 +1,173 @@
+// The CUDA implementation of Backend: weights uploaded once (f32 or bf16 GEMM operands, fp32
+// everything else), a device StatePool of fixed-size slots in the portable layout, activation
+// scratch for one pass of max_tokens_per_pass rows, cuBLAS (or the skinny GEMM kernel at batch
+// <= 8) for the projections, the kernels of kernels/ for everything else, and CUDA Graphs for
+// decode steps. Lives in libmambaserve_cuda.so; the server reaches it through engine/cuda_module.h.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/backend/step_plan.h"
+#include "kernels/kernel_types.h"
+
+namespace mambaserve {
+
+class CudaBackend final : public Backend {
+ public:
+  // Uploads `model`'s weights. Errors (out of memory, unsupported shapes) name the sizes involved.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(std::shared_ptr<const Model> model,
+                                                             const BackendOptions& options);
+  // A model of `config`'s shapes with deterministic random weights generated on the device in
+  // `weight_dtype` (benchmarks: a 7B-shaped model without 14 GB of host work).
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> CreateRandom(const ModelConfig& config,
+                                                                   DType weight_dtype,
+                                                                   const BackendOptions& options,
+                                                                   uint64_t seed);
+  ~CudaBackend() override;
+
+  const ModelConfig& config() const override { return config_; }
+  BackendInfo info() const override;
+  absl::Status Forward(const Step& step, StepOutput* out) override;
+  absl::Status ResetSlot(int slot) override;
+  absl::Status ReadSlot(int slot, std::span<uint8_t> out) override;
+  absl::Status WriteSlot(int slot, std::span<const uint8_t> in) override;
+
+  // Decode steps (every sequence one token) replay a CUDA Graph captured per batch-size bucket.
+  // On by default; MAMBASERVE_CUDA_GRAPHS=0 turns it off.
+  void set_use_graphs(bool on) { use_graphs_ = on; }
+  // GEMMs with at most 8 rows use the skinny GEMM kernel instead of cuBLAS. On by default;
+  // MAMBASERVE_CUDA_SKINNY_GEMM=0 turns it off. Graphs captured before a change are dropped.
+  void set_use_skinny_gemm(bool on);
+
+  struct Stats {
+    int64_t eager_passes = 0;
+    int64_t graph_replays = 0;
+    int64_t graph_captures = 0;
+    int64_t logits_rows_downloaded = 0;  // token_only rows are not counted: only their argmax moves
+  };
+  const Stats& stats() const { return stats_; }
+  // Set when num_slots was clamped to what fits in device memory.
+  const std::string& sizing_note() const { return sizing_note_; }
+  // Batch sizes a decode step is padded to when replayed as a graph.
+  static int GraphBucket(int rows);
+
+ private:
+  struct Matrix {
+    void* data = nullptr;  // [rows][cols] row-major in gemm_type_
+    int64_t rows = 0;
+    int64_t cols = 0;
+  };
+  struct Layer {
+    float* norm = nullptr;           // [D]
+    Matrix in_proj;                  // [2E][D]
+    float* in_proj_bias = nullptr;   // [2E] or null
+    float* conv_weight = nullptr;    // [E][K]
+    float* conv_bias = nullptr;      // [E] or null
+    Matrix x_proj;                   // [R+2N][E]
+    Matrix dt_proj;                  // [E][R]
+    float* dt_bias = nullptr;        // [E]
+    float* a = nullptr;              // [E][N] = -exp(A_log)
+    float* d = nullptr;              // [E]
+    Matrix out_proj;                 // [D][E]
+    float* out_proj_bias = nullptr;  // [D] or null
+  };
+  using Chunk = PassChunk;
+  // Host mirror of the per-pass metadata block (pinned), uploaded in one copy.
+  struct MetaLayout {
+    // int32 offsets. [0, upload) goes to the device before a pass; [argmax, total) comes back.
+    int64_t tokens, row_begin, len, slot, fresh, logit_rows, logit_count, upload, argmax, total;
+  };
+
+  CudaBackend(const ModelConfig& config, const BackendOptions& options, DType weight_dtype);
+  absl::Status Init(int device);
+  absl::Status AllocateWeights(bool has_in_bias, bool has_conv_bias, bool has_out_bias, bool tied);
+  absl::Status UploadWeights(const Model& model);
+  absl::Status FillRandomWeights(uint64_t seed);
+  absl::Status AllocateScratchAndPool();
+  absl::Status CheckSlot(int slot) const;
+
+  absl::Status RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
+  absl::Status EnqueuePassAndWait(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
+  // Enqueues embedding, every layer and norm_f (gathering the logits rows) for `rows` packed rows
+  // in `num_chunks` chunks; `decode` selects the single-token kernels.
+  // `act` is the dtype of every GEMM input of the pass (see ActivationType).
+  absl::Status EnqueueForward(int64_t rows, int num_chunks, bool decode, int64_t logit_rows_bound,
+                              kernels::GemmType act);
+  absl::Status EnqueueLayer(const Layer& layer, int64_t index, int64_t rows, int num_chunks,
+                            bool decode, kernels::GemmType act);
+  absl::Status Gemm(const Matrix& w, const void* x, kernels::GemmType x_type, int64_t ldx,
+                    int64_t rows, float* y, int64_t ldy);
+  // GEMM-input dtype for a pass of `rows` rows: fp32 when the skinny GEMM takes every GEMM of the
+  // pass (bf16 weights times unrounded activations), else the weight dtype (cuBLAS).
+  kernels::GemmType ActivationType(int64_t rows) const;
+  // Copies logits rows [g0, g0 + count) of the pass (in logits_) to `out`, except token_only ones.
+  absl::Status DownloadLogitsRows(StepOutput& out, int g0, int count, int first_out_row);
+  absl::Status ReplayDecodeGraph(int bucket);
+  void DropGraphs();
+
+  kernels::ChunkTable DeviceChunks(int num_chunks) const;
+  float* ConvState(int64_t layer) const;
+  float* SsmState(int64_t layer) const;
+
+  ModelConfig config_;
+  BackendOptions options_;
+  DType weight_dtype_;
+  kernels::GemmType gemm_type_;
+  int max_rows_;
+  int logits_rows_;  // rows per lm_head GEMM (bounds the logits scratch)
+  bool use_graphs_ = true;
+  bool use_skinny_gemm_ = true;
+
+  int device_ = 0;
+  std::string device_name_;
+  int64_t device_total_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+
+  // One allocation each for weights, scratch and the state pool: OOM shows up at load, once.
+  void* weight_arena_ = nullptr;
+  int64_t weight_bytes_ = 0;
+  void* scratch_arena_ = nullptr;
+  int64_t scratch_bytes_ = 0;
+  float* state_pool_ = nullptr;  // [slots][conv floats + ssm floats]
+  int num_slots_ = 0;
+  std::string sizing_note_;
+
+  std::vector<Layer> layers_;
+  Matrix embeddings_;  // [V][D]
+  Matrix lm_head_;     // [V][D]; aliases embeddings_ when tied
+  float* norm_f_ = nullptr;
+
+  // Scratch, [max_rows_][...] each.
+  float* residual_ = nullptr;    // [rows][D]
+  void* hidden_ = nullptr;       // [rows][D] GEMM dtype
+  float* xz_ = nullptr;          // [rows][2E]
+  float* x_conv_ = nullptr;      // [rows][E]
+  void* x_conv_gemm_ = nullptr;  // [rows][E] GEMM dtype (== x_conv_ for f32)
+  float* x_dbl_ = nullptr;       // [rows][R+2N]
+  void* dt_low_ = nullptr;       // [rows][R] GEMM dtype (== x_dbl_ with ld R+2N for f32)
+  int64_t ld_dt_low_ = 0;
+  float* dt_ = nullptr;      // [rows][E]
+  void* y_ = nullptr;        // [rows][E] GEMM dtype
+  float* delta_ = nullptr;   // [rows][D] out_proj output
+  void* final_ = nullptr;    // [rows][D] GEMM dtype, norm_f rows that emit logits
+  float* logits_ = nullptr;  // [logits_rows_][V]
+  void* cublas_workspace_ = nullptr;
+  int64_t cublas_workspace_bytes_ = 0;
+  int32_t* meta_device_ = nullptr;
+  int32_t* meta_host_ = nullptr;  // pinned
+  MetaLayout meta_;
+  std::vector<const Chunk*> emitting_chunks_;  // the running pass's, by logits row
+
+  std::map<int, cudaGraphExec_t> graphs_;  // decode graphs by bucket size
+  Stats stats_;
+};
+
+}  // namespace mambaserve

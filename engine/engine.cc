@@ -1,0 +1,185 @@
+#include "engine/engine.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <future>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend_factory.h"
+#include "engine/base/log.h"
+#include "engine/base/status_macros.h"
+#include "engine/serving/session_blob.h"
+
+namespace mambaserve {
+namespace {
+
+int64_t PhysicalMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page_size > 0 ? static_cast<int64_t>(pages) * page_size : INT64_MAX;
+}
+
+std::string GiB(double bytes) { return absl::StrCat(bytes / (1024.0 * 1024 * 1024), " GiB"); }
+
+// Sizes that commit memory at start (state slots, one logits row per batched sequence) or promise it
+// later (the host budget for parked sessions) must fit this machine: a typo such as
+// --max-sessions 1000000000 is refused with the arithmetic instead of dying in the allocator.
+absl::Status CheckMemoryFits(const EngineOptions& options, const ModelConfig& config) {
+  const int64_t memory = PhysicalMemoryBytes();
+  const double slots = static_cast<double>(options.backend.num_slots);
+  const double state_pool = slots * static_cast<double>(config.state_bytes());
+  if (state_pool > static_cast<double>(memory)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.backend.num_slots, " state slots (--max-sessions) of ", config.state_bytes(),
+        " bytes need ", GiB(state_pool), "; this machine has ", GiB(static_cast<double>(memory))));
+  }
+  const double batch = std::min<double>(options.scheduler.max_batch, slots);
+  const double logits = batch * static_cast<double>(config.vocab_size) * sizeof(float);
+  if (state_pool + logits > static_cast<double>(memory)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a batch of ", options.scheduler.max_batch, " sequences (--max-batch) needs ", GiB(logits),
+        " of logits beside ", GiB(state_pool), " of state slots; this machine has ",
+        GiB(static_cast<double>(memory))));
+  }
+  if (options.scheduler.sessions.host_budget_bytes > memory) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the host budget for parked sessions (--host-state-budget-mb) is ",
+        GiB(static_cast<double>(options.scheduler.sessions.host_budget_bytes)),
+        "; this machine has ", GiB(static_cast<double>(memory))));
+  }
+  return absl::OkStatus();
+}
+
+// One short prefill and decode on slot 0, so the first request pays no first-touch costs.
+absl::Status WarmUp(Backend& backend) {
+  const int32_t token = 0;
+  Step step;
+  step.sequences.push_back({0, std::span<const int32_t>(&token, 1), true, true});
+  StepOutput out;
+  RETURN_IF_ERROR(backend.Forward(step, &out));
+  step.sequences[0].start_fresh = false;
+  RETURN_IF_ERROR(backend.Forward(step, &out));
+  return backend.ResetSlot(0);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
+  std::unique_ptr<Engine> engine(new Engine());
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadModel(options.model_dir));
+  engine->model_ = std::move(model);
+  const ModelConfig& config = engine->model_->config;
+  RETURN_IF_ERROR(CheckMemoryFits(options, config));
+
+  const std::string tokenizer_path = (std::filesystem::path(options.model_dir) / "tokenizer.json").string();
+  if (std::filesystem::exists(tokenizer_path)) {
+    ASSIGN_OR_RETURN(engine->tokenizer_, Tokenizer::FromFile(tokenizer_path));
+    if (engine->tokenizer_->vocab_size() > config.vocab_size) {
+      LogWarning(tokenizer_path, " defines ", engine->tokenizer_->vocab_size(),
+                 " tokens but the model has ", config.vocab_size,
+                 " embedding rows: prompts that use the extra ids are refused");
+    }
+  } else {
+    LogWarning("no tokenizer.json in ", options.model_dir, ": serving token-id prompts only");
+  }
+
+  EngineInfo& info = engine->info_;
+  try {
+    ASSIGN_OR_RETURN(engine->backend_,
+                     CreateBackend(engine->model_, options.backend, &info.backend_fallback_reason));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory creating the backend with ", options.backend.num_slots, " state slots"));
+  }
+  if (!info.backend_fallback_reason.empty()) {
+    LogInfo("backend auto: using the CPU (", info.backend_fallback_reason, ")");
+  }
+  RETURN_IF_ERROR(WarmUp(*engine->backend_));
+
+  options.scheduler.sessions.max_pending_tokens = static_cast<size_t>(options.max_prompt_tokens);
+  engine->scheduler_ = std::make_unique<Scheduler>(engine->backend_.get(), engine->tokenizer_.get(),
+                                                   engine->model_->fingerprint, options.scheduler);
+  info.config = config;
+  info.fingerprint = engine->model_->fingerprint;
+  info.backend = engine->backend_->info();
+  info.tokenizer_vocab_size = engine->tokenizer_ ? engine->tokenizer_->vocab_size() : 0;
+  info.max_batch = engine->scheduler_->options().max_batch;
+  info.max_queue = engine->scheduler_->options().max_queue;
+  info.max_prompt_tokens = options.max_prompt_tokens;
+  info.max_session_blob_bytes = engine->scheduler_->sessions().MaxBlobBytes();
+  engine->session_workers_ = std::make_unique<WorkerPool>(
+      options.session_workers, static_cast<size_t>(std::max(options.scheduler.max_pending_tasks, 1)));
+  engine->scheduler_->Start();
+  return engine;
+}
+
+Engine::~Engine() { Stop(); }
+
+void Engine::Stop() {
+  // The scheduler first: it ends every request and runs the tasks it was given, so a worker waiting
+  // for one (an export) is released; then the workers finish what was posted.
+  if (scheduler_) scheduler_->Stop();
+  if (session_workers_) session_workers_->Stop();
+}
+
+absl::Status Engine::Submit(GenerationRequest request) { return scheduler_->Submit(std::move(request)); }
+
+void Engine::Post(std::function<void()> op, const std::function<void(absl::Status)>& refused) {
+  if (!session_workers_->Post(std::move(op))) {
+    refused(absl::ResourceExhaustedError(
+        "too many session operations are waiting, or the server is stopping; retry later"));
+  }
+}
+
+void Engine::CreateSession(std::string id, Callback<SessionInfo> done) {
+  Post([this, id = std::move(id), done] { done(scheduler_->sessions().Create(id)); },
+       [done](absl::Status s) { done(s); });
+}
+
+void Engine::GetSession(std::string id, Callback<SessionInfo> done) {
+  Post([this, id = std::move(id), done] { done(scheduler_->sessions().Get(id)); },
+       [done](absl::Status s) { done(s); });
+}
+
+void Engine::ListSessions(Callback<std::vector<SessionInfo>> done) {
+  Post([this, done] { done(scheduler_->sessions().List()); }, [done](absl::Status s) { done(s); });
+}
+
+void Engine::DeleteSession(std::string id, std::function<void(absl::Status)> done) {
+  Post([this, id = std::move(id), done] { done(scheduler_->sessions().Delete(id)); }, done);
+}
+
+void Engine::ImportSession(std::string id, std::span<const uint8_t> blob, Callback<SessionInfo> done) {
+  Post([this, id = std::move(id), blob, done] { done(scheduler_->sessions().Import(id, blob)); },
+       [done](absl::Status s) { done(s); });
+}
+
+void Engine::ExportSession(std::string id, Callback<std::string> done) {
+  Post(
+      [this, id = std::move(id), done] {
+        // A resident state is read on the scheduler thread (the backend's only caller); this worker
+        // waits for that, then encodes and checksums here.
+        auto snapshot = std::make_shared<std::promise<absl::StatusOr<SessionSnapshot>>>();
+        std::future<absl::StatusOr<SessionSnapshot>> taken = snapshot->get_future();
+        absl::Status queued = scheduler_->RunOnSchedulerThread(
+            [id, snapshot](SessionManager& sessions) { snapshot->set_value(sessions.Snapshot(id)); });
+        if (!queued.ok()) {
+          done(queued);
+          return;
+        }
+        absl::StatusOr<SessionSnapshot> s = taken.get();
+        if (!s.ok()) {
+          done(s.status());
+          return;
+        }
+        static const std::vector<uint8_t> kNoState;
+        done(EncodeSessionBlob(info_.fingerprint, s->length, s->pending_tokens,
+                               s->state ? *s->state : kNoState));
+      },
+      [done](absl::Status s) { done(s); });
+}
+
+}  // namespace mambaserve

@@ -1,0 +1,444 @@
+#include "engine/serving/scheduler.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
+#include "engine/serving/prefill_budget.h"
+
+namespace mambaserve {
+
+using Clock = std::chrono::steady_clock;
+
+struct Scheduler::Sequence {
+  GenerationRequest request;
+  Clock::time_point accepted;
+  bool admitted = false;
+  bool done = false;
+  int slot = -1;
+  bool start_fresh = false;
+  std::vector<int32_t> feed;  // the session's pending tokens, then the prompt
+  size_t fed = 0;             // tokens of `feed` the state has consumed
+  bool decoding = false;      // prompt consumed; `next_token` is the sampled token to feed next
+  int32_t next_token = 0;
+  int32_t generated = 0;
+  int64_t length_before = 0;  // the session's length when the turn began
+  std::optional<Sampler> sampler;
+  std::optional<IncrementalDetokenizer> detokenizer;
+  std::string held;           // text withheld because it may be the start of a stop string
+  double time_to_first_token_s = -1;
+  double queue_time_s = -1;
+  std::optional<Clock::time_point> paused_since;  // its reader fell behind and has not caught up
+};
+
+Scheduler::Scheduler(Backend* backend, const Tokenizer* tokenizer, std::string model_fingerprint,
+                     SchedulerOptions options)
+    : backend_(backend),
+      tokenizer_(tokenizer),
+      options_(std::move(options)),
+      sessions_(backend, std::move(model_fingerprint), options_.sessions),
+      eos_token_id_(backend->config().eos_token_id) {
+  options_.max_batch = std::clamp(options_.max_batch, 1, backend->num_slots());
+  // Every running sequence must be able to decode in every step.
+  options_.max_step_tokens = std::max(options_.max_step_tokens, options_.max_batch);
+  counters_.slots_total = backend->num_slots();
+  next_ttl_check_ = Clock::now();
+  stats_.Publish(counters_);
+}
+
+Scheduler::~Scheduler() { Stop(); }
+
+void Scheduler::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void Scheduler::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  } else {
+    EndAll();  // never started (tests drive it with StepForTest)
+  }
+}
+
+void Scheduler::EndAll() {
+  TakeIncoming();
+  const absl::Status shutting_down = absl::UnavailableError("the server is shutting down");
+  for (auto& seq : running_) Finish(*seq, FinishReason::kCancelled, shutting_down);
+  for (auto& seq : waiting_) Finish(*seq, FinishReason::kCancelled, shutting_down);
+  running_.clear();
+  waiting_.clear();
+  PublishStats(0, 0, 0, 0);
+}
+
+absl::Status Scheduler::Submit(GenerationRequest request) {
+  // Checked here too (not only in server/): one bad id in a batched step would fail every
+  // sequence in that step.
+  if (request.prompt.empty() && request.session_id.empty()) {
+    return absl::InvalidArgumentError("prompt is empty");
+  }
+  const int64_t vocab = backend_->config().vocab_size;
+  for (int32_t id : request.prompt) {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", id, " is outside the model's vocabulary [0, ", vocab, ")"));
+    }
+  }
+  // The reservation makes the session's pending tokens stable until the request ends, so an empty
+  // prompt is refused here rather than failing a step (and every sequence batched with it).
+  const std::string session_id = request.session_id;
+  if (!session_id.empty()) RETURN_IF_ERROR(sessions_.Reserve(session_id, request.prompt.empty()));
+  absl::Status refused;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) {
+      refused = absl::UnavailableError("the server is shutting down");
+    } else if (queued_.load() >= options_.max_queue) {
+      rejected_.fetch_add(1);
+      refused = absl::ResourceExhaustedError(
+          absl::StrCat("the admission queue is full (", options_.max_queue,
+                       " requests waiting); retry later or on another replica"));
+    } else {
+      queued_.fetch_add(1);
+      incoming_.push_back(std::move(request));
+    }
+  }
+  if (!refused.ok()) {
+    if (!session_id.empty()) sessions_.CancelReservation(session_id);
+    return refused;
+  }
+  wake_.notify_one();
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::RunOnSchedulerThread(std::function<void(SessionManager&)> task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    if (static_cast<int>(tasks_.size()) >= options_.max_pending_tasks) {
+      return absl::ResourceExhaustedError("too many session operations are waiting; retry later");
+    }
+    tasks_.push_back(std::move(task));
+  }
+  wake_.notify_one();
+  return absl::OkStatus();
+}
+
+void Scheduler::Loop() {
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) break;
+    }
+    if (RunStep()) continue;
+    // Nothing ran: every sequence is paused on its reader, or there is no work. Wake for new work,
+    // and poll briefly for readers catching up, cancellations and the TTL.
+    std::unique_lock<std::mutex> lock(mu_);
+    const auto wait = running_.empty() && waiting_.empty() ? std::chrono::milliseconds(50) : std::chrono::milliseconds(2);
+    wake_.wait_for(lock, wait, [&] { return stopping_ || !incoming_.empty() || !tasks_.empty(); });
+  }
+  EndAll();
+}
+
+void Scheduler::TakeIncoming() {
+  std::deque<GenerationRequest> incoming;
+  std::deque<std::function<void(SessionManager&)>> tasks;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    incoming.swap(incoming_);
+    tasks.swap(tasks_);
+  }
+  for (auto& task : tasks) task(sessions_);
+  for (GenerationRequest& request : incoming) {
+    auto seq = std::make_unique<Sequence>();
+    seq->request = std::move(request);
+    seq->accepted = Clock::now();
+    waiting_.push_back(std::move(seq));
+  }
+}
+
+void Scheduler::DropCancelled() {
+  const auto now = Clock::now();
+  auto drop = [&](Sequence& seq) {
+    if (seq.request.stream->cancelled()) {
+      Finish(seq, FinishReason::kCancelled, absl::CancelledError("the client cancelled the request"));
+    } else if (seq.request.deadline && now >= *seq.request.deadline) {
+      Finish(seq, FinishReason::kCancelled, absl::DeadlineExceededError("the request's deadline passed"));
+    } else if (seq.decoding && !seq.request.stream->HasRoom()) {
+      // A paused stream keeps its slot; one whose client stops reading for good must not keep it
+      // forever (it would take a batch place and a state slot from everyone else).
+      if (!seq.paused_since) seq.paused_since = now;
+      if (options_.stalled_reader_timeout_ms > 0 &&
+          now - *seq.paused_since >= std::chrono::milliseconds(options_.stalled_reader_timeout_ms)) {
+        Finish(seq, FinishReason::kCancelled,
+               absl::DeadlineExceededError(absl::StrCat("the client read nothing for ",
+                                                        options_.stalled_reader_timeout_ms / 1000,
+                                                        " s while its stream buffer was full")));
+      }
+    } else {
+      seq.paused_since.reset();
+    }
+    return seq.done;
+  };
+  std::erase_if(running_, [&](const auto& seq) { return drop(*seq); });
+  std::erase_if(waiting_, [&](const auto& seq) { return drop(*seq); });
+}
+
+absl::Status Scheduler::StartSequence(Sequence& seq) {
+  const GenerationRequest& request = seq.request;
+  if (!request.session_id.empty()) {
+    ASSIGN_OR_RETURN(SessionTurn turn, sessions_.BeginTurn(request.session_id));
+    seq.slot = turn.slot;
+    seq.start_fresh = turn.start_fresh;
+    seq.length_before = turn.length;
+    seq.feed = std::move(turn.pending_tokens);
+  } else {
+    ASSIGN_OR_RETURN(seq.slot, sessions_.AcquireSlot());
+    seq.start_fresh = true;
+  }
+  if (seq.start_fresh) {
+    // Zero the slot now rather than with the first chunk: a turn that ends before its first chunk
+    // runs (cancel, deadline) must not leave a session on the slot's previous occupant's state.
+    if (absl::Status reset = backend_->ResetSlot(seq.slot); !reset.ok()) {
+      if (request.session_id.empty()) {
+        sessions_.ReleaseSlot(seq.slot);
+      } else {
+        sessions_.RollBackTurn(request.session_id);
+        sessions_.CancelReservation(request.session_id);
+      }
+      seq.request.session_id.clear();  // released here, not again by Finish
+      return reset;
+    }
+  }
+  seq.feed.insert(seq.feed.end(), request.prompt.begin(), request.prompt.end());
+  seq.sampler.emplace(request.sampling, request.prompt);
+  if (tokenizer_ != nullptr) seq.detokenizer.emplace(*tokenizer_);
+  seq.admitted = true;
+  seq.queue_time_s = std::chrono::duration<double>(Clock::now() - seq.accepted).count();
+  ++counters_.requests_admitted;
+  counters_.prompt_tokens += static_cast<int64_t>(request.prompt.size());
+  return absl::OkStatus();
+}
+
+void Scheduler::Admit() {
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_batch) {
+    Sequence& seq = *waiting_.front();
+    absl::Status started = StartSequence(seq);
+    if (absl::IsResourceExhausted(started)) break;  // no slot this step; keep the queue's order
+    if (!started.ok()) {
+      Finish(seq, FinishReason::kNone, started);
+    } else {
+      queued_.fetch_sub(1);
+      running_.push_back(std::move(waiting_.front()));
+    }
+    waiting_.pop_front();
+  }
+}
+
+void Scheduler::HandleToken(Sequence& seq, const SampledToken& sampled) {
+  const SamplingParams& params = seq.request.sampling;
+  const int32_t token = sampled.token;
+  ++seq.generated;
+  ++counters_.generated_tokens;
+  seq.decoding = true;
+  seq.next_token = token;
+  if (seq.time_to_first_token_s < 0) {
+    seq.time_to_first_token_s = std::chrono::duration<double>(Clock::now() - seq.accepted).count();
+  }
+
+  GenerationEvent event;
+  event.token_ids.push_back(token);
+  if (params.logprobs > 0) event.logprobs.push_back(sampled);
+  FinishReason reason = FinishReason::kNone;
+  bool matched_stop_string = false;
+  if (!params.ignore_eos && token == eos_token_id_) {
+    reason = FinishReason::kEos;
+  } else if (std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(), token) !=
+             params.stop_token_ids.end()) {
+    reason = FinishReason::kStop;
+  } else if (seq.detokenizer) {
+    absl::StatusOr<std::string> delta = seq.detokenizer->Push(token);
+    // An id the tokenizer lacks (embedding rows padded past the vocabulary) has no text.
+    std::string text = seq.held + (delta.ok() ? *delta : "");
+    seq.held.clear();
+    size_t stop_at = std::string::npos;
+    for (const std::string& stop : params.stop) stop_at = std::min(stop_at, text.find(stop));
+    if (stop_at != std::string::npos) {
+      text.resize(stop_at);
+      reason = FinishReason::kStop;
+      matched_stop_string = true;
+    } else {
+      // Withhold the longest tail that could still grow into a stop string.
+      size_t hold = 0;
+      for (const std::string& stop : params.stop) {
+        for (size_t n = std::min(stop.size() - 1, text.size()); n > hold; --n) {
+          if (text.compare(text.size() - n, n, stop, 0, n) == 0) {
+            hold = n;
+            break;
+          }
+        }
+      }
+      seq.held = text.substr(text.size() - hold);
+      text.resize(text.size() - hold);
+    }
+    event.text = std::move(text);
+  }
+  if (reason == FinishReason::kNone && seq.generated >= params.max_tokens) reason = FinishReason::kLength;
+  if (reason == FinishReason::kNone) {
+    seq.request.stream->Push(std::move(event));
+    return;
+  }
+  if (seq.detokenizer && !matched_stop_string) {
+    // Text withheld for a stop string that never came, and bytes of an unfinished character.
+    event.text += seq.held;
+    event.text += seq.detokenizer->Flush();
+  }
+  seq.held.clear();
+  Finish(seq, reason, absl::OkStatus(), std::move(event));
+}
+
+void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status status, GenerationEvent event) {
+  const GenerationRequest& request = seq.request;
+  const int64_t prompt_tokens = static_cast<int64_t>(request.prompt.size());
+  event.final = true;
+  event.finish_reason = reason;
+  event.usage.prompt_tokens = prompt_tokens;
+  event.usage.generated_tokens = seq.generated;
+  event.usage.time_to_first_token_s = seq.time_to_first_token_s;
+  event.usage.queue_time_s = seq.queue_time_s;
+  if (seq.admitted) {
+    const int64_t length = seq.length_before + prompt_tokens + seq.generated;
+    event.usage.session_length = length;
+    if (!request.session_id.empty()) {
+      // A turn is atomic: only one that completed changes the session. The state has consumed
+      // everything but the last sampled token, which the next turn feeds first.
+      if (status.ok() && reason != FinishReason::kCancelled && reason != FinishReason::kNone) {
+        sessions_.CommitTurn(request.session_id, length, {seq.next_token});
+      } else {
+        sessions_.RollBackTurn(request.session_id);
+        event.usage.session_length = seq.length_before;
+      }
+    } else {
+      sessions_.ReleaseSlot(seq.slot);
+    }
+  } else {
+    queued_.fetch_sub(1);  // it never left the admission queue
+    if (!request.session_id.empty()) sessions_.CancelReservation(request.session_id);
+  }
+  ++counters_.requests_finished;
+  if (reason == FinishReason::kCancelled) ++counters_.requests_cancelled;
+  if (!status.ok() && reason != FinishReason::kCancelled) ++counters_.requests_failed;
+  event.status = std::move(status);
+  seq.done = true;
+  request.stream->Push(std::move(event));
+}
+
+bool Scheduler::RunStep() {
+  TakeIncoming();
+  if (options_.sessions.ttl_ms > 0 && Clock::now() >= next_ttl_check_) {
+    sessions_.ExpireIdle();
+    next_ttl_check_ = Clock::now() + std::chrono::milliseconds(options_.ttl_check_interval_ms);
+  }
+  DropCancelled();
+  Admit();
+
+  const auto start = Clock::now();
+  int decode_tokens = 0, prefill_tokens = 0;
+  BuildStep(&decode_tokens, &prefill_tokens);
+  if (step_.sequences.empty()) {
+    PublishStats(0, 0, 0, 0);
+    return false;
+  }
+
+  absl::Status forward = backend_->Forward(step_, &out_);
+  for (size_t i = 0; i < in_step_.size(); ++i) {
+    Sequence& seq = *in_step_[i];
+    const SequenceInput& input = step_.sequences[i];
+    if (!forward.ok()) {
+      Finish(seq, FinishReason::kNone,
+             absl::InternalError(absl::StrCat("backend error: ", forward.message())));
+      continue;
+    }
+    if (!seq.decoding) {
+      seq.fed += input.tokens.size();
+      if (!input.want_logits) continue;
+    }
+    HandleToken(seq, input.token_only ? seq.sampler->TakeArgMax(out_.argmax[i])
+                                      : seq.sampler->Sample(out_.Row(static_cast<int>(i))));
+  }
+  std::erase_if(running_, [](const auto& seq) { return seq->done; });
+  PublishStats(static_cast<int>(in_step_.size()), prefill_tokens, decode_tokens,
+               std::chrono::duration<double>(Clock::now() - start).count());
+  return true;
+}
+
+void Scheduler::BuildStep(int* decode_tokens, int* prefill_tokens) {
+  step_.sequences.clear();
+  in_step_.clear();
+  // Decodes first: a running stream never waits behind someone else's prompt.
+  int budget = options_.max_step_tokens;
+  std::vector<Sequence*> reading;  // sequences still feeding their prompt
+  for (auto& seq : running_) {
+    if (!seq->decoding) {
+      reading.push_back(seq.get());
+      continue;
+    }
+    if (budget == 0 || !seq->request.stream->HasRoom()) continue;  // reader behind: pause
+    step_.sequences.push_back({seq->slot, std::span<const int32_t>(&seq->next_token, 1), false, true,
+                               seq->sampler->OnlyNeedsArgMax()});
+    in_step_.push_back(seq.get());
+    --budget;
+    ++*decode_tokens;
+  }
+  // Then the rest of the budget, shared fairly among the prompts being read.
+  std::vector<int64_t> needs;
+  needs.reserve(reading.size());
+  for (Sequence* seq : reading) needs.push_back(static_cast<int64_t>(seq->feed.size() - seq->fed));
+  const std::vector<int64_t> shares = FairPrefillShares(needs, budget, prefill_rotation_++);
+  for (size_t i = 0; i < reading.size(); ++i) {
+    if (shares[i] == 0) continue;
+    Sequence& seq = *reading[i];
+    const size_t n = static_cast<size_t>(shares[i]);
+    const bool last_chunk = seq.fed + n == seq.feed.size();
+    step_.sequences.push_back({seq.slot, std::span<const int32_t>(seq.feed.data() + seq.fed, n),
+                               seq.start_fresh && seq.fed == 0, last_chunk,
+                               seq.sampler->OnlyNeedsArgMax()});
+    in_step_.push_back(&seq);
+    *prefill_tokens += static_cast<int>(n);
+  }
+}
+
+void Scheduler::PublishStats(int batch, int prefill_tokens, int decode_tokens, double seconds) {
+  SchedulerStats& s = counters_;
+  s.running = static_cast<int32_t>(running_.size());
+  s.paused = 0;
+  for (const auto& seq : running_) s.paused += seq->decoding && !seq->request.stream->HasRoom();
+  s.waiting = queued_.load();
+  const SessionGauges g = sessions_.Gauges();
+  s.slots_in_use = g.slots_running;
+  s.slots_idle = g.slots_idle;
+  s.sessions = g.sessions;
+  s.sessions_parked = g.parked;
+  s.parked_bytes = g.parked_bytes;
+  if (batch > 0) {
+    s.batch_size = batch;
+    s.step_tokens = prefill_tokens + decode_tokens;
+    s.step_prefill_tokens = prefill_tokens;
+    s.step_decode_tokens = decode_tokens;
+    s.step_seconds = seconds;
+    ++s.steps;
+  }
+  s.requests_rejected = rejected_.load();
+  s.sessions_parked_total = g.parked_total;
+  s.sessions_restored_total = g.restored_total;
+  s.sessions_evicted_total = g.evicted_total;
+  s.sessions_expired_total = g.expired_total;
+  stats_.Publish(s);
+  if (batch > 0 && options_.on_step) options_.on_step(s);
+}
+
+}  // namespace mambaserve

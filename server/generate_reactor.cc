@@ -1,0 +1,226 @@
+#include "server/generate_reactor.h"
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "engine/base/log.h"
+#include "server/proto_convert.h"
+#include "server/service.h"
+#include "server/serving_metrics_adapter.h"
+
+namespace mambaserve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  GenerateReactor(MambaServeService* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context), started_(Clock::now()) {
+    service_->AddOpenStream(1);
+  }
+
+  void Start(const grpc::ByteBuffer& raw);
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  absl::StatusOr<GenerationRequest> Parse(const grpc::ByteBuffer& raw, const Engine& engine);
+  void Refuse(absl::Status status, const char* metrics_reason);
+  void OnEventsReady();  // the scheduler thread: claim the writer and hand the work on
+  void WriteNext();      // the claim holder: write the next event, or finish
+  void Serialize(const GenerationEvent& event);
+  void RecordMetrics(const GenerationEvent& event);
+
+  MambaServeService* const service_;
+  grpc::CallbackServerContext* const context_;
+  const Clock::time_point started_;
+  const Tokenizer* tokenizer_ = nullptr;
+  std::shared_ptr<GenerationStream> stream_;
+  std::string session_;
+
+  std::mutex mu_;
+  bool writing_ = false;  // guarded by mu_: the write claim
+
+  // The claim holder's.
+  std::optional<metrics::RequestTimer> timer_;
+  bool broken_ = false;  // a write failed: the client is gone
+  v1::GenerateResponse response_;
+  grpc::ByteBuffer buffer_;
+  // For the log line; set before Finish.
+  GenerationUsage usage_;
+  FinishReason finish_ = FinishReason::kNone;
+  absl::Status status_;
+};
+
+absl::StatusOr<GenerationRequest> GenerateReactor::Parse(const grpc::ByteBuffer& raw, const Engine& engine) {
+  grpc::ByteBuffer bytes(raw);
+  v1::GenerateRequest request;
+  if (!grpc::SerializationTraits<v1::GenerateRequest>::Deserialize(&bytes, &request).ok()) {
+    return absl::InvalidArgumentError(
+        "the request could not be parsed: a string field (text, session_id, stop) is not valid "
+        "UTF-8, or the message is not a mambaserve.v1.GenerateRequest");
+  }
+  absl::StatusOr<std::string> session = RequestSessionId(*context_, request.session_id());
+  if (!session.ok()) return session.status();
+  session_ = *session;
+  absl::StatusOr<GenerationRequest> out =
+      ToGenerationRequest(request, std::move(*session), engine, service_->limits());
+  if (!out.ok()) return out.status();
+  const auto deadline = context_->deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    out->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                       deadline - std::chrono::system_clock::now());
+  }
+  out->stream = std::make_shared<GenerationStream>(service_->limits().stream_buffer);
+  return out;
+}
+
+void GenerateReactor::Start(const grpc::ByteBuffer& raw) {
+  Engine* engine = service_->engine();
+  if (engine == nullptr) {
+    Refuse(absl::UnavailableError("the model is still loading; retry shortly"), nullptr);
+    return;
+  }
+  if (!service_->accepting()) {
+    Refuse(absl::UnavailableError("the server is shutting down; retry on another replica"),
+           "shutting_down");
+    return;
+  }
+  tokenizer_ = engine->tokenizer();
+  absl::StatusOr<GenerationRequest> request = Parse(raw, *engine);
+  if (!request.ok()) {
+    Refuse(request.status(), "invalid_request");
+    return;
+  }
+  stream_ = request->stream;
+  metrics::ServingMetrics* metrics = service_->metrics();
+  // The timer exists before the listener can run; the claim holder uses it from then on.
+  if (metrics != nullptr) timer_.emplace(metrics, static_cast<int64_t>(request->prompt.size()));
+  stream_->SetListener([this] { OnEventsReady(); });
+  absl::Status submitted = engine->Submit(*std::move(request));
+  if (!submitted.ok()) {
+    stream_->SetListener(nullptr);
+    stream_.reset();
+    timer_.reset();  // never admitted: not a finished request
+    const char* reason = absl::IsResourceExhausted(submitted)    ? "queue_full"
+                         : absl::IsUnavailable(submitted)        ? "shutting_down"
+                         : absl::IsFailedPrecondition(submitted) ? "session_busy"
+                         : absl::IsNotFound(submitted)           ? "unknown_session"
+                                                                 : "invalid_request";
+    Refuse(submitted, reason);
+  } else if (metrics != nullptr) {
+    metrics->RequestAdmitted();
+  }
+}
+
+void GenerateReactor::Refuse(absl::Status status, const char* metrics_reason) {
+  if (metrics::ServingMetrics* m = service_->metrics(); m != nullptr && metrics_reason != nullptr) {
+    m->RequestRejected(metrics_reason);
+  }
+  status_ = std::move(status);
+  Finish(ToGrpcStatus(status_));
+}
+
+void GenerateReactor::OnEventsReady() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (writing_) return;  // the holder will see the new event
+    writing_ = true;
+  }
+  if (!service_->response_writers().Post([this] { WriteNext(); })) WriteNext();  // pool stopped
+}
+
+void GenerateReactor::OnWriteDone(bool ok) {
+  if (!ok) {
+    broken_ = true;
+    stream_->Cancel();
+  }
+  WriteNext();  // a gRPC thread, holding the claim since StartWrite
+}
+
+void GenerateReactor::OnCancel() {
+  if (stream_) stream_->Cancel();
+}
+
+void GenerateReactor::WriteNext() {
+  for (;;) {
+    std::optional<GenerationEvent> event = stream_->Pop();
+    if (!event) {
+      std::lock_guard<std::mutex> lock(mu_);
+      // An event pushed after Pop saw the claim taken and left it to us: look again.
+      if (stream_->HasEvents()) continue;
+      writing_ = false;
+      return;
+    }
+    if (timer_) RecordMetrics(*event);
+    if (!event->final) {
+      if (broken_) continue;  // the client is gone: drop until the final event
+      Serialize(*event);
+      StartWrite(&buffer_);  // the claim passes to OnWriteDone
+      return;
+    }
+    usage_ = event->usage;
+    finish_ = event->finish_reason;
+    status_ = event->status;
+    // The claim is kept for good: nothing may touch the call after Finish but OnDone.
+    if (!status_.ok() || broken_) {
+      Finish(broken_ && status_.ok() ? grpc::Status::CANCELLED : ToGrpcStatus(status_));
+    } else {
+      Serialize(*event);
+      StartWriteAndFinish(&buffer_, grpc::WriteOptions(), grpc::Status::OK);
+    }
+    return;
+  }
+}
+
+void GenerateReactor::Serialize(const GenerationEvent& event) {
+  ToProto(event, tokenizer_, &response_);
+  bool own = false;
+  buffer_.Clear();
+  grpc::SerializationTraits<v1::GenerateResponse>::Serialize(response_, &buffer_, &own);
+}
+
+// Token timings are taken when events are handed to gRPC (what the client sees).
+void GenerateReactor::RecordMetrics(const GenerationEvent& event) {
+  // A final event may carry the last tokens too.
+  if (!event.token_ids.empty()) timer_->Tokens(static_cast<int64_t>(event.token_ids.size()));
+  if (!event.final) return;
+  timer_->ScheduledAfter(event.usage.queue_time_s);
+  timer_->Finish(MetricsFinishReason(event.finish_reason, !event.status.ok()));
+}
+
+void GenerateReactor::OnDone() {
+  if (stream_) {
+    stream_->SetListener(nullptr);  // waits for a running listener call
+    stream_->Cancel();
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+  LogInfo("Generate peer=", context_->peer(), " session=", session_.empty() ? "-" : session_,
+          " prompt_tokens=", usage_.prompt_tokens, " generated=", usage_.generated_tokens,
+          " finish=", FinishReasonName(finish_), " ttft_ms=",
+          usage_.time_to_first_token_s < 0 ? -1
+                                            : static_cast<int64_t>(usage_.time_to_first_token_s * 1000),
+          " duration_ms=", static_cast<int64_t>(seconds * 1000),
+          " status=", status_.ok() ? "OK" : absl::StatusCodeToString(status_.code()),
+          status_.ok() ? "" : absl::StrCat(" (", status_.message(), ")"));
+  MambaServeService* service = service_;
+  delete this;
+  service->AddOpenStream(-1);
+}
+
+}  // namespace
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* StartGenerate(MambaServeService* service,
+                                                          grpc::CallbackServerContext* context,
+                                                          const grpc::ByteBuffer* request) {
+  auto* reactor = new GenerateReactor(service, context);
+  reactor->Start(*request);
+  return reactor;
+}
+
+}  // namespace mambaserve

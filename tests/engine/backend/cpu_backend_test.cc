@@ -1,0 +1,210 @@
+// Consistency of the CPU backend with itself across ways of slicing the same work: prefill vs
+// token-by-token decode, batched vs alone, chunked prefill, state export/import. Agreement with
+// the float64 reference is checked by tests/reference/compare_engine.py.
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <random>
+
+#include "engine/backend_factory.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/greedy.h"
+#include "engine/testing/random_model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/backend_test_util.h"
+#include "tests/testing/temp_dir.h"
+
+namespace mambaserve {
+namespace {
+
+using testing::TempDir;
+
+using testing::MaxAbsDiff;
+using testing::RandomTokens;
+
+class CpuBackendTest : public ::testing::TestWithParam<ModelType> {
+ protected:
+  void SetUp() override {
+    ModelConfig config = *PresetConfig("tiny", GetParam());
+    config.use_bias = GetParam() == ModelType::kFalconMamba;  // cover both bias settings
+    ASSERT_TRUE(WriteRandomModel(config, DType::kF32, 11, dir_.path()).ok());
+    auto model = LoadModel(dir_.path());
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+  }
+
+  std::unique_ptr<Backend> MakeBackend(int slots, int max_tokens_per_pass = 512, int threads = 2) {
+    BackendOptions options;
+    options.kind = BackendKind::kCpu;
+    options.num_slots = slots;
+    options.max_tokens_per_pass = max_tokens_per_pass;
+    options.num_threads = threads;
+    auto backend = CreateBackend(model_, options);
+    EXPECT_TRUE(backend.ok()) << backend.status();
+    return std::move(*backend);
+  }
+
+  std::vector<uint8_t> SlotState(Backend& backend, int slot) {
+    std::vector<uint8_t> state(backend.config().state_bytes());
+    EXPECT_TRUE(backend.ReadSlot(slot, state).ok());
+    return state;
+  }
+
+  // Runs `tokens` on `slot` as one prefill; returns the last logits.
+  std::vector<float> Prefill(Backend& backend, int slot, std::span<const int32_t> tokens, bool fresh = true) {
+    Step step;
+    step.sequences.push_back({slot, tokens, fresh, true});
+    StepOutput out;
+    EXPECT_TRUE(backend.Forward(step, &out).ok());
+    return {out.Row(0).begin(), out.Row(0).end()};
+  }
+
+  TempDir dir_;
+  std::shared_ptr<const Model> model_;
+};
+
+TEST_P(CpuBackendTest, PrefillThenDecodeEqualsTokenByTokenDecode) {
+  auto backend = MakeBackend(2);
+  const auto prompt = RandomTokens(23, 512, 1);
+  auto prefill = GreedyGenerate(*backend, 0, prompt, 24);
+  ASSERT_TRUE(prefill.ok());
+
+  // Slot 1: every prompt token fed as its own one-token step.
+  std::vector<float> logits;
+  for (size_t i = 0; i < prompt.size(); ++i) logits = Prefill(*backend, 1, std::span(&prompt[i], 1), i == 0);
+  EXPECT_LT(MaxAbsDiff(logits, prefill->last_logits), 1e-5);
+  int32_t token = ArgMax(logits);
+  for (int32_t expected : prefill->generated) {
+    EXPECT_EQ(token, expected);
+    token = ArgMax(Prefill(*backend, 1, std::span(&token, 1), false));
+  }
+}
+
+TEST_P(CpuBackendTest, BatchOfEightEqualsEachAlone) {
+  auto batched = MakeBackend(8);
+  auto alone = MakeBackend(1);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 8; ++i) prompts.push_back(RandomTokens(1 + 5 * i, 512, 100 + i));
+
+  // Step 1: all eight prefill together (different lengths); steps 2-4: mixed decodes.
+  Step step;
+  for (int i = 0; i < 8; ++i) step.sequences.push_back({i, prompts[i], true, true});
+  StepOutput out;
+  ASSERT_TRUE(batched->Forward(step, &out).ok());
+  for (int i = 0; i < 8; ++i) {
+    const auto expected = Prefill(*alone, 0, prompts[i]);
+    EXPECT_LT(MaxAbsDiff(out.Row(i), expected), 1e-5) << "sequence " << i;
+  }
+
+  // A mixed step: sequences 0-3 decode one token, 4-7 prefill more tokens, in shuffled slot order.
+  std::vector<std::vector<int32_t>> more;
+  Step mixed;
+  for (int i = 7; i >= 0; --i) more.push_back(RandomTokens(i < 4 ? 1 : 9, 512, 200 + i));
+  for (int i = 7; i >= 0; --i) mixed.sequences.push_back({i, more[7 - i], false, true});
+  ASSERT_TRUE(batched->Forward(mixed, &out).ok());
+  for (int i = 7; i >= 0; --i) {
+    std::vector<int32_t> all = prompts[i];
+    all.insert(all.end(), more[7 - i].begin(), more[7 - i].end());
+    const auto expected = Prefill(*alone, 0, all);
+    EXPECT_LT(MaxAbsDiff(out.Row(7 - i), expected), 1e-5) << "sequence " << i;
+  }
+}
+
+TEST_P(CpuBackendTest, LogitsLandInTheirRowsWhenAStepSpansManyPasses) {
+  auto small_passes = MakeBackend(6, /*max_tokens_per_pass=*/7);
+  auto alone = MakeBackend(1);
+  std::vector<std::vector<int32_t>> prompts;
+  Step step;
+  for (int i = 0; i < 6; ++i) prompts.push_back(RandomTokens(3 + 4 * i, 512, 300 + i));
+  for (int i = 0; i < 6; ++i) step.sequences.push_back({i, prompts[i], true, /*want_logits=*/i % 3 != 1});
+  StepOutput out;
+  ASSERT_TRUE(small_passes->Forward(step, &out).ok());
+  EXPECT_EQ(out.row_of_sequence, (std::vector<int>{0, -1, 1, 2, -1, 3}));
+  for (int i = 0; i < 6; ++i) {
+    if (i % 3 == 1) {
+      EXPECT_EQ(out.argmax[i], -1);
+      continue;
+    }
+    EXPECT_LT(MaxAbsDiff(out.Row(i), Prefill(*alone, 0, prompts[i])), 1e-4) << "sequence " << i;
+    EXPECT_EQ(out.argmax[i], ArgMax(out.Row(i))) << "sequence " << i;
+  }
+}
+
+TEST_P(CpuBackendTest, ChunkedPrefillGivesTheSameState) {
+  const auto prompt = RandomTokens(600, 512, 5);
+  std::vector<std::vector<uint8_t>> states;
+  std::vector<std::vector<float>> logits;
+  for (int chunk : {1, 7, 512}) {
+    auto backend = MakeBackend(1, chunk);
+    logits.push_back(Prefill(*backend, 0, prompt));
+    states.push_back(SlotState(*backend, 0));
+  }
+  auto as_floats = [](const std::vector<uint8_t>& bytes) {
+    return std::span<const float>(reinterpret_cast<const float*>(bytes.data()), bytes.size() / 4);
+  };
+  for (size_t i = 1; i < states.size(); ++i) {
+    EXPECT_LT(MaxAbsDiff(as_floats(states[i]), as_floats(states[0])), 1e-4) << "chunking " << i;
+    EXPECT_LT(MaxAbsDiff(logits[i], logits[0]), 1e-4);
+  }
+}
+
+TEST_P(CpuBackendTest, StateExportImportContinuesIdentically) {
+  auto backend = MakeBackend(2);
+  const auto prompt = RandomTokens(17, 512, 9);
+  Prefill(*backend, 0, prompt);
+  auto state = SlotState(*backend, 0);
+  ASSERT_TRUE(backend->WriteSlot(1, state).ok());
+  const std::vector<int32_t> next = {3, 4, 5};
+  EXPECT_EQ(Prefill(*backend, 0, next, false), Prefill(*backend, 1, next, false));
+}
+
+TEST_P(CpuBackendTest, StartFreshResetsTheSlot) {
+  auto backend = MakeBackend(1);
+  const auto a = RandomTokens(9, 512, 1), b = RandomTokens(9, 512, 2);
+  const auto first = Prefill(*backend, 0, b);
+  Prefill(*backend, 0, a);
+  EXPECT_EQ(Prefill(*backend, 0, b), first);
+}
+
+TEST_P(CpuBackendTest, LogitsOnlyForRequestedRows) {
+  auto backend = MakeBackend(3);
+  const auto p = RandomTokens(5, 512, 3);
+  Step step;
+  step.sequences.push_back({0, p, true, false});
+  step.sequences.push_back({1, p, true, true});
+  step.sequences.push_back({2, p, true, false});
+  StepOutput out;
+  ASSERT_TRUE(backend->Forward(step, &out).ok());
+  EXPECT_EQ(out.row_of_sequence, (std::vector<int>{-1, 0, -1}));
+  EXPECT_EQ(out.logits.size(), 512u);
+  // The slots without logits still advanced.
+  EXPECT_EQ(SlotState(*backend, 0), SlotState(*backend, 1));
+}
+
+TEST_P(CpuBackendTest, RejectsBadSteps) {
+  auto backend = MakeBackend(2);
+  testing::ExpectRejectsBadSteps(*backend);
+}
+
+TEST_P(CpuBackendTest, Bf16WeightsStayCloseToF32) {
+  auto f32 = MakeBackend(1);
+  BackendOptions options;
+  options.kind = BackendKind::kCpu;
+  options.num_slots = 1;
+  options.weight_dtype = DType::kBF16;
+  auto bf16 = CreateBackend(model_, options);
+  ASSERT_TRUE(bf16.ok());
+  EXPECT_EQ((*bf16)->info().weight_dtype, DType::kBF16);
+  const auto prompt = RandomTokens(12, 512, 4);
+  // bf16 keeps 8 mantissa bits: logits O(5) move by a few 1e-2 at most.
+  EXPECT_LT(MaxAbsDiff(Prefill(**bf16, 0, prompt), Prefill(*f32, 0, prompt)), 0.1);
+}
+
+INSTANTIATE_TEST_SUITE_P(BothModelTypes, CpuBackendTest,
+                         ::testing::Values(ModelType::kMamba, ModelType::kFalconMamba),
+                         [](const auto& info) { return std::string(ModelTypeName(info.param)); });
+
+}  // namespace
+}  // namespace mambaserve

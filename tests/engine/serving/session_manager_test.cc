@@ -1,0 +1,280 @@
+// Sessions: park/restore (exact state bytes), LRU parking, eviction over the host budget, TTL,
+// one request per session, export/import blob corruption and model mismatch.
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include "engine/backend_factory.h"
+#include "engine/backend/backend.h"
+#include "engine/testing/random_model.h"
+#include "engine/serving/session_blob.h"
+#include "engine/serving/session_manager.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
+
+namespace mambaserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+class SessionManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(WriteRandomModel(*PresetConfig("tiny", ModelType::kMamba), DType::kF32, 3, dir_.path()).ok());
+    auto model = LoadModel(dir_.path());
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    BackendOptions options;
+    options.kind = BackendKind::kCpu;
+    options.num_slots = 2;
+    options.num_threads = 1;
+    backend_ = std::move(*CreateBackend(model_, options));
+  }
+
+  std::unique_ptr<SessionManager> Make(int64_t host_budget_bytes = int64_t{1} << 30, int64_t ttl_ms = 0,
+                                       int64_t max_sessions = 1 << 20) {
+    SessionManagerOptions options;
+    options.max_sessions = max_sessions;
+    options.host_budget_bytes = host_budget_bytes;
+    options.ttl_ms = ttl_ms;
+    options.now_ms = [this] { return now_ms_; };
+    return std::make_unique<SessionManager>(backend_.get(), model_->fingerprint, options);
+  }
+
+  // One turn: feeds `tokens` into the session's slot.
+  void Turn(SessionManager& sm, const std::string& id, std::vector<int32_t> tokens) {
+    ++now_ms_;
+    ASSERT_TRUE(sm.Reserve(id).ok());
+    auto turn = sm.BeginTurn(id);
+    ASSERT_TRUE(turn.ok()) << turn.status();
+    Step step;
+    step.sequences.push_back({turn->slot, tokens, turn->start_fresh, false});
+    StepOutput out;
+    ASSERT_TRUE(backend_->Forward(step, &out).ok());
+    sm.EndTurn(id, turn->length + static_cast<int64_t>(tokens.size()), {}, true);
+  }
+
+  std::vector<uint8_t> State(int slot) {
+    std::vector<uint8_t> s(backend_->config().state_bytes());
+    EXPECT_TRUE(backend_->ReadSlot(slot, s).ok());
+    return s;
+  }
+
+  testing::TempDir dir_;
+  std::shared_ptr<const Model> model_;
+  std::unique_ptr<Backend> backend_;
+  int64_t now_ms_ = 1000;
+};
+
+TEST_F(SessionManagerTest, IdleSessionsAreParkedLruAndRestoredExactly) {
+  auto sm = Make();
+  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(sm->Create(id).ok());
+  Turn(*sm, "a", {1, 2, 3});
+  Turn(*sm, "b", {4, 5});
+  const auto a_state = State(0);  // "a" took the first free slot
+  EXPECT_EQ(sm->Get("a")->location, StateLocation::kDevice);
+  EXPECT_EQ(sm->slots_idle(), 2);
+
+  Turn(*sm, "c", {6});  // no free slot: "a" (least recently used) is parked
+  EXPECT_EQ(sm->Get("a")->location, StateLocation::kHost);
+  EXPECT_EQ(sm->Get("b")->location, StateLocation::kDevice);
+  EXPECT_EQ(sm->num_parked(), 1);
+  EXPECT_EQ(sm->parked_bytes(), backend_->config().state_bytes());
+
+  ASSERT_TRUE(sm->Reserve("a").ok());
+  auto turn = sm->BeginTurn("a");  // restores into the slot "b" gives up
+  ASSERT_TRUE(turn.ok());
+  EXPECT_FALSE(turn->start_fresh);
+  EXPECT_EQ(turn->length, 3);
+  EXPECT_EQ(State(turn->slot), a_state);
+  EXPECT_EQ(sm->Get("b")->location, StateLocation::kHost);
+  sm->EndTurn("a", 3, {}, true);
+  EXPECT_EQ(sm->restored_total(), 1);
+  EXPECT_EQ(sm->parked_total(), 2);
+}
+
+TEST_F(SessionManagerTest, RunningSequencesAreNeverParked) {
+  auto sm = Make();
+  ASSERT_TRUE(sm->AcquireSlot().ok());
+  ASSERT_TRUE(sm->Create("a").ok());
+  Turn(*sm, "a", {1});
+  ASSERT_TRUE(sm->Reserve("a").ok());
+  ASSERT_TRUE(sm->BeginTurn("a").ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(sm->AcquireSlot().status()));
+  sm->EndTurn("a", 2, {}, true);
+  EXPECT_TRUE(sm->AcquireSlot().ok());  // parks "a"
+  EXPECT_EQ(sm->Get("a")->location, StateLocation::kHost);
+}
+
+TEST_F(SessionManagerTest, OverTheHostBudgetTheOldestParkedAreEvictedAndSaySo) {
+  auto sm = Make(/*host_budget_bytes=*/backend_->config().state_bytes());  // room for one parked state
+  for (const char* id : {"a", "b", "c", "d"}) ASSERT_TRUE(sm->Create(id).ok());
+  Turn(*sm, "a", {1});
+  Turn(*sm, "b", {2});
+  Turn(*sm, "c", {3});  // parks a
+  Turn(*sm, "d", {4});  // parks b: over budget, a (older) is evicted
+  EXPECT_EQ(sm->Get("b")->location, StateLocation::kHost);
+  auto gone = sm->Get("a");
+  EXPECT_TRUE(absl::IsNotFound(gone.status()));
+  EXPECT_THAT(std::string(gone.status().message()), HasSubstr("evicted"));
+  EXPECT_TRUE(absl::IsNotFound(sm->Reserve("a")));
+  EXPECT_EQ(sm->evicted_total(), 1);
+  EXPECT_EQ(sm->num_sessions(), 3);
+}
+
+TEST_F(SessionManagerTest, IdleSessionsExpireAfterTheTtlButBusyOnesDoNot) {
+  auto sm = Make(int64_t{1} << 30, /*ttl_ms=*/60000);
+  ASSERT_TRUE(sm->Create("idle").ok());
+  ASSERT_TRUE(sm->Create("busy").ok());
+  Turn(*sm, "idle", {1});
+  ASSERT_TRUE(sm->Reserve("busy").ok());
+  now_ms_ += 59000;
+  EXPECT_EQ(sm->ExpireIdle(), 0);
+  now_ms_ += 2000;
+  EXPECT_EQ(sm->ExpireIdle(), 1);
+  auto gone = sm->Get("idle");
+  EXPECT_TRUE(absl::IsNotFound(gone.status()));
+  EXPECT_THAT(std::string(gone.status().message()), HasSubstr("expired"));
+  EXPECT_TRUE(sm->Get("busy").ok());
+  EXPECT_EQ(sm->slots_idle(), 0);  // the expired session's slot is free again
+}
+
+TEST_F(SessionManagerTest, OneRequestPerSessionAndNoDeleteWhileBusy) {
+  auto sm = Make();
+  ASSERT_TRUE(sm->Create("a").ok());
+  ASSERT_TRUE(sm->Reserve("a").ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(sm->Reserve("a")));
+  EXPECT_TRUE(absl::IsFailedPrecondition(sm->Delete("a")));
+  EXPECT_TRUE(absl::IsFailedPrecondition(sm->Export("a").status()));
+  sm->CancelReservation("a");
+  EXPECT_TRUE(sm->Delete("a").ok());
+  EXPECT_THAT(std::string(sm->Get("a").status().message()), HasSubstr("deleted"));
+  EXPECT_TRUE(absl::IsNotFound(sm->Reserve("never")));
+  ASSERT_TRUE(sm->Create("x").ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(sm->Create("x").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(sm->Create("bad id!").status()));
+}
+
+TEST_F(SessionManagerTest, ExportImportRoundTripsStateLengthAndPendingTokens) {
+  auto sm = Make();
+  ASSERT_TRUE(sm->Create("a").ok());
+  Turn(*sm, "a", {1, 2, 3, 4});
+  ASSERT_TRUE(sm->Reserve("a").ok());
+  auto turn = sm->BeginTurn("a");
+  ASSERT_TRUE(turn.ok());
+  const auto state = State(turn->slot);
+  sm->EndTurn("a", 5, {42}, true);
+  auto blob = sm->Export("a");
+  ASSERT_TRUE(blob.ok());
+  ASSERT_TRUE(sm->Delete("a").ok());
+
+  auto imported = sm->Import("b", {reinterpret_cast<const uint8_t*>(blob->data()), blob->size()});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->length, 5);
+  EXPECT_EQ(imported->location, StateLocation::kHost);
+  ASSERT_TRUE(sm->Reserve("b").ok());
+  auto b = sm->BeginTurn("b");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->pending_tokens, std::vector<int32_t>{42});
+  EXPECT_EQ(State(b->slot), state);
+}
+
+TEST_F(SessionManagerTest, SessionCountIsBounded) {
+  auto sm = Make(int64_t{1} << 30, 0, /*max_sessions=*/2);
+  ASSERT_TRUE(sm->Create("a").ok());
+  const std::string blob = *sm->Export("a");
+  ASSERT_TRUE(sm->Create("b").ok());
+  absl::Status full = sm->Create("c").status();
+  EXPECT_TRUE(absl::IsResourceExhausted(full));
+  EXPECT_THAT(std::string(full.message()), HasSubstr("maximum of 2 sessions"));
+  EXPECT_TRUE(absl::IsResourceExhausted(
+      sm->Import("d", {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()}).status()));
+  ASSERT_TRUE(sm->Delete("b").ok());
+  EXPECT_TRUE(sm->Create("c").ok());
+}
+
+TEST_F(SessionManagerTest, PendingTokensFromCancelledTurnsAreBounded) {
+  auto sm = Make();
+  ASSERT_TRUE(sm->Create("a").ok());
+  ASSERT_TRUE(sm->BeginTurn("a").ok());
+  sm->EndTurn("a", 0, std::vector<int32_t>(kMaxPendingTokens + 1, 1), /*state_valid=*/true);
+  absl::Status gone = sm->Get("a").status();
+  EXPECT_TRUE(absl::IsNotFound(gone));
+  EXPECT_THAT(std::string(gone.message()), HasSubstr("unconsumed prompt tokens"));
+}
+
+TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
+  auto sm = Make();
+  ASSERT_TRUE(sm->Create("a").ok());
+  Turn(*sm, "a", {1, 2});
+  const std::string blob = *sm->Export("a");
+  auto import = [&](const std::string& bytes, const std::string& id) {
+    return sm->Import(id, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}).status();
+  };
+
+  std::string flipped = blob;
+  flipped[flipped.size() / 2] ^= 0x40;
+  absl::Status s = import(flipped, "x");
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("checksum"));
+
+  s = import(blob.substr(0, blob.size() - 10), "x");
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  s = import("garbage", "x");
+  EXPECT_THAT(std::string(s.message()), HasSubstr("magic"));
+
+  // A well-formed blob from another model.
+  SessionBlob other = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  other.model_fingerprint = "0123456789abcdef";
+  s = import(EncodeSessionBlob(other), "x");
+  EXPECT_TRUE(absl::IsFailedPrecondition(s));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("different model"));
+
+  // The right model but the wrong state size.
+  SessionBlob resized = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  resized.state.resize(resized.state.size() - 4);
+  EXPECT_TRUE(absl::IsInvalidArgument(import(EncodeSessionBlob(resized), "x")));
+  EXPECT_FALSE(sm->Get("x").ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(import(blob, "a")));
+
+  // Well-formed but hostile: non-finite state, an absurd length, too many pending tokens.
+  SessionBlob poisoned = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(poisoned.state.data() + 8, &nan, 4);
+  EXPECT_THAT(std::string(import(EncodeSessionBlob(poisoned), "x").message()), HasSubstr("NaN or Inf"));
+  SessionBlob long_one = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  long_one.length = int64_t{1} << 60;
+  EXPECT_THAT(std::string(import(EncodeSessionBlob(long_one), "x").message()), HasSubstr("implausible length"));
+  SessionBlob chatty = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  chatty.pending_tokens.assign(kMaxPendingTokens + 1, 1);
+  EXPECT_THAT(std::string(import(EncodeSessionBlob(chatty), "x").message()), HasSubstr("pending tokens"));
+  EXPECT_FALSE(sm->Get("x").ok());
+}
+
+TEST(SessionBlobTest, EncodeDecodeRoundTrip) {
+  SessionBlob blob;
+  blob.model_fingerprint = "abc";
+  blob.length = 77;
+  blob.pending_tokens = {5, 6};
+  blob.state = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::string bytes = EncodeSessionBlob(blob);
+  auto decoded = DecodeSessionBlob({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->model_fingerprint, "abc");
+  EXPECT_EQ(decoded->length, 77);
+  EXPECT_EQ(decoded->pending_tokens, blob.pending_tokens);
+  EXPECT_EQ(decoded->state, blob.state);
+  // Every truncation is refused.
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_FALSE(DecodeSessionBlob({reinterpret_cast<const uint8_t*>(bytes.data()), n}).ok()) << n;
+  }
+}
+
+TEST(SessionBlobTest, Crc32MatchesTheStandardCheckValue) {
+  const std::string check = "123456789";
+  EXPECT_EQ(Crc32({reinterpret_cast<const uint8_t*>(check.data()), check.size()}), 0xCBF43926u);
+}
+
+}  // namespace
+}  // namespace mambaserve
