@@ -297,8 +297,8 @@ absl::StatusOr<SessionInfo> SessionManager::Import(const std::string& id,
   // Decoding and checksumming a large blob happen here, outside the lock.
   if (bytes.size() > MaxBlobBytes()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("session blob is ", bytes.size(), " bytes; a session of this model encodes to at most ",
-                     MaxBlobBytes()));
+        absl::StrCat("session blob is ", bytes.size(), " bytes; a session of this model, with at most ",
+                     options_.max_pending_tokens, " pending tokens, encodes to at most ", MaxBlobBytes()));
   }
   ASSIGN_OR_RETURN(SessionBlob blob, DecodeSessionBlob(bytes));
   RETURN_IF_ERROR(CheckSessionBlobFits(blob, fingerprint_, state_bytes_, backend_->config().vocab_size,

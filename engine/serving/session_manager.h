@@ -119,6 +119,10 @@ class SessionManager {
 
   int num_slots() const { return static_cast<int>(slot_owner_.size()); }
   const std::string& fingerprint() const { return fingerprint_; }
+  size_t TombstoneEntriesForTest() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return tombstone_order_.size();
+  }
 
  private:
   struct Session;

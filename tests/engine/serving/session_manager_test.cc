@@ -3,6 +3,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <random>
 
 #include "engine/backend_factory.h"
 #include "engine/backend/backend.h"
@@ -52,7 +53,7 @@ class SessionManagerTest : public ::testing::Test {
     step.sequences.push_back({turn->slot, tokens, turn->start_fresh, false});
     StepOutput out;
     ASSERT_TRUE(backend_->Forward(step, &out).ok());
-    sm.EndTurn(id, turn->length + static_cast<int64_t>(tokens.size()), {}, true);
+    sm.CommitTurn(id, turn->length + static_cast<int64_t>(tokens.size()), {});
   }
 
   std::vector<uint8_t> State(int slot) {
@@ -74,13 +75,13 @@ TEST_F(SessionManagerTest, IdleSessionsAreParkedLruAndRestoredExactly) {
   Turn(*sm, "b", {4, 5});
   const auto a_state = State(0);  // "a" took the first free slot
   EXPECT_EQ(sm->Get("a")->location, StateLocation::kDevice);
-  EXPECT_EQ(sm->slots_idle(), 2);
+  EXPECT_EQ(sm->Gauges().slots_idle, 2);
 
   Turn(*sm, "c", {6});  // no free slot: "a" (least recently used) is parked
   EXPECT_EQ(sm->Get("a")->location, StateLocation::kHost);
   EXPECT_EQ(sm->Get("b")->location, StateLocation::kDevice);
-  EXPECT_EQ(sm->num_parked(), 1);
-  EXPECT_EQ(sm->parked_bytes(), backend_->config().state_bytes());
+  EXPECT_EQ(sm->Gauges().parked, 1);
+  EXPECT_EQ(sm->Gauges().parked_bytes, backend_->config().state_bytes());
 
   ASSERT_TRUE(sm->Reserve("a").ok());
   auto turn = sm->BeginTurn("a");  // restores into the slot "b" gives up
@@ -89,9 +90,9 @@ TEST_F(SessionManagerTest, IdleSessionsAreParkedLruAndRestoredExactly) {
   EXPECT_EQ(turn->length, 3);
   EXPECT_EQ(State(turn->slot), a_state);
   EXPECT_EQ(sm->Get("b")->location, StateLocation::kHost);
-  sm->EndTurn("a", 3, {}, true);
-  EXPECT_EQ(sm->restored_total(), 1);
-  EXPECT_EQ(sm->parked_total(), 2);
+  sm->CommitTurn("a", 3, {});
+  EXPECT_EQ(sm->Gauges().restored_total, 1);
+  EXPECT_EQ(sm->Gauges().parked_total, 2);
 }
 
 TEST_F(SessionManagerTest, RunningSequencesAreNeverParked) {
@@ -102,7 +103,7 @@ TEST_F(SessionManagerTest, RunningSequencesAreNeverParked) {
   ASSERT_TRUE(sm->Reserve("a").ok());
   ASSERT_TRUE(sm->BeginTurn("a").ok());
   EXPECT_TRUE(absl::IsResourceExhausted(sm->AcquireSlot().status()));
-  sm->EndTurn("a", 2, {}, true);
+  sm->CommitTurn("a", 2, {});
   EXPECT_TRUE(sm->AcquireSlot().ok());  // parks "a"
   EXPECT_EQ(sm->Get("a")->location, StateLocation::kHost);
 }
@@ -119,8 +120,8 @@ TEST_F(SessionManagerTest, OverTheHostBudgetTheOldestParkedAreEvictedAndSaySo) {
   EXPECT_TRUE(absl::IsNotFound(gone.status()));
   EXPECT_THAT(std::string(gone.status().message()), HasSubstr("evicted"));
   EXPECT_TRUE(absl::IsNotFound(sm->Reserve("a")));
-  EXPECT_EQ(sm->evicted_total(), 1);
-  EXPECT_EQ(sm->num_sessions(), 3);
+  EXPECT_EQ(sm->Gauges().evicted_total, 1);
+  EXPECT_EQ(sm->Gauges().sessions, 3);
 }
 
 TEST_F(SessionManagerTest, IdleSessionsExpireAfterTheTtlButBusyOnesDoNot) {
@@ -137,7 +138,7 @@ TEST_F(SessionManagerTest, IdleSessionsExpireAfterTheTtlButBusyOnesDoNot) {
   EXPECT_TRUE(absl::IsNotFound(gone.status()));
   EXPECT_THAT(std::string(gone.status().message()), HasSubstr("expired"));
   EXPECT_TRUE(sm->Get("busy").ok());
-  EXPECT_EQ(sm->slots_idle(), 0);  // the expired session's slot is free again
+  EXPECT_EQ(sm->Gauges().slots_idle, 0);  // the expired session's slot is free again
 }
 
 TEST_F(SessionManagerTest, OneRequestPerSessionAndNoDeleteWhileBusy) {
@@ -164,7 +165,7 @@ TEST_F(SessionManagerTest, ExportImportRoundTripsStateLengthAndPendingTokens) {
   auto turn = sm->BeginTurn("a");
   ASSERT_TRUE(turn.ok());
   const auto state = State(turn->slot);
-  sm->EndTurn("a", 5, {42}, true);
+  sm->CommitTurn("a", 5, {42});
   auto blob = sm->Export("a");
   ASSERT_TRUE(blob.ok());
   ASSERT_TRUE(sm->Delete("a").ok());
@@ -194,14 +195,141 @@ TEST_F(SessionManagerTest, SessionCountIsBounded) {
   EXPECT_TRUE(sm->Create("c").ok());
 }
 
-TEST_F(SessionManagerTest, PendingTokensFromCancelledTurnsAreBounded) {
+// Feeds `tokens` into a turn's slot without ending the turn.
+void Feed(Backend& backend, const SessionTurn& turn, std::vector<int32_t> tokens) {
+  Step step;
+  step.sequences.push_back({turn.slot, tokens, turn.start_fresh, false});
+  StepOutput out;
+  ASSERT_TRUE(backend.Forward(step, &out).ok());
+}
+
+TEST_F(SessionManagerTest, ATurnThatDoesNotCompleteLeavesTheSessionExactlyAsItWas) {
+  auto sm = Make();
+  for (const char* id : {"resident", "parked", "fresh"}) ASSERT_TRUE(sm->Create(id).ok());
+  Turn(*sm, "parked", {1, 2});
+  Turn(*sm, "resident", {3, 4, 5});
+  ASSERT_TRUE(sm->Reserve("resident").ok());
+  ASSERT_TRUE(sm->BeginTurn("resident").ok());
+  sm->CommitTurn("resident", 4, {9});  // pending: the last sampled token
+  const std::string resident_before = *sm->Export("resident");
+  const std::string parked_before = *sm->Export("parked");
+
+  // A resident session: the turn advanced its slot, then was cancelled.
+  ASSERT_TRUE(sm->Reserve("resident").ok());
+  auto turn = sm->BeginTurn("resident");
+  ASSERT_TRUE(turn.ok());
+  EXPECT_EQ(turn->pending_tokens, std::vector<int32_t>{9});
+  Feed(*backend_, *turn, {9, 6, 7, 8});
+  sm->RollBackTurn("resident");
+  EXPECT_EQ(*sm->Export("resident"), resident_before);
+  EXPECT_EQ(sm->Get("resident")->location, StateLocation::kDevice);
+  EXPECT_FALSE(sm->Get("resident")->busy);
+
+  // A parked one: restored into a slot (parking "resident"), fed, rolled back.
+  ASSERT_TRUE(sm->Reserve("parked").ok());
+  turn = sm->BeginTurn("parked");
+  ASSERT_TRUE(turn.ok());
+  Feed(*backend_, *turn, {6, 7});
+  sm->RollBackTurn("parked");
+  EXPECT_EQ(*sm->Export("parked"), parked_before);
+  EXPECT_EQ(*sm->Export("resident"), resident_before);
+
+  // A session never used goes back to having no state, and its slot is free again.
+  const SessionGauges gauges = sm->Gauges();
+  ASSERT_TRUE(sm->Reserve("fresh").ok());
+  turn = sm->BeginTurn("fresh");
+  ASSERT_TRUE(turn.ok());
+  EXPECT_TRUE(turn->start_fresh);
+  Feed(*backend_, *turn, {1});
+  sm->RollBackTurn("fresh");
+  EXPECT_EQ(sm->Get("fresh")->location, StateLocation::kNone);
+  EXPECT_EQ(sm->Get("fresh")->length, 0);
+  EXPECT_EQ(sm->Gauges().slots_running, 0);
+  EXPECT_EQ(sm->Gauges().slots_idle + sm->Gauges().parked, gauges.slots_idle + gauges.parked);
+}
+
+TEST_F(SessionManagerTest, AnEmptyPromptIsRefusedUnlessTheSessionHasATokenToContinueFrom) {
   auto sm = Make();
   ASSERT_TRUE(sm->Create("a").ok());
+  absl::Status empty = sm->Reserve("a", /*prompt_is_empty=*/true);
+  EXPECT_TRUE(absl::IsInvalidArgument(empty));
+  EXPECT_THAT(std::string(empty.message()), HasSubstr("no generated token to continue from"));
+  EXPECT_FALSE(sm->Get("a")->busy);
+  ASSERT_TRUE(sm->Reserve("a").ok());
   ASSERT_TRUE(sm->BeginTurn("a").ok());
-  sm->EndTurn("a", 0, std::vector<int32_t>(kMaxPendingTokens + 1, 1), /*state_valid=*/true);
-  absl::Status gone = sm->Get("a").status();
-  EXPECT_TRUE(absl::IsNotFound(gone));
-  EXPECT_THAT(std::string(gone.message()), HasSubstr("unconsumed prompt tokens"));
+  sm->CommitTurn("a", 3, {7});
+  EXPECT_TRUE(sm->Reserve("a", /*prompt_is_empty=*/true).ok());
+}
+
+TEST_F(SessionManagerTest, RecreatingTheSameIdLeavesNoStaleEntries) {
+  auto sm = Make(int64_t{1} << 30, /*ttl_ms=*/1000);
+  for (int i = 0; i < 20000; ++i) {
+    ASSERT_TRUE(sm->Create("chat").ok());
+    if (i % 2 == 0) {
+      ASSERT_TRUE(sm->Delete("chat").ok());
+    } else {
+      now_ms_ += 2000;  // expire -> re-create
+      ASSERT_EQ(sm->ExpireIdle(), 1);
+    }
+  }
+  EXPECT_EQ(sm->TombstoneEntriesForTest(), 1u);
+  EXPECT_THAT(std::string(sm->Get("chat").status().message()), HasSubstr("expired"));
+}
+
+// The O(1) gauges never drift from what List() shows, whatever the sequence of operations.
+TEST_F(SessionManagerTest, GaugesAgreeWithTheSessionsUnderRandomOperations) {
+  auto sm = Make(/*host_budget_bytes=*/3 * backend_->config().state_bytes(), /*ttl_ms=*/50);
+  std::mt19937 rng(5);
+  const std::vector<std::string> ids = {"a", "b", "c", "d", "e", "f"};
+  for (int i = 0; i < 600; ++i) {
+    const std::string& id = ids[rng() % ids.size()];
+    switch (rng() % 6) {
+      case 0:
+        (void)sm->Create(id);
+        break;
+      case 1:
+        (void)sm->Delete(id);
+        break;
+      case 2:
+      case 3: {
+        if (!sm->Reserve(id).ok()) break;
+        auto turn = sm->BeginTurn(id);
+        if (!turn.ok()) {
+          sm->CancelReservation(id);
+          break;
+        }
+        Feed(*backend_, *turn, {static_cast<int32_t>(rng() % 50)});
+        if (rng() % 3 == 0) {
+          sm->RollBackTurn(id);
+        } else {
+          sm->CommitTurn(id, turn->length + 1, {});
+        }
+        break;
+      }
+      case 4:
+        now_ms_ += 20;
+        sm->ExpireIdle();
+        break;
+      case 5:
+        if (auto blob = sm->Export(id); blob.ok()) {
+          (void)sm->Import(id + "-copy", {reinterpret_cast<const uint8_t*>(blob->data()), blob->size()});
+        }
+        break;
+    }
+    const std::vector<SessionInfo> list = sm->List();
+    const SessionGauges g = sm->Gauges();
+    int parked = 0, resident = 0;
+    for (const SessionInfo& info : list) {
+      parked += info.location == StateLocation::kHost;
+      resident += info.location == StateLocation::kDevice;
+    }
+    ASSERT_EQ(g.sessions, static_cast<int>(list.size())) << "after operation " << i;
+    ASSERT_EQ(g.parked, parked) << "after operation " << i;
+    ASSERT_EQ(g.parked_bytes, parked * backend_->config().state_bytes()) << "after operation " << i;
+    ASSERT_EQ(g.slots_idle, resident) << "after operation " << i;
+    ASSERT_EQ(g.slots_running, 0) << "after operation " << i;
+    ASSERT_LE(g.parked_bytes, 3 * backend_->config().state_bytes()) << "after operation " << i;
+  }
 }
 
 TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
@@ -247,7 +375,7 @@ TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
   long_one.length = int64_t{1} << 60;
   EXPECT_THAT(std::string(import(EncodeSessionBlob(long_one), "x").message()), HasSubstr("implausible length"));
   SessionBlob chatty = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
-  chatty.pending_tokens.assign(kMaxPendingTokens + 1, 1);
+  chatty.pending_tokens.assign(8193, 1);  // one past the prompt limit
   EXPECT_THAT(std::string(import(EncodeSessionBlob(chatty), "x").message()), HasSubstr("pending tokens"));
   EXPECT_FALSE(sm->Get("x").ok());
 }

@@ -19,7 +19,7 @@ import time
 import urllib.parse
 import urllib.request
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 RULE_FILES = [REPO / "deploy/prometheus/recording_rules.yml", REPO / "deploy/prometheus/alerts.yml"]
 JOB = "mambaserve"
 
