@@ -11,10 +11,10 @@
 #include <numeric>
 #include <random>
 
-#include "engine/backend_factory.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/blas_kernels.h"
 #include "engine/backend/cpu/thread_pool.h"
+#include "engine/backend_factory.h"
 #include "engine/testing/random_model.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/command_line.h"
@@ -41,21 +41,27 @@ Bandwidth MeasureBandwidth(ThreadPool& pool, size_t bytes) {
   Bandwidth best;
   for (int rep = 0; rep < 5; ++rep) {
     auto t0 = Clock::now();
-    pool.ParallelFor(static_cast<int64_t>(n), [&](int64_t b, int64_t e) {
-      std::memcpy(dst.data() + b, src.data() + b, (e - b) * sizeof(float));
-    }, 1024);
+    pool.ParallelFor(
+        static_cast<int64_t>(n),
+        [&](int64_t b, int64_t e) {
+          std::memcpy(dst.data() + b, src.data() + b, (e - b) * sizeof(float));
+        },
+        1024);
     auto t1 = Clock::now();
     best.copy_gbs = std::max(best.copy_gbs, 2.0 * bytes / Seconds(t0, t1) / 1e9);
     std::vector<double> partial(pool.num_threads(), 0.0);
     std::atomic<int> slot{0};
     t0 = Clock::now();
-    pool.ParallelFor(static_cast<int64_t>(n), [&](int64_t b, int64_t e) {
-      float acc = 0.0f;
-      const float* p = src.data();
+    pool.ParallelFor(
+        static_cast<int64_t>(n),
+        [&](int64_t b, int64_t e) {
+          float acc = 0.0f;
+          const float* p = src.data();
 #pragma omp simd reduction(+ : acc)
-      for (int64_t i = b; i < e; ++i) acc += p[i];
-      partial[slot++] = acc;
-    }, 1024);
+          for (int64_t i = b; i < e; ++i) acc += p[i];
+          partial[slot++] = acc;
+        },
+        1024);
     t1 = Clock::now();
     if (std::accumulate(partial.begin(), partial.end(), 0.0) < 0) std::cerr << "";  // keep the loop
     best.read_gbs = std::max(best.read_gbs, bytes / Seconds(t0, t1) / 1e9);
@@ -81,7 +87,8 @@ double DecodeTokensPerSecond(Backend& backend, int batch, int steps) {
   if (!backend.Forward(prefill, &out).ok()) return 0;
   std::vector<int32_t> next(batch, 1);
   Step step;
-  for (int i = 0; i < batch; ++i) step.sequences.push_back({i, std::span(&next[i], 1), false, true});
+  for (int i = 0; i < batch; ++i)
+    step.sequences.push_back({i, std::span(&next[i], 1), false, true});
   backend.Forward(step, &out).IgnoreError();  // warm-up
   const auto t0 = Clock::now();
   for (int s = 0; s < steps; ++s) {
@@ -92,14 +99,16 @@ double DecodeTokensPerSecond(Backend& backend, int batch, int steps) {
 }
 
 absl::Status Run(int argc, char** argv) {
-  auto cl = CommandLine::Parse(argc, argv, {"preset", "out", "threads", "model-dir", "steps", "decode-batches"}, {});
+  auto cl = CommandLine::Parse(
+      argc, argv, {"preset", "out", "threads", "model-dir", "steps", "decode-batches"}, {});
   if (!cl.ok()) return cl.status();
   const std::string preset = cl->GetOr("preset", "130m");
   const std::string out_path = cl->GetOr("out", "bench/results/cpu_engine.json");
   const int threads = static_cast<int>(cl->GetInt("threads", 0).value_or(0));
   const int steps = static_cast<int>(cl->GetInt("steps", 20).value_or(20));
-  const std::string dir = cl->GetOr("model-dir", (std::filesystem::temp_directory_path() /
-                                                  ("mambaserve-bench-" + preset)).string());
+  const std::string dir =
+      cl->GetOr("model-dir",
+                (std::filesystem::temp_directory_path() / ("mambaserve-bench-" + preset)).string());
 
   auto config = PresetConfig(preset, ModelType::kMamba);
   if (!config.ok()) return config.status();
@@ -153,8 +162,13 @@ absl::Status Run(int argc, char** argv) {
 
   nlohmann::json result = {
       {"benchmark", "cpu_engine"},
-      {"model", {{"preset", preset}, {"dtype", "f32"}, {"weight_bytes", info.weight_bytes},
-                 {"d_model", config->d_model}, {"n_layers", config->n_layers}, {"vocab", config->vocab_size}}},
+      {"model",
+       {{"preset", preset},
+        {"dtype", "f32"},
+        {"weight_bytes", info.weight_bytes},
+        {"d_model", config->d_model},
+        {"n_layers", config->n_layers},
+        {"vocab", config->vocab_size}}},
       {"threads", info.device},
       {"blas_kernels", BlasCoreName()},
       {"prefill_512_tokens_per_s", prefill_tps},

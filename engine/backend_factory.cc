@@ -73,7 +73,8 @@ absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name) {
   if (name == "auto") return BackendKind::kAuto;
   if (name == "cpu") return BackendKind::kCpu;
   if (name == "cuda") return BackendKind::kCuda;
-  return absl::InvalidArgumentError(absl::StrCat("unknown backend \"", std::string(name), "\" (expected auto, cpu or cuda)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backend \"", std::string(name), "\" (expected auto, cpu or cuda)"));
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Model> model,

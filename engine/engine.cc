@@ -24,8 +24,8 @@ int64_t PhysicalMemoryBytes() {
 
 std::string GiB(double bytes) { return absl::StrCat(bytes / (1024.0 * 1024 * 1024), " GiB"); }
 
-// Sizes that commit memory at start (state slots, one logits row per batched sequence) or promise it
-// later (the host budget for parked sessions) must fit this machine: a typo such as
+// Sizes that commit memory at start (state slots, one logits row per batched sequence) or promise
+// it later (the host budget for parked sessions) must fit this machine: a typo such as
 // --max-sessions 1000000000 is refused with the arithmetic instead of dying in the allocator.
 absl::Status CheckMemoryFits(const EngineOptions& options, const ModelConfig& config) {
   const int64_t memory = PhysicalMemoryBytes();
@@ -39,16 +39,16 @@ absl::Status CheckMemoryFits(const EngineOptions& options, const ModelConfig& co
   const double batch = std::min<double>(options.scheduler.max_batch, slots);
   const double logits = batch * static_cast<double>(config.vocab_size) * sizeof(float);
   if (state_pool + logits > static_cast<double>(memory)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a batch of ", options.scheduler.max_batch, " sequences (--max-batch) needs ", GiB(logits),
-        " of logits beside ", GiB(state_pool), " of state slots; this machine has ",
-        GiB(static_cast<double>(memory))));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a batch of ", options.scheduler.max_batch, " sequences (--max-batch) needs ",
+                     GiB(logits), " of logits beside ", GiB(state_pool),
+                     " of state slots; this machine has ", GiB(static_cast<double>(memory))));
   }
   if (options.scheduler.sessions.host_budget_bytes > memory) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the host budget for parked sessions (--host-state-budget-mb) is ",
-        GiB(static_cast<double>(options.scheduler.sessions.host_budget_bytes)),
-        "; this machine has ", GiB(static_cast<double>(memory))));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the host budget for parked sessions (--host-state-budget-mb) is ",
+                     GiB(static_cast<double>(options.scheduler.sessions.host_budget_bytes)),
+                     "; this machine has ", GiB(static_cast<double>(memory))));
   }
   return absl::OkStatus();
 }
@@ -74,7 +74,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
   const ModelConfig& config = engine->model_->config;
   RETURN_IF_ERROR(CheckMemoryFits(options, config));
 
-  const std::string tokenizer_path = (std::filesystem::path(options.model_dir) / "tokenizer.json").string();
+  const std::string tokenizer_path =
+      (std::filesystem::path(options.model_dir) / "tokenizer.json").string();
   if (std::filesystem::exists(tokenizer_path)) {
     ASSIGN_OR_RETURN(engine->tokenizer_, Tokenizer::FromFile(tokenizer_path));
     if (engine->tokenizer_->vocab_size() > config.vocab_size) {
@@ -91,8 +92,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
     ASSIGN_OR_RETURN(engine->backend_,
                      CreateBackend(engine->model_, options.backend, &info.backend_fallback_reason));
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "out of memory creating the backend with ", options.backend.num_slots, " state slots"));
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory creating the backend with ",
+                                                     options.backend.num_slots, " state slots"));
   }
   if (!info.backend_fallback_reason.empty()) {
     LogInfo("backend auto: using the CPU (", info.backend_fallback_reason, ")");
@@ -111,7 +112,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
   info.max_prompt_tokens = options.max_prompt_tokens;
   info.max_session_blob_bytes = engine->scheduler_->sessions().MaxBlobBytes();
   engine->session_workers_ = std::make_unique<WorkerPool>(
-      options.session_workers, static_cast<size_t>(std::max(options.scheduler.max_pending_tasks, 1)));
+      options.session_workers,
+      static_cast<size_t>(std::max(options.scheduler.max_pending_tasks, 1)));
   engine->scheduler_->Start();
   return engine;
 }
@@ -125,7 +127,9 @@ void Engine::Stop() {
   if (session_workers_) session_workers_->Stop();
 }
 
-absl::Status Engine::Submit(GenerationRequest request) { return scheduler_->Submit(std::move(request)); }
+absl::Status Engine::Submit(GenerationRequest request) {
+  return scheduler_->Submit(std::move(request));
+}
 
 void Engine::Post(std::function<void()> op, const std::function<void(absl::Status)>& refused) {
   if (!session_workers_->Post(std::move(op))) {
@@ -152,7 +156,8 @@ void Engine::DeleteSession(std::string id, std::function<void(absl::Status)> don
   Post([this, id = std::move(id), done] { done(scheduler_->sessions().Delete(id)); }, done);
 }
 
-void Engine::ImportSession(std::string id, std::span<const uint8_t> blob, Callback<SessionInfo> done) {
+void Engine::ImportSession(std::string id, std::span<const uint8_t> blob,
+                           Callback<SessionInfo> done) {
   Post([this, id = std::move(id), blob, done] { done(scheduler_->sessions().Import(id, blob)); },
        [done](absl::Status s) { done(s); });
 }
@@ -164,8 +169,10 @@ void Engine::ExportSession(std::string id, Callback<std::string> done) {
         // waits for that, then encodes and checksums here.
         auto snapshot = std::make_shared<std::promise<absl::StatusOr<SessionSnapshot>>>();
         std::future<absl::StatusOr<SessionSnapshot>> taken = snapshot->get_future();
-        absl::Status queued = scheduler_->RunOnSchedulerThread(
-            [id, snapshot](SessionManager& sessions) { snapshot->set_value(sessions.Snapshot(id)); });
+        absl::Status queued =
+            scheduler_->RunOnSchedulerThread([id, snapshot](SessionManager& sessions) {
+              snapshot->set_value(sessions.Snapshot(id));
+            });
         if (!queued.ok()) {
           done(queued);
           return;

@@ -75,7 +75,8 @@ class Engine {
   void ExportSession(std::string id, Callback<std::string> done);
   void ImportSession(std::string id, std::span<const uint8_t> blob, Callback<SessionInfo> done);
 
-  // Ends every request (UNAVAILABLE), runs the session operations already posted, joins. Idempotent.
+  // Ends every request (UNAVAILABLE), runs the session operations already posted, joins.
+  // Idempotent.
   void Stop();
 
  private:

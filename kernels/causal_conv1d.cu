@@ -91,8 +91,9 @@ LaunchResult InvokeCausalConv1dPrefill(const CausalConv1dParams& p, cudaStream_t
   const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
                   static_cast<unsigned>(p.chunks.num_chunks));
   const dim3 block(kChannels, kSlices);
-  MS_DISPATCH_GEMM_TYPE(p.out_gemm_type, T,
-                        [&] { LaunchKernel(CausalConv1dPrefillKernel<T>, grid, block, stream, p); });
+  MS_DISPATCH_GEMM_TYPE(p.out_gemm_type, T, [&] {
+    LaunchKernel(CausalConv1dPrefillKernel<T>, grid, block, stream, p);
+  });
   return LastLaunchResult();
 }
 
@@ -104,8 +105,9 @@ LaunchResult InvokeCausalConv1dUpdate(const CausalConv1dParams& p, cudaStream_t 
   constexpr int kThreads = 128;
   const dim3 grid(static_cast<unsigned>((p.d_inner + kThreads - 1) / kThreads),
                   static_cast<unsigned>(p.chunks.num_chunks));
-  MS_DISPATCH_GEMM_TYPE(p.out_gemm_type, T,
-                        [&] { LaunchKernel(CausalConv1dUpdateKernel<T>, grid, kThreads, stream, p); });
+  MS_DISPATCH_GEMM_TYPE(p.out_gemm_type, T, [&] {
+    LaunchKernel(CausalConv1dUpdateKernel<T>, grid, kThreads, stream, p);
+  });
   return LastLaunchResult();
 }
 

@@ -39,8 +39,9 @@ LaunchResult InvokeFill(const FillParams& p, cudaStream_t stream) {
   if (p.count == 0) return 0;
   // Grid-stride loop: 1024 blocks of 256 saturate any current GPU's bandwidth.
   const int64_t blocks = std::min<int64_t>(1024, (p.count + 255) / 256);
-  MS_DISPATCH_GEMM_TYPE(
-      p.type, T, [&] { LaunchKernel(FillKernel<T>, static_cast<unsigned>(blocks), 256, stream, p); });
+  MS_DISPATCH_GEMM_TYPE(p.type, T, [&] {
+    LaunchKernel(FillKernel<T>, static_cast<unsigned>(blocks), 256, stream, p);
+  });
   return LastLaunchResult();
 }
 

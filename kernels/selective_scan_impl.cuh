@@ -137,8 +137,9 @@ __global__ void SelectiveScanUpdateKernel(SelectiveScanParams p, int lanes) {
 
 // Prefill and update share the launch shape: kChannels channels per block with `lanes` threads
 // each (the d_state reduction), one grid row per chunk.
-inline LaunchResult LaunchOverChannels(const SelectiveScanParams& p, void (*kernel)(SelectiveScanParams, int),
-                                cudaStream_t stream) {
+inline LaunchResult LaunchOverChannels(const SelectiveScanParams& p,
+                                       void (*kernel)(SelectiveScanParams, int),
+                                       cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
   if (p.d_state < 1 || p.d_state > math::kMaxStateSize)
     return static_cast<LaunchResult>(cudaErrorInvalidValue);

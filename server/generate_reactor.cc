@@ -57,7 +57,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   absl::Status status_;
 };
 
-absl::StatusOr<GenerationRequest> GenerateReactor::Parse(const grpc::ByteBuffer& raw, const Engine& engine) {
+absl::StatusOr<GenerationRequest> GenerateReactor::Parse(const grpc::ByteBuffer& raw,
+                                                         const Engine& engine) {
   grpc::ByteBuffer bytes(raw);
   v1::GenerateRequest request;
   if (!grpc::SerializationTraits<v1::GenerateRequest>::Deserialize(&bytes, &request).ok()) {
@@ -203,8 +204,9 @@ void GenerateReactor::OnDone() {
   LogInfo("Generate peer=", context_->peer(), " session=", session_.empty() ? "-" : session_,
           " prompt_tokens=", usage_.prompt_tokens, " generated=", usage_.generated_tokens,
           " finish=", FinishReasonName(finish_), " ttft_ms=",
-          usage_.time_to_first_token_s < 0 ? -1
-                                            : static_cast<int64_t>(usage_.time_to_first_token_s * 1000),
+          usage_.time_to_first_token_s < 0
+              ? -1
+              : static_cast<int64_t>(usage_.time_to_first_token_s * 1000),
           " duration_ms=", static_cast<int64_t>(seconds * 1000),
           " status=", status_.ok() ? "OK" : absl::StatusCodeToString(status_.code()),
           status_.ok() ? "" : absl::StrCat(" (", status_.message(), ")"));

@@ -22,8 +22,9 @@ absl::Status ValidateListenAddress(const std::string& listen) {
   const std::string port = colon == std::string::npos ? "" : listen.substr(colon + 1);
   uint32_t value = 0;
   if (port.empty() || !absl::SimpleAtoi(port, &value) || value > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "listen address \"", listen, "\" needs a port in [0, 65535] (HOST:PORT; 0 picks a free one)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address \"", listen,
+                     "\" needs a port in [0, 65535] (HOST:PORT; 0 picks a free one)"));
   }
   return absl::OkStatus();
 }
@@ -45,9 +46,11 @@ absl::StatusOr<GrpcEndpoint> StartGrpcEndpoint(MambaServeService* service,
   builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_receive_bytes));
   endpoint.server = builder.BuildAndStart();
-  if (endpoint.server == nullptr || (endpoint.port == 0 && !absl::StartsWith(options.listen, "unix:"))) {
-    return absl::UnavailableError(absl::StrCat("could not listen on ", options.listen,
-                                               " (in use by another process, or not an address of this host)"));
+  if (endpoint.server == nullptr ||
+      (endpoint.port == 0 && !absl::StartsWith(options.listen, "unix:"))) {
+    return absl::UnavailableError(
+        absl::StrCat("could not listen on ", options.listen,
+                     " (in use by another process, or not an address of this host)"));
   }
   endpoint.SetServing(false);
   return endpoint;

@@ -13,7 +13,7 @@ namespace mambaserve {
 
 struct GrpcEndpointOptions {
   std::string listen = "127.0.0.1:50051";  // HOST:PORT, [IPv6]:PORT or unix:PATH; port 0 picks one
-  int64_t max_receive_bytes = 4 << 20;    // the largest request any method accepts
+  int64_t max_receive_bytes = 4 << 20;     // the largest request any method accepts
 };
 
 struct GrpcEndpoint {

@@ -18,7 +18,8 @@ namespace {
 
 using mambaserve::v1::MambaServe;
 
-constexpr char kUsage[] = R"(usage: mambactl [--target HOST:PORT] <command> [args]   (default target 127.0.0.1:50051)
+constexpr char kUsage[] =
+    R"(usage: mambactl [--target HOST:PORT] <command> [args]   (default target 127.0.0.1:50051)
 
   generate [--text TEXT | --tokens 1,2,3] [--session ID] [--max-tokens N] [--temperature T]
            [--top-k K] [--top-p P] [--min-p P] [--seed N] [--stop S]... [--ignore-eos]
@@ -45,10 +46,11 @@ struct Args {
 };
 
 const std::map<std::string, bool> kFlagTakesValue = {
-    {"target", true},  {"text", true},     {"tokens", true},      {"session", true},    {"max-tokens", true},
-    {"temperature", true}, {"top-k", true}, {"top-p", true},      {"min-p", true},      {"seed", true},
-    {"stop", true},    {"out", true},      {"in", true},          {"timeout-s", true},  {"ignore-eos", false},
-    {"show-tokens", false}, {"help", false}};
+    {"target", true},     {"text", true},        {"tokens", true},      {"session", true},
+    {"max-tokens", true}, {"temperature", true}, {"top-k", true},       {"top-p", true},
+    {"min-p", true},      {"seed", true},        {"stop", true},        {"out", true},
+    {"in", true},         {"timeout-s", true},   {"ignore-eos", false}, {"show-tokens", false},
+    {"help", false}};
 
 bool ParseArgs(int argc, char** argv, Args* args) {
   for (int i = 1; i < argc; ++i) {
@@ -84,17 +86,22 @@ int Fail(const grpc::Status& status) {
 
 const char* LocationName(mambaserve::v1::StateLocation l) {
   switch (l) {
-    case mambaserve::v1::STATE_LOCATION_NONE: return "none";
-    case mambaserve::v1::STATE_LOCATION_DEVICE: return "device";
-    case mambaserve::v1::STATE_LOCATION_HOST: return "host";
-    default: return "?";
+    case mambaserve::v1::STATE_LOCATION_NONE:
+      return "none";
+    case mambaserve::v1::STATE_LOCATION_DEVICE:
+      return "device";
+    case mambaserve::v1::STATE_LOCATION_HOST:
+      return "host";
+    default:
+      return "?";
   }
 }
 
 void PrintSession(const mambaserve::v1::Session& s) {
-  std::cout << s.session_id() << "\tlength=" << s.length_tokens() << "\tstate_bytes=" << s.state_bytes()
-            << "\tlocation=" << LocationName(s.location()) << "\tbusy=" << (s.busy() ? "yes" : "no")
-            << "\tcreated_ms=" << s.created_unix_ms() << "\tlast_used_ms=" << s.last_used_unix_ms() << "\n";
+  std::cout << s.session_id() << "\tlength=" << s.length_tokens()
+            << "\tstate_bytes=" << s.state_bytes() << "\tlocation=" << LocationName(s.location())
+            << "\tbusy=" << (s.busy() ? "yes" : "no") << "\tcreated_ms=" << s.created_unix_ms()
+            << "\tlast_used_ms=" << s.last_used_unix_ms() << "\n";
 }
 
 bool ParseIds(const std::string& text, std::vector<int32_t>* ids) {
@@ -127,9 +134,12 @@ int Generate(MambaServe::Stub& stub, const Args& args) {
   double d;
   int64_t n;
   uint64_t u;
-  if (args.Has("max-tokens") && absl::SimpleAtoi(args.Get("max-tokens"), &n)) s->set_max_tokens(static_cast<int32_t>(n));
-  if (args.Has("temperature") && absl::SimpleAtod(args.Get("temperature"), &d)) s->set_temperature(d);
-  if (args.Has("top-k") && absl::SimpleAtoi(args.Get("top-k"), &n)) s->set_top_k(static_cast<int32_t>(n));
+  if (args.Has("max-tokens") && absl::SimpleAtoi(args.Get("max-tokens"), &n))
+    s->set_max_tokens(static_cast<int32_t>(n));
+  if (args.Has("temperature") && absl::SimpleAtod(args.Get("temperature"), &d))
+    s->set_temperature(d);
+  if (args.Has("top-k") && absl::SimpleAtoi(args.Get("top-k"), &n))
+    s->set_top_k(static_cast<int32_t>(n));
   if (args.Has("top-p") && absl::SimpleAtod(args.Get("top-p"), &d)) s->set_top_p(d);
   if (args.Has("min-p") && absl::SimpleAtod(args.Get("min-p"), &d)) s->set_min_p(d);
   if (args.Has("seed") && absl::SimpleAtoi(args.Get("seed"), &u)) s->set_seed(u);
@@ -139,7 +149,8 @@ int Generate(MambaServe::Stub& stub, const Args& args) {
 
   grpc::ClientContext context;
   if (args.Has("timeout-s") && absl::SimpleAtod(args.Get("timeout-s"), &d)) {
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(d * 1000)));
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(static_cast<int64_t>(d * 1000)));
   }
   auto reader = stub.Generate(&context, request);
   mambaserve::v1::GenerateResponse response;
@@ -156,9 +167,10 @@ int Generate(MambaServe::Stub& stub, const Args& args) {
   if (!status.ok()) return Fail(status);
   const auto& usage = last.usage();
   std::cerr << "finish_reason=" << mambaserve::v1::FinishReason_Name(last.finish_reason())
-            << " prompt_tokens=" << usage.prompt_tokens() << " generated_tokens=" << usage.generated_tokens()
-            << " session_length=" << usage.session_length() << " ttft_ms=" << usage.time_to_first_token_s() * 1000
-            << "\n";
+            << " prompt_tokens=" << usage.prompt_tokens()
+            << " generated_tokens=" << usage.generated_tokens()
+            << " session_length=" << usage.session_length()
+            << " ttft_ms=" << usage.time_to_first_token_s() * 1000 << "\n";
   return 0;
 }
 
@@ -199,8 +211,9 @@ int Session(MambaServe::Stub& stub, const Args& args) {
     status = stub.ExportSession(&context, request, &response);
     if (status.ok()) {
       std::ofstream(args.Get("out"), std::ios::binary) << response.blob();
-      std::cout << "wrote " << response.blob().size() << " bytes (format " << response.format_version()
-                << ", model " << response.model_fingerprint() << ") to " << args.Get("out") << "\n";
+      std::cout << "wrote " << response.blob().size() << " bytes (format "
+                << response.format_version() << ", model " << response.model_fingerprint()
+                << ") to " << args.Get("out") << "\n";
     }
   } else if (verb == "import") {
     std::ifstream in(args.Get("in"), std::ios::binary);
@@ -229,7 +242,8 @@ int Run(int argc, char** argv) {
     (args.Has("help") ? std::cout : std::cerr) << kUsage;
     return args.Has("help") ? 0 : 2;
   }
-  auto channel = grpc::CreateChannel(args.Get("target", "127.0.0.1:50051"), grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel(args.Get("target", "127.0.0.1:50051"),
+                                     grpc::InsecureChannelCredentials());
   auto stub = MambaServe::NewStub(channel);
   const std::string& command = args.positional[0];
   if (command == "generate") return Generate(*stub, args);
@@ -274,7 +288,8 @@ int Run(int argc, char** argv) {
     grpc::health::v1::HealthCheckResponse response;
     grpc::Status status = health->Check(&context, request, &response);
     if (!status.ok()) return Fail(status);
-    std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()) << "\n";
+    std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
+              << "\n";
     return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
   }
   std::cerr << "mambactl: unknown command \"" << command << "\"\n" << kUsage;

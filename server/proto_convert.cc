@@ -21,7 +21,8 @@ v1::StateLocation ToProto(StateLocation location) {
   return v1::STATE_LOCATION_UNSPECIFIED;
 }
 
-absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParams& p, int default_max_tokens) {
+absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParams& p,
+                                                int default_max_tokens) {
   SamplingParams s;
   s.max_tokens = p.has_max_tokens() ? p.max_tokens() : default_max_tokens;
   if (p.has_temperature()) s.temperature = p.temperature();
@@ -52,13 +53,13 @@ absl::StatusOr<std::vector<int32_t>> TextPrompt(const std::string& text, const T
         "this model has no tokenizer.json, so text prompts are not supported; send tokens instead");
   }
   if (text.size() > static_cast<size_t>(limits.max_prompt_tokens) * 64) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt text is ", text.size(),
-                                                   " bytes; far over the limit of ",
-                                                   limits.max_prompt_tokens,
-                                                   " tokens (--max-prompt-tokens)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt text is ", text.size(), " bytes; far over the limit of ",
+                     limits.max_prompt_tokens, " tokens (--max-prompt-tokens)"));
   }
   auto ids = tokenizer->Encode(text);
-  if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("prompt text: ", ids.status().message()));
+  if (!ids.ok())
+    return absl::InvalidArgumentError(absl::StrCat("prompt text: ", ids.status().message()));
   if (ids->empty()) return absl::InvalidArgumentError("prompt text encodes to no tokens");
   // A tokenizer.json may define more tokens (added ones) than the model has embedding rows.
   for (int32_t id : *ids) {
@@ -72,13 +73,13 @@ absl::StatusOr<std::vector<int32_t>> TextPrompt(const std::string& text, const T
 }
 
 absl::StatusOr<std::vector<int32_t>> IdPrompt(const v1::TokenIds& tokens, int64_t vocab) {
-  if (tokens.ids().empty()) return absl::InvalidArgumentError("prompt is empty: tokens.ids has no ids");
+  if (tokens.ids().empty())
+    return absl::InvalidArgumentError("prompt is empty: tokens.ids has no ids");
   for (int i = 0; i < tokens.ids_size(); ++i) {
     const int32_t id = tokens.ids(i);
     if (id < 0 || id >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("tokens.ids[", i, "] = ", id,
-                                                     " is not a token id: must be in [0, ", vocab,
-                                                     ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tokens.ids[", i, "] = ", id, " is not a token id: must be in [0, ", vocab, ")"));
     }
   }
   return std::vector<int32_t>(tokens.ids().begin(), tokens.ids().end());
@@ -124,9 +125,9 @@ absl::StatusOr<std::string> RequestSessionId(const grpc::CallbackServerContext& 
   if (auto it = metadata.find(kSessionHeader); it != metadata.end()) {
     const std::string header(it->second.data(), it->second.size());
     if (!id.empty() && id != header) {
-      return absl::InvalidArgumentError(absl::StrCat("session_id \"", id,
-                                                     "\" and x-session-id metadata \"", header,
-                                                     "\" disagree; send one, or the same id in both"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("session_id \"", id, "\" and x-session-id metadata \"", header,
+                       "\" disagree; send one, or the same id in both"));
     }
     id = header;
   }
@@ -153,9 +154,10 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
       return absl::InvalidArgumentError("prompt is empty: set text or tokens");
   }
   if (static_cast<int64_t>(out.prompt.size()) > limits.max_prompt_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt has ", out.prompt.size(), " tokens; this server accepts at most ",
-        limits.max_prompt_tokens, " (--max-prompt-tokens): shorten it or split it over session turns"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt has ", out.prompt.size(), " tokens; this server accepts at most ",
+                     limits.max_prompt_tokens,
+                     " (--max-prompt-tokens): shorten it or split it over session turns"));
   }
   ASSIGN_OR_RETURN(out.sampling, ToSamplingParams(request.sampling(), limits.default_max_tokens));
   RETURN_IF_ERROR(ValidateSamplingParams(out.sampling, vocab, limits.sampling));

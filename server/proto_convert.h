@@ -15,7 +15,7 @@ struct ServiceLimits {
   int max_prompt_tokens = 8192;
   int default_max_tokens = 256;
   SamplingLimits sampling;
-  int stream_buffer = 16;         // responses buffered per stream before its sequence pauses
+  int stream_buffer = 16;          // responses buffered per stream before its sequence pauses
   int max_detokenize_ids = 65536;  // ids one Detokenize call may carry
 };
 
@@ -34,7 +34,8 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
                                                       std::string session_id, const Engine& engine,
                                                       const ServiceLimits& limits);
 
-// The response for one engine event; alternatives' token strings come from `tokenizer` (may be null).
+// The response for one engine event; alternatives' token strings come from `tokenizer` (may be
+// null).
 void ToProto(const GenerationEvent& event, const Tokenizer* tokenizer, v1::GenerateResponse* out);
 
 }  // namespace mambaserve

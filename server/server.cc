@@ -50,7 +50,8 @@ class MetricsPlumbing {
       return;
     }
     endpoint_ = *std::move(started);
-    LogInfo("metrics on http://", listen.substr(0, listen.rfind(':')), ":", endpoint_->port(), "/metrics");
+    LogInfo("metrics on http://", listen.substr(0, listen.rfind(':')), ":", endpoint_->port(),
+            "/metrics");
   }
 
   // Request and engine metrics, once the engine runs.
@@ -112,9 +113,11 @@ absl::Status RunServer(const ServeOptions& options) {
   const int64_t max_receive = std::max<int64_t>(
       {int64_t{4} << 20, int64_t{options.limits.max_prompt_tokens} * 64 + (int64_t{1} << 16),
        options.max_import_bytes});
-  ASSIGN_OR_RETURN(GrpcEndpoint grpc,
-                   StartGrpcEndpoint(&service, {.listen = options.listen, .max_receive_bytes = max_receive}));
-  LogInfo("listening on ", options.listen, " (port ", grpc.port, "); loading ", options.engine.model_dir);
+  ASSIGN_OR_RETURN(
+      GrpcEndpoint grpc,
+      StartGrpcEndpoint(&service, {.listen = options.listen, .max_receive_bytes = max_receive}));
+  LogInfo("listening on ", options.listen, " (port ", grpc.port, "); loading ",
+          options.engine.model_dir);
   if (!options.port_file.empty()) WritePortFile(options.port_file, grpc.port);
 
   const auto load_start = std::chrono::steady_clock::now();
@@ -126,17 +129,20 @@ absl::Status RunServer(const ServeOptions& options) {
     if (absl::Status prepared = options.prepare_model(); !prepared.ok()) return fail(prepared);
   }
   EngineOptions engine_options = options.engine;
-  engine_options.scheduler.on_step = [&metrics](const SchedulerStats& s) { metrics.StepCompleted(s); };
+  engine_options.scheduler.on_step = [&metrics](const SchedulerStats& s) {
+    metrics.StepCompleted(s);
+  };
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(std::move(engine_options));
   if (!engine.ok()) return fail(engine.status());
   service.SetEngine(engine->get());
   metrics.Attach(engine->get(), &service, model_name);
   grpc.SetServing(true);
   const EngineInfo& info = (*engine)->info();
-  LogInfo("serving ", ModelTypeName(info.config.model_type), " (", model_name, ") on ", info.backend.name,
-          " (", info.backend.device, "), ", info.backend.num_slots, " state slots of ",
-          info.backend.state_bytes_per_slot, " bytes, ready in ",
-          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - load_start)
+  LogInfo("serving ", ModelTypeName(info.config.model_type), " (", model_name, ") on ",
+          info.backend.name, " (", info.backend.device, "), ", info.backend.num_slots,
+          " state slots of ", info.backend.state_bytes_per_slot, " bytes, ready in ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                load_start)
               .count(),
           " ms");
 

@@ -20,7 +20,8 @@ void FinishWith(grpc::ServerUnaryReactor* reactor, absl::StatusOr<T> result, Fil
   reactor->Finish(grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context, const absl::Status& status) {
+grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context,
+                                   const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
@@ -30,7 +31,9 @@ grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context, const a
 
 MambaServeService::MambaServeService(ServiceLimits limits, std::string model_name,
                                      int response_writer_threads)
-    : limits_(limits), model_name_(std::move(model_name)), response_writers_(response_writer_threads) {}
+    : limits_(limits),
+      model_name_(std::move(model_name)),
+      response_writers_(response_writer_threads) {}
 
 absl::StatusOr<Engine*> MambaServeService::ReadyEngine() const {
   Engine* engine = this->engine();
@@ -57,10 +60,12 @@ grpc::ServerUnaryReactor* MambaServeService::CreateSession(grpc::CallbackServerC
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->CreateSession(request->session_id(), [reactor, response](absl::StatusOr<SessionInfo> info) {
-    if (info.ok()) LogInfo("CreateSession session=", info->id);
-    FinishWith(reactor, std::move(info), [response](const SessionInfo& i) { ToProto(i, response); });
-  });
+  (*engine)->CreateSession(request->session_id(),
+                           [reactor, response](absl::StatusOr<SessionInfo> info) {
+                             if (info.ok()) LogInfo("CreateSession session=", info->id);
+                             FinishWith(reactor, std::move(info),
+                                        [response](const SessionInfo& i) { ToProto(i, response); });
+                           });
   return reactor;
 }
 
@@ -70,9 +75,11 @@ grpc::ServerUnaryReactor* MambaServeService::GetSession(grpc::CallbackServerCont
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->GetSession(request->session_id(), [reactor, response](absl::StatusOr<SessionInfo> info) {
-    FinishWith(reactor, std::move(info), [response](const SessionInfo& i) { ToProto(i, response); });
-  });
+  (*engine)->GetSession(request->session_id(),
+                        [reactor, response](absl::StatusOr<SessionInfo> info) {
+                          FinishWith(reactor, std::move(info),
+                                     [response](const SessionInfo& i) { ToProto(i, response); });
+                        });
   return reactor;
 }
 
@@ -96,10 +103,11 @@ grpc::ServerUnaryReactor* MambaServeService::DeleteSession(grpc::CallbackServerC
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->DeleteSession(request->session_id(), [reactor, id = request->session_id()](absl::Status s) {
-    if (s.ok()) LogInfo("DeleteSession session=", id);
-    reactor->Finish(ToGrpcStatus(s));
-  });
+  (*engine)->DeleteSession(request->session_id(),
+                           [reactor, id = request->session_id()](absl::Status s) {
+                             if (s.ok()) LogInfo("DeleteSession session=", id);
+                             reactor->Finish(ToGrpcStatus(s));
+                           });
   return reactor;
 }
 
@@ -109,16 +117,16 @@ grpc::ServerUnaryReactor* MambaServeService::ExportSession(grpc::CallbackServerC
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->ExportSession(
-      request->session_id(), [reactor, response, id = request->session_id(),
-                              fingerprint = (*engine)->info().fingerprint](absl::StatusOr<std::string> blob) {
-        FinishWith(reactor, std::move(blob), [&](std::string bytes) {
-          response->set_blob(std::move(bytes));
-          response->set_model_fingerprint(fingerprint);
-          response->set_format_version(kSessionBlobVersion);
-          LogInfo("ExportSession session=", id, " bytes=", response->blob().size());
-        });
-      });
+  (*engine)->ExportSession(request->session_id(), [reactor, response, id = request->session_id(),
+                                                   fingerprint = (*engine)->info().fingerprint](
+                                                      absl::StatusOr<std::string> blob) {
+    FinishWith(reactor, std::move(blob), [&](std::string bytes) {
+      response->set_blob(std::move(bytes));
+      response->set_model_fingerprint(fingerprint);
+      response->set_format_version(kSessionBlobVersion);
+      LogInfo("ExportSession session=", id, " bytes=", response->blob().size());
+    });
+  });
   return reactor;
 }
 
@@ -130,19 +138,20 @@ grpc::ServerUnaryReactor* MambaServeService::ImportSession(grpc::CallbackServerC
   const std::string& blob = request->blob();
   const size_t limit = (*engine)->info().max_session_blob_bytes;
   if (blob.size() > limit) {
-    return Finished(context, absl::InvalidArgumentError(absl::StrCat(
-                                 "session blob is ", blob.size(), " bytes; a session of this model encodes to at most ",
-                                 limit, " bytes")));
+    return Finished(context,
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "session blob is ", blob.size(),
+                        " bytes; a session of this model encodes to at most ", limit, " bytes")));
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // The request (and so the blob) lives until the call finishes, which is after the callback.
-  (*engine)->ImportSession(request->session_id(),
-                           {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()},
-                           [reactor, response](absl::StatusOr<SessionInfo> info) {
-                             if (info.ok()) LogInfo("ImportSession session=", info->id, " length=", info->length);
-                             FinishWith(reactor, std::move(info),
-                                        [response](const SessionInfo& i) { ToProto(i, response); });
-                           });
+  (*engine)->ImportSession(
+      request->session_id(), {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()},
+      [reactor, response](absl::StatusOr<SessionInfo> info) {
+        if (info.ok()) LogInfo("ImportSession session=", info->id, " length=", info->length);
+        FinishWith(reactor, std::move(info),
+                   [response](const SessionInfo& i) { ToProto(i, response); });
+      });
   return reactor;
 }
 
@@ -154,12 +163,14 @@ grpc::ServerUnaryReactor* MambaServeService::Tokenize(grpc::CallbackServerContex
   // Same bound as a Generate prompt: encoding runs on a gRPC thread and the reply grows with it.
   const size_t max_bytes = static_cast<size_t>(limits_.max_prompt_tokens) * 64;
   if (request->text().size() > max_bytes) {
-    return Finished(context, absl::InvalidArgumentError(absl::StrCat(
-                                 "text is ", request->text().size(), " bytes; at most ", max_bytes, " are accepted")));
+    return Finished(context, absl::InvalidArgumentError(
+                                 absl::StrCat("text is ", request->text().size(),
+                                              " bytes; at most ", max_bytes, " are accepted")));
   }
   auto ids = (*tokenizer)->Encode(request->text());
   if (!ids.ok()) {
-    return Finished(context, absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
+    return Finished(context,
+                    absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
   }
   for (int32_t id : *ids) {
     response->add_token_ids(id);
@@ -182,7 +193,8 @@ grpc::ServerUnaryReactor* MambaServeService::Detokenize(grpc::CallbackServerCont
   const std::vector<int32_t> ids(request->token_ids().begin(), request->token_ids().end());
   auto text = (*tokenizer)->Decode(ids);
   if (!text.ok()) {
-    return Finished(context, absl::InvalidArgumentError(absl::StrCat("token_ids: ", text.status().message())));
+    return Finished(
+        context, absl::InvalidArgumentError(absl::StrCat("token_ids: ", text.status().message())));
   }
   response->set_text(*text);
   return Finished(context, absl::OkStatus());

@@ -55,7 +55,7 @@ struct StepOutput {
   // [rows][vocab_size], rows = sequences with want_logits. Reuse one StepOutput across steps: the
   // buffer keeps its pages and is never rewritten before the backend writes it.
   std::vector<float, UninitializedAllocator<float>> logits;
-  std::vector<int> row_of_sequence;     // per sequence: its row in `logits`, or -1
+  std::vector<int> row_of_sequence;  // per sequence: its row in `logits`, or -1
   // Per sequence with want_logits: ArgMax of its logits (engine/greedy.h); -1 for the others.
   std::vector<int32_t> argmax;
   std::span<const float> Row(int sequence) const {
@@ -65,12 +65,12 @@ struct StepOutput {
 };
 
 struct BackendInfo {
-  std::string name;           // "cpu" or "cuda"
-  std::string device;         // e.g. "2 threads" / "NVIDIA H200"
+  std::string name;    // "cpu" or "cuda"
+  std::string device;  // e.g. "2 threads" / "NVIDIA H200"
   DType weight_dtype = DType::kF32;
   int num_slots = 0;
   int64_t state_bytes_per_slot = 0;
-  int64_t weight_bytes = 0;       // as held by the backend
+  int64_t weight_bytes = 0;  // as held by the backend
   int64_t state_pool_bytes = 0;
   int64_t device_memory_total = 0;  // 0 when not applicable
 };
@@ -102,8 +102,8 @@ struct BackendOptions {
   int num_slots = 64;
   // Weights as held in memory: kF32 or kBF16; "auto" keeps bf16 checkpoints in bf16, else f32.
   std::optional<DType> weight_dtype;
-  int num_threads = 0;             // CPU: 0 = all cores
-  int max_tokens_per_pass = 512;   // prefill chunk: bounds activation memory
+  int num_threads = 0;               // CPU: 0 = all cores
+  int max_tokens_per_pass = 512;     // prefill chunk: bounds activation memory
   double gpu_memory_fraction = 0.9;  // CUDA: share of device memory the process may use
   int gpu_device = 0;
 };

@@ -28,7 +28,8 @@ absl::StatusOr<GreedyResult> GreedyGenerate(Backend& backend, int slot,
   for (int i = 0; i < num_generate; ++i) {
     result.generated.push_back(token);
     if (i + 1 == num_generate) break;
-    step.sequences[0] = {slot, std::span<const int32_t>(&token, 1), false, true, /*token_only=*/true};
+    step.sequences[0] = {slot, std::span<const int32_t>(&token, 1), false, true,
+                         /*token_only=*/true};
     RETURN_IF_ERROR(backend.Forward(step, &out));
     token = out.argmax[0];
   }

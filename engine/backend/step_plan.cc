@@ -13,15 +13,19 @@ absl::Status ValidateStep(const Step& step, int num_slots, int64_t vocab_size) {
   for (size_t i = 0; i < step.sequences.size(); ++i) {
     const SequenceInput& s = step.sequences[i];
     if (s.slot < 0 || s.slot >= num_slots) {
-      return absl::OutOfRangeError(absl::StrCat("state slot ", s.slot, " out of range [0, ", num_slots, ")"));
+      return absl::OutOfRangeError(
+          absl::StrCat("state slot ", s.slot, " out of range [0, ", num_slots, ")"));
     }
     if (!slots.insert(s.slot).second) {
-      return absl::InvalidArgumentError(absl::StrCat("slot ", s.slot, " appears twice in one step"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("slot ", s.slot, " appears twice in one step"));
     }
-    if (s.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no tokens"));
+    if (s.tokens.empty())
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no tokens"));
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", t, " out of range [0, ", vocab_size, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", t, " out of range [0, ", vocab_size, ")"));
       }
     }
   }
@@ -40,8 +44,9 @@ void PrepareStepOutput(const Step& step, int64_t vocab_size, StepOutput* out) {
   out->logits.resize(static_cast<size_t>(rows) * vocab_size);
 }
 
-absl::Status ForEachPass(const Step& step, int64_t max_rows, int32_t* tokens,
-                         const std::function<absl::Status(const std::vector<PassChunk>&, int64_t)>& run_pass) {
+absl::Status ForEachPass(
+    const Step& step, int64_t max_rows, int32_t* tokens,
+    const std::function<absl::Status(const std::vector<PassChunk>&, int64_t)>& run_pass) {
   std::vector<PassChunk> chunks;
   int64_t rows = 0;
   for (size_t i = 0; i < step.sequences.size(); ++i) {

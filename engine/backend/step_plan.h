@@ -13,7 +13,7 @@ namespace mambaserve {
 
 // One sequence's tokens inside a pass: rows [row_begin, row_begin + len) of the packed tokens.
 struct PassChunk {
-  int sequence;       // index into Step::sequences
+  int sequence;  // index into Step::sequences
   int slot;
   int64_t row_begin;
   int64_t len;
@@ -36,7 +36,8 @@ void PrepareStepOutput(const Step& step, int64_t vocab_size, StepOutput* out);
 // prompt length. For each pass, copies its tokens to tokens[0, rows) and calls
 // run_pass(chunks, rows); stops at the first error. Chunks keep the step's sequence order, so the
 // logits rows (PrepareStepOutput) of one pass's emitting chunks are consecutive.
-absl::Status ForEachPass(const Step& step, int64_t max_rows, int32_t* tokens,
-                         const std::function<absl::Status(const std::vector<PassChunk>&, int64_t)>& run_pass);
+absl::Status ForEachPass(
+    const Step& step, int64_t max_rows, int32_t* tokens,
+    const std::function<absl::Status(const std::vector<PassChunk>&, int64_t)>& run_pass);
 
 }  // namespace mambaserve

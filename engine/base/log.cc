@@ -19,7 +19,8 @@ void LogLine(LogLevel level, std::string_view message) {
   std::strftime(stamp, sizeof(stamp), "%Y%m%d %H:%M:%S", &tm);
   const char tag = level == LogLevel::kInfo ? 'I' : level == LogLevel::kWarning ? 'W' : 'E';
   std::lock_guard<std::mutex> lock(mu);
-  std::fprintf(stderr, "%c%s.%03d %.*s\n", tag, stamp, millis, static_cast<int>(message.size()), message.data());
+  std::fprintf(stderr, "%c%s.%03d %.*s\n", tag, stamp, millis, static_cast<int>(message.size()),
+               message.data());
 }
 
 }  // namespace mambaserve

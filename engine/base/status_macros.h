@@ -8,10 +8,10 @@
 #define MS_CONCAT_(a, b) MS_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
-    ::absl::Status ms_status_ = (expr);              \
-    if (!ms_status_.ok()) return ms_status_;         \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status ms_status_ = (expr);      \
+    if (!ms_status_.ok()) return ms_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, Foo());` — binds the value of a StatusOr or returns its error.

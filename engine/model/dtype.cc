@@ -8,18 +8,24 @@ namespace mambaserve {
 
 size_t DTypeSize(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+      return 2;
+    case DType::kBF16:
+      return 2;
   }
   return 0;
 }
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
   }
   return "?";
 }
@@ -28,8 +34,8 @@ absl::StatusOr<DType> ParseSafetensorsDType(std::string_view name) {
   if (name == "F32") return DType::kF32;
   if (name == "F16") return DType::kF16;
   if (name == "BF16") return DType::kBF16;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unsupported tensor dtype \"", std::string(name), "\" (supported: F32, F16, BF16)"));
+  return absl::InvalidArgumentError(absl::StrCat("unsupported tensor dtype \"", std::string(name),
+                                                 "\" (supported: F32, F16, BF16)"));
 }
 
 absl::StatusOr<DType> ParseDTypeFlag(std::string_view name) {

@@ -21,14 +21,14 @@ class TensorBinder {
     const TensorView* view = checkpoint_.Find(name);
     if (view == nullptr) {
       if (!required) return nullptr;
-      return absl::InvalidArgumentError(
-          absl::StrCat(checkpoint_.dir(), ": missing tensor \"", name, "\" (expected shape [",
-                       absl::StrJoin(shape, ", "), "])"));
+      return absl::InvalidArgumentError(absl::StrCat(checkpoint_.dir(), ": missing tensor \"", name,
+                                                     "\" (expected shape [",
+                                                     absl::StrJoin(shape, ", "), "])"));
     }
     if (view->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(view->file, ": tensor \"", name,
-                                                     "\" has shape ", view->ShapeString(),
-                                                     ", expected [", absl::StrJoin(shape, ", "), "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(view->file, ": tensor \"", name, "\" has shape ", view->ShapeString(),
+                       ", expected [", absl::StrJoin(shape, ", "), "]"));
     }
     return view;
   }
@@ -73,7 +73,8 @@ std::string Fingerprint(const Model& model) {
     h.Add(view.shape.data(), view.shape.size() * sizeof(int64_t));
     // Sample up to 4 KiB spread over the tensor: cheap, and differs between any two trained models.
     const size_t stride = std::max<size_t>(1, view.nbytes / 64);
-    for (size_t off = 0; off < view.nbytes; off += stride) h.Add(view.data + off, std::min<size_t>(64, view.nbytes - off));
+    for (size_t off = 0; off < view.nbytes; off += stride)
+      h.Add(view.data + off, std::min<size_t>(64, view.nbytes - off));
   }
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h.value()));
@@ -94,8 +95,8 @@ absl::Status CheckFinite(const TensorView& tensor) {
     } else {
       uint16_t bits;
       std::memcpy(&bits, tensor.data + i * elem, 2);
-      finite = tensor.dtype == DType::kBF16 ? (bits & 0x7f80u) != 0x7f80u
-                                            : (bits & 0x7c00u) != 0x7c00u;
+      finite =
+          tensor.dtype == DType::kBF16 ? (bits & 0x7f80u) != 0x7f80u : (bits & 0x7c00u) != 0x7c00u;
     }
     if (!finite) {
       return absl::InvalidArgumentError(absl::StrCat(tensor.file, ": tensor \"", tensor.name,
@@ -105,7 +106,8 @@ absl::Status CheckFinite(const TensorView& tensor) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir, const LoadOptions& options) {
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir,
+                                                 const LoadOptions& options) {
   const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
   ASSIGN_OR_RETURN(std::string config_text, ReadTextFile(config_path));
   ASSIGN_OR_RETURN(ModelConfig config, ParseModelConfigJson(config_text, config_path));
@@ -125,9 +127,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir, const L
         model->embeddings->ShapeString(), " but config.json says hidden_size = ", config.d_model));
   }
   if (config.vocab_size > vocab_rows) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        model->embeddings->file, ": tensor \"backbone.embeddings.weight\" has ", vocab_rows,
-        " rows but config.json says vocab_size = ", config.vocab_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat(model->embeddings->file, ": tensor \"backbone.embeddings.weight\" has ",
+                     vocab_rows, " rows but config.json says vocab_size = ", config.vocab_size));
   }
   config.vocab_size = vocab_rows;
   const std::string p0 = "backbone.layers.0.mixer.";
@@ -136,33 +138,36 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir, const L
   ASSIGN_OR_RETURN(const TensorView* conv0, bind.Find(p0 + "conv1d.weight", 3));
   if (in_proj0->shape[0] % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(in_proj0->file, ": tensor \"", in_proj0->name,
-                                                   "\" has an odd first dimension ", in_proj0->ShapeString()));
+                                                   "\" has an odd first dimension ",
+                                                   in_proj0->ShapeString()));
   }
   config.d_inner = in_proj0->shape[0] / 2;
   config.dt_rank = dt_proj0->shape[1];
   config.d_conv = conv0->shape[2];
   if (config.d_conv < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(conv0->file, ": conv kernel width ", config.d_conv,
-                                                   " in ", conv0->ShapeString(), " must be at least 2"));
+    return absl::InvalidArgumentError(absl::StrCat(conv0->file, ": conv kernel width ",
+                                                   config.d_conv, " in ", conv0->ShapeString(),
+                                                   " must be at least 2"));
   }
   ASSIGN_OR_RETURN(const TensorView* a_log0, bind.Find(p0 + "A_log", 2));
   if (a_log0->shape[1] != config.d_state) {
-    return absl::InvalidArgumentError(absl::StrCat(a_log0->file, ": tensor \"", a_log0->name, "\" has shape ",
-                                                   a_log0->ShapeString(), " but config.json says state_size = ",
-                                                   config.d_state));
+    return absl::InvalidArgumentError(
+        absl::StrCat(a_log0->file, ": tensor \"", a_log0->name, "\" has shape ",
+                     a_log0->ShapeString(), " but config.json says state_size = ", config.d_state));
   }
 
   const int64_t D = config.d_model, E = config.d_inner, N = config.d_state, R = config.dt_rank,
                 K = config.d_conv, V = config.vocab_size;
   if (E <= 0 || R <= 0 || V <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(dir, ": d_inner (", E, "), dt_rank (", R, ") and vocab (", V,
-                                                   ") from the tensor shapes must all be positive"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, ": d_inner (", E, "), dt_rank (", R, ") and vocab (", V,
+                     ") from the tensor shapes must all be positive"));
   }
   // Every layer has a norm tensor: count them before trusting num_hidden_layers with an allocation.
   if (config.n_layers > static_cast<int64_t>(model->checkpoint->tensors().size())) {
-    return absl::InvalidArgumentError(absl::StrCat(config_path, ": num_hidden_layers = ", config.n_layers,
-                                                   " but the checkpoint holds only ",
-                                                   model->checkpoint->tensors().size(), " tensors"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_path, ": num_hidden_layers = ", config.n_layers, " but the checkpoint holds only ",
+        model->checkpoint->tensors().size(), " tensors"));
   }
   model->layers.resize(config.n_layers);
   for (int64_t i = 0; i < config.n_layers; ++i) {
@@ -189,22 +194,40 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir, const L
                                        std::pair{m + "out_proj.bias", config.use_bias},
                                        std::pair{m + "conv1d.bias", config.use_conv_bias}}) {
       if (!wanted && model->checkpoint->Find(name) != nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(model->checkpoint->Find(name)->file, ": tensor \"", name,
-                                                       "\" is present but config.json turns that bias off"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(model->checkpoint->Find(name)->file, ": tensor \"", name,
+                         "\" is present but config.json turns that bias off"));
       }
     }
   }
   ASSIGN_OR_RETURN(model->norm_f, bind.Bind("backbone.norm_f.weight", {D}));
   if (config.tie_word_embeddings) {
-    // As in Hugging Face: a tied model uses the embeddings even if lm_head.weight is also stored.
     model->lm_head = model->embeddings;
+    // Some checkpoints store a copy of the tied head, which is fine. A different one is ambiguous
+    // (transformers would load it over the tie): refuse rather than silently pick one.
+    if (const TensorView* stored = model->checkpoint->Find("lm_head.weight"); stored != nullptr) {
+      const TensorView& e = *model->embeddings;
+      const bool same = stored->dtype == e.dtype && stored->shape == e.shape &&
+                        stored->nbytes == e.nbytes &&
+                        std::memcmp(stored->data, e.data, e.nbytes) == 0;
+      if (!same) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            config_path,
+            " ties the output head to the embeddings (tie_word_embeddings: true), but ",
+            stored->file, " also stores \"lm_head.weight\" ", stored->ShapeString(), " ",
+            DTypeName(stored->dtype), " that differs from \"", e.name, "\" ", e.ShapeString(), " ",
+            DTypeName(e.dtype),
+            ": set tie_word_embeddings to false to use the stored head, or remove it"));
+      }
+    }
   } else {
     ASSIGN_OR_RETURN(model->lm_head, bind.Bind("lm_head.weight", {V, D}));
   }
   model->checkpoint_dtype = in_proj0->dtype;
 
   if (options.check_finite) {
-    for (const auto& [name, view] : model->checkpoint->tensors()) RETURN_IF_ERROR(CheckFinite(view));
+    for (const auto& [name, view] : model->checkpoint->tensors())
+      RETURN_IF_ERROR(CheckFinite(view));
   }
   model->config = config;
   model->fingerprint = Fingerprint(*model);

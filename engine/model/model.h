@@ -30,11 +30,11 @@ struct LayerWeights {
 struct Model {
   ModelConfig config;
   std::string dir;
-  DType checkpoint_dtype = DType::kF32;  // dtype of the large matrices on disk
+  DType checkpoint_dtype = DType::kF32;    // dtype of the large matrices on disk
   const TensorView* embeddings = nullptr;  // [V, D]
   std::vector<LayerWeights> layers;
-  const TensorView* norm_f = nullptr;   // [D]
-  const TensorView* lm_head = nullptr;  // [V, D]; == embeddings when tied
+  const TensorView* norm_f = nullptr;      // [D]
+  const TensorView* lm_head = nullptr;     // [V, D]; == embeddings when tied
   std::unique_ptr<Checkpoint> checkpoint;  // owns the mappings the views point into
 
   // Hex digest of config + tensor names/shapes/dtypes + a sample of the weight bytes; two replicas
@@ -49,7 +49,8 @@ struct LoadOptions {
 
 // Loads `dir` (config.json + safetensors). Every required tensor is checked for presence, dtype and
 // shape; errors name the file, tensor, expected and actual shape.
-absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir, const LoadOptions& options = {});
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir,
+                                                 const LoadOptions& options = {});
 
 // Returns an error naming the tensor and the first non-finite element's index, if any.
 absl::Status CheckFinite(const TensorView& tensor);

@@ -74,7 +74,9 @@ absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, const st
                       absl::StrCat("is \"", type, "\"; supported: \"mamba\", \"falcon_mamba\""));
   }
   absl::Status s;
-  auto read = [&](absl::Status st) { if (s.ok()) s = std::move(st); };
+  auto read = [&](absl::Status st) {
+    if (s.ok()) s = std::move(st);
+  };
   read(ReadInt(j, file, "hidden_size", &c.d_model));
   read(ReadInt(j, file, "num_hidden_layers", &c.n_layers));
   read(ReadInt(j, file, "state_size", &c.d_state));
@@ -90,7 +92,8 @@ absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, const st
   read(ReadTokenId(j, file, "bos_token_id", &c.bos_token_id));
   read(ReadTokenId(j, file, "eos_token_id", &c.eos_token_id));
   read(ReadTokenId(j, file, "pad_token_id", &c.pad_token_id));
-  // time_step_rank is an int or "auto" (= ceil(hidden_size / 16)); the dt_proj shape decides anyway.
+  // time_step_rank is an int or "auto" (= ceil(hidden_size / 16)); the dt_proj shape decides
+  // anyway.
   auto rank_it = j.find("time_step_rank");
   if (rank_it != j.end() && rank_it->is_number_integer()) c.dt_rank = rank_it->get<int64_t>();
   if (!s.ok()) return s;
@@ -99,7 +102,8 @@ absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, const st
   if (c.n_layers <= 0) return FieldError(file, "num_hidden_layers", "must be a positive integer");
   if (c.d_state <= 0) return FieldError(file, "state_size", "must be a positive integer");
   if (c.d_conv < 2) return FieldError(file, "conv_kernel", "must be at least 2");
-  if (!(c.layer_norm_epsilon > 0)) return FieldError(file, "layer_norm_epsilon", "must be positive");
+  if (!(c.layer_norm_epsilon > 0))
+    return FieldError(file, "layer_norm_epsilon", "must be positive");
   if (!(c.mixer_rms_eps > 0)) return FieldError(file, "mixer_rms_eps", "must be positive");
   return c;
 }
@@ -107,7 +111,7 @@ absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, const st
 std::string ModelConfigToJson(const ModelConfig& c, std::string_view torch_dtype) {
   json j;
   j["architectures"] = {c.model_type == ModelType::kFalconMamba ? "FalconMambaForCausalLM"
-                                                                  : "MambaForCausalLM"};
+                                                                : "MambaForCausalLM"};
   j["model_type"] = std::string(ModelTypeName(c.model_type));
   j["hidden_size"] = c.d_model;
   j["num_hidden_layers"] = c.n_layers;

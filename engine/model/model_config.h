@@ -14,12 +14,12 @@ const char* ModelTypeName(ModelType type);  // "mamba" / "falcon_mamba"
 
 struct ModelConfig {
   ModelType model_type = ModelType::kMamba;
-  int64_t d_model = 0;     // D, hidden_size
-  int64_t n_layers = 0;    // num_hidden_layers
-  int64_t d_inner = 0;     // E, from in_proj's shape (config's expand/intermediate_size can be wrong)
-  int64_t d_state = 0;     // N, state_size
-  int64_t d_conv = 0;      // K, conv_kernel
-  int64_t dt_rank = 0;     // R, from dt_proj's shape
+  int64_t d_model = 0;   // D, hidden_size
+  int64_t n_layers = 0;  // num_hidden_layers
+  int64_t d_inner = 0;   // E, from in_proj's shape (config's expand/intermediate_size can be wrong)
+  int64_t d_state = 0;   // N, state_size
+  int64_t d_conv = 0;    // K, conv_kernel
+  int64_t dt_rank = 0;   // R, from dt_proj's shape
   int64_t vocab_size = 0;  // V, embedding rows
   double layer_norm_epsilon = 1e-5;
   double mixer_rms_eps = 1e-6;  // Falcon-Mamba's weightless B/C/dt RMSNorm
@@ -37,9 +37,10 @@ struct ModelConfig {
   int64_t state_bytes() const { return 4 * (conv_state_floats() + ssm_state_floats()); }
 };
 
-// Reads config.json fields. Sizes that only tensor shapes can settle (E, R, V) are provisional here;
-// LoadModel replaces them with the shapes' values.
-absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, const std::string& file_name);
+// Reads config.json fields. Sizes that only tensor shapes can settle (E, R, V) are provisional
+// here; LoadModel replaces them with the shapes' values.
+absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text,
+                                                 const std::string& file_name);
 
 // The config.json a Hugging Face checkpoint of this architecture carries.
 std::string ModelConfigToJson(const ModelConfig& config, std::string_view torch_dtype);

@@ -36,7 +36,9 @@ int64_t TensorView::numel() const {
   return n;
 }
 
-std::string TensorView::ShapeString() const { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
+std::string TensorView::ShapeString() const {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
 
 absl::StatusOr<std::vector<TensorView>> ParseSafetensors(std::span<const unsigned char> image,
                                                          const std::string& file_name) {
@@ -68,15 +70,17 @@ absl::StatusOr<std::vector<TensorView>> ParseSafetensors(std::span<const unsigne
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
     const std::string where = absl::StrCat("tensor \"", name, "\"");
-    if (!entry.is_object()) return Invalid(file_name, absl::StrCat(where, ": entry is not an object"));
+    if (!entry.is_object())
+      return Invalid(file_name, absl::StrCat(where, ": entry is not an object"));
     auto dtype_it = entry.find("dtype");
     auto shape_it = entry.find("shape");
     auto offsets_it = entry.find("data_offsets");
     if (dtype_it == entry.end() || !dtype_it->is_string() || shape_it == entry.end() ||
         !shape_it->is_array() || offsets_it == entry.end() || !offsets_it->is_array() ||
         offsets_it->size() != 2) {
-      return Invalid(file_name, absl::StrCat(where, ": needs dtype (string), shape (array) and "
-                                                    "data_offsets ([begin, end])"));
+      return Invalid(file_name, absl::StrCat(where,
+                                             ": needs dtype (string), shape (array) and "
+                                             "data_offsets ([begin, end])"));
     }
     TensorView view;
     view.name = name;
@@ -89,7 +93,8 @@ absl::StatusOr<std::vector<TensorView>> ParseSafetensors(std::span<const unsigne
     uint64_t numel = 1;
     for (const auto& dim : *shape_it) {
       if (!dim.is_number_unsigned()) {
-        return Invalid(file_name, absl::StrCat(where, ": shape entries must be non-negative integers"));
+        return Invalid(file_name,
+                       absl::StrCat(where, ": shape entries must be non-negative integers"));
       }
       const uint64_t d = dim.get<uint64_t>();
       if (d != 0 && numel > (1ull << 48) / d) {
@@ -101,13 +106,15 @@ absl::StatusOr<std::vector<TensorView>> ParseSafetensors(std::span<const unsigne
     const auto& begin_json = (*offsets_it)[0];
     const auto& end_json = (*offsets_it)[1];
     if (!begin_json.is_number_unsigned() || !end_json.is_number_unsigned()) {
-      return Invalid(file_name, absl::StrCat(where, ": data_offsets must be non-negative integers"));
+      return Invalid(file_name,
+                     absl::StrCat(where, ": data_offsets must be non-negative integers"));
     }
     const uint64_t begin = begin_json.get<uint64_t>();
     const uint64_t end = end_json.get<uint64_t>();
     if (begin > end || end > data_size) {
-      return Invalid(file_name, absl::StrCat(where, ": data_offsets [", begin, ", ", end,
-                                             ") out of bounds of the ", data_size, "-byte data section"));
+      return Invalid(file_name,
+                     absl::StrCat(where, ": data_offsets [", begin, ", ", end,
+                                  ") out of bounds of the ", data_size, "-byte data section"));
     }
     const uint64_t expected = numel * DTypeSize(view.dtype);
     if (end - begin != expected) {
@@ -130,8 +137,9 @@ absl::StatusOr<std::vector<TensorView>> ParseSafetensors(std::span<const unsigne
   for (size_t i = 1; i < order.size(); ++i) {
     const auto& cur = ranges[order[i]];
     if (cur.first != cur.second && cur.first < ranges[furthest].second) {
-      return Invalid(file_name, absl::StrCat("tensors \"", views[furthest].name, "\" and \"",
-                                             views[order[i]].name, "\" overlap in the data section"));
+      return Invalid(file_name,
+                     absl::StrCat("tensors \"", views[furthest].name, "\" and \"",
+                                  views[order[i]].name, "\" overlap in the data section"));
     }
     if (cur.second > ranges[furthest].second) furthest = order[i];
   }
@@ -186,8 +194,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     nlohmann::json index = nlohmann::json::parse(text, nullptr, false);
     if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
         !index["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index_path.string(), ": malformed index (expected a \"weight_map\" object)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          index_path.string(), ": malformed index (expected a \"weight_map\" object)"));
     }
     std::set<std::string> shards;
     std::map<std::string, std::string> expected_shard;  // tensor -> shard file
@@ -198,13 +206,14 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
       }
       const std::string shard_name = shard.get<std::string>();
       if (shard_name.find('/') != std::string::npos || shard_name == ".." || shard_name.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(index_path.string(), ": shard name \"", shard_name, "\" is not a plain file name"));
+        return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": shard name \"",
+                                                       shard_name, "\" is not a plain file name"));
       }
       shards.insert(shard_name);
       expected_shard[tensor] = shard_name;
     }
-    for (const auto& shard : shards) RETURN_IF_ERROR(checkpoint->AddFile((fs::path(dir) / shard).string()));
+    for (const auto& shard : shards)
+      RETURN_IF_ERROR(checkpoint->AddFile((fs::path(dir) / shard).string()));
     for (const auto& [tensor, shard] : expected_shard) {
       const TensorView* view = checkpoint->Find(tensor);
       if (view == nullptr || fs::path(view->file).filename() != shard) {
@@ -216,7 +225,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   } else if (fs::exists(single_path, ec)) {
     RETURN_IF_ERROR(checkpoint->AddFile(single_path.string()));
   } else {
-    return absl::NotFoundError(absl::StrCat(dir, ": no model.safetensors or model.safetensors.index.json"));
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": no model.safetensors or model.safetensors.index.json"));
   }
   return checkpoint;
 }
@@ -226,8 +236,8 @@ absl::Status Checkpoint::AddFile(const std::string& path) {
   ASSIGN_OR_RETURN(auto views, ParseSafetensors(file->bytes(), path));
   for (auto& view : views) {
     if (tensors_.count(view.name)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor \"", view.name, "\" also appears in ", tensors_[view.name].file));
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor \"", view.name, "\" also appears in ", tensors_[view.name].file));
     }
     std::string name = view.name;
     tensors_.emplace(std::move(name), std::move(view));

@@ -26,20 +26,21 @@ const char* FinishReasonName(FinishReason reason);  // "length", "stop", "eos", 
 struct GenerationUsage {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
-  int64_t session_length = 0;          // conversation tokens after this request (prompt + generated without a session)
-  double time_to_first_token_s = -1;   // from acceptance; -1 if no token was produced
-  double queue_time_s = -1;            // acceptance -> admission to a state slot; -1 if never admitted
+  int64_t session_length =
+      0;  // conversation tokens after this request (prompt + generated without a session)
+  double time_to_first_token_s = -1;  // from acceptance; -1 if no token was produced
+  double queue_time_s = -1;  // acceptance -> admission to a state slot; -1 if never admitted
 };
 
 // One step's output for one sequence. The last event of a stream has `final` set.
 struct GenerationEvent {
-  std::string text;                    // new text: whole UTF-8 characters only
+  std::string text;  // new text: whole UTF-8 characters only
   std::vector<int32_t> token_ids;
   std::vector<SampledToken> logprobs;  // one per token id when the request asked for logprobs
   bool final = false;
   FinishReason finish_reason = FinishReason::kNone;
   GenerationUsage usage;
-  absl::Status status;                 // final only: not OK when the request failed
+  absl::Status status;  // final only: not OK when the request failed
 };
 
 class GenerationStream {
@@ -71,9 +72,9 @@ class GenerationStream {
 };
 
 struct GenerationRequest {
-  std::vector<int32_t> prompt;         // validated ids, at least one unless the session has pending tokens
+  std::vector<int32_t> prompt;  // validated ids, at least one unless the session has pending tokens
   SamplingParams sampling;
-  std::string session_id;              // empty: no session
+  std::string session_id;  // empty: no session
   std::optional<std::chrono::steady_clock::time_point> deadline;
   std::shared_ptr<GenerationStream> stream;
 };

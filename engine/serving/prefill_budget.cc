@@ -10,10 +10,12 @@ std::vector<int64_t> FairPrefillShares(const std::vector<int64_t>& needs, int64_
   const size_t n = needs.size();
   std::vector<int64_t> shares(n, 0);
   if (n == 0 || budget <= 0) return shares;
-  // Water-filling: visit the smallest needs first; each takes min(need, equal share of what is left).
+  // Water-filling: visit the smallest needs first; each takes min(need, equal share of what is
+  // left).
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return needs[a] < needs[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return needs[a] < needs[b]; });
   int64_t left = budget;
   for (size_t k = 0; k < n; ++k) {
     const size_t i = order[k];

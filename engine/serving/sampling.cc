@@ -12,16 +12,20 @@ namespace mambaserve {
 namespace {
 
 absl::Status OutOfRange(const char* field, double value, const char* range) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, " is out of range: must be ", range));
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, " = ", value, " is out of range: must be ", range));
 }
 
 }  // namespace
 
-absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size, const SamplingLimits& limits) {
+absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size,
+                                    const SamplingLimits& limits) {
   if (p.max_tokens < 1 || p.max_tokens > limits.max_tokens) {
-    return OutOfRange("max_tokens", p.max_tokens, absl::StrCat("in [1, ", limits.max_tokens, "]").c_str());
+    return OutOfRange("max_tokens", p.max_tokens,
+                      absl::StrCat("in [1, ", limits.max_tokens, "]").c_str());
   }
-  if (!(p.temperature >= 0 && p.temperature <= 100)) return OutOfRange("temperature", p.temperature, "in [0, 100] (0 = greedy)");
+  if (!(p.temperature >= 0 && p.temperature <= 100))
+    return OutOfRange("temperature", p.temperature, "in [0, 100] (0 = greedy)");
   if (p.top_k < 0) return OutOfRange("top_k", p.top_k, ">= 0 (0 = off)");
   if (!(p.top_p > 0 && p.top_p <= 1)) return OutOfRange("top_p", p.top_p, "in (0, 1] (1 = off)");
   if (!(p.min_p >= 0 && p.min_p <= 1)) return OutOfRange("min_p", p.min_p, "in [0, 1] (0 = off)");
@@ -35,34 +39,41 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size,
     return OutOfRange("frequency_penalty", p.frequency_penalty, "in [-2, 2] (0 = off)");
   }
   if (p.logprobs < 0 || p.logprobs > limits.max_logprobs) {
-    return OutOfRange("logprobs", p.logprobs, absl::StrCat("in [0, ", limits.max_logprobs, "]").c_str());
+    return OutOfRange("logprobs", p.logprobs,
+                      absl::StrCat("in [0, ", limits.max_logprobs, "]").c_str());
   }
   if (static_cast<int64_t>(p.stop.size()) > limits.max_stop_strings) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("stop has ", p.stop.size(), " strings; at most ", limits.max_stop_strings, " are allowed"));
+    return absl::InvalidArgumentError(absl::StrCat("stop has ", p.stop.size(), " strings; at most ",
+                                                   limits.max_stop_strings, " are allowed"));
   }
   for (size_t i = 0; i < p.stop.size(); ++i) {
-    if (p.stop[i].empty()) return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is empty"));
+    if (p.stop[i].empty())
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is empty"));
     if (static_cast<int64_t>(p.stop[i].size()) > limits.max_stop_string_bytes) {
       return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is ", p.stop[i].size(),
-                                                     " bytes; at most ", limits.max_stop_string_bytes, " are allowed"));
+                                                     " bytes; at most ",
+                                                     limits.max_stop_string_bytes, " are allowed"));
     }
   }
   if (static_cast<int64_t>(p.stop_token_ids.size()) > limits.max_stop_token_ids) {
-    return absl::InvalidArgumentError(absl::StrCat("stop_token_ids has ", p.stop_token_ids.size(), " ids; at most ",
-                                                   limits.max_stop_token_ids, " are allowed"));
+    return absl::InvalidArgumentError(absl::StrCat("stop_token_ids has ", p.stop_token_ids.size(),
+                                                   " ids; at most ", limits.max_stop_token_ids,
+                                                   " are allowed"));
   }
   for (size_t i = 0; i < p.stop_token_ids.size(); ++i) {
     if (p.stop_token_ids[i] < 0 || p.stop_token_ids[i] >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "] = ", p.stop_token_ids[i],
-                                                     " is not a token id: must be in [0, ", vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop_token_ids[", i, "] = ", p.stop_token_ids[i],
+                       " is not a token id: must be in [0, ", vocab_size, ")"));
     }
   }
   return absl::OkStatus();
 }
 
 Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) : params_(params) {
-  rng_.seed(params.seed.has_value() ? *params.seed : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}());
+  rng_.seed(params.seed.has_value()
+                ? *params.seed
+                : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}());
   if (params_.repetition_penalty != 1.0) prompt_tokens_.insert(prompt.begin(), prompt.end());
 }
 
@@ -78,7 +89,9 @@ void Sampler::LogSoftmax(std::span<const float> logits, std::vector<float>* out)
 void Sampler::ApplyPenalties(std::vector<float>& logits) const {
   const float rep = static_cast<float>(params_.repetition_penalty);
   if (rep != 1.0f) {
-    auto penalise = [&](int32_t t) { logits[t] = logits[t] > 0 ? logits[t] / rep : logits[t] * rep; };
+    auto penalise = [&](int32_t t) {
+      logits[t] = logits[t] > 0 ? logits[t] / rep : logits[t] * rep;
+    };
     for (int32_t t : prompt_tokens_) penalise(t);
     for (const auto& [t, n] : output_counts_) {
       if (!prompt_tokens_.contains(t)) penalise(t);
@@ -125,7 +138,9 @@ int32_t Sampler::Draw(const std::vector<float>& logits) {
   // Candidates ordered by logit, ties to the lower id, so the draw never depends on sort stability.
   order_.resize(vocab);
   std::iota(order_.begin(), order_.end(), 0);
-  auto better = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  auto better = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
   int32_t keep = vocab;
   double norm = mass;  // what the kept candidates' probabilities are relative to
   if (top_k) {

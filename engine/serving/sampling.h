@@ -29,7 +29,7 @@ struct SamplingParams {
   std::vector<std::string> stop;    // stop strings, matched on the detokenized output
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
-  int32_t logprobs = 0;             // top-N alternatives per token; 0 = none
+  int32_t logprobs = 0;  // top-N alternatives per token; 0 = none
 };
 
 struct SamplingLimits {
@@ -51,8 +51,8 @@ struct TokenLogprob {
 
 struct SampledToken {
   int32_t token = 0;
-  float logprob = 0;                // of the chosen token under the model's distribution
-  std::vector<TokenLogprob> top;    // the `logprobs` most likely tokens, most likely first
+  float logprob = 0;              // of the chosen token under the model's distribution
+  std::vector<TokenLogprob> top;  // the `logprobs` most likely tokens, most likely first
 };
 
 // One per sequence; not thread-safe (the scheduler thread owns it).
@@ -80,10 +80,10 @@ class Sampler {
   std::mt19937_64 rng_;
   absl::flat_hash_set<int32_t> prompt_tokens_;
   absl::flat_hash_map<int32_t, int32_t> output_counts_;
-  std::vector<float> work_;       // [V] penalised, tempered logits
-  std::vector<float> logprobs_;   // [V]
-  std::vector<int32_t> order_;    // [V] candidate ids
-  std::vector<float> weights_;    // [V] exp(logit - max)
+  std::vector<float> work_;      // [V] penalised, tempered logits
+  std::vector<float> logprobs_;  // [V]
+  std::vector<int32_t> order_;   // [V] candidate ids
+  std::vector<float> weights_;   // [V] exp(logit - max)
 };
 
 }  // namespace mambaserve

@@ -26,7 +26,7 @@ struct Scheduler::Sequence {
   int64_t length_before = 0;  // the session's length when the turn began
   std::optional<Sampler> sampler;
   std::optional<IncrementalDetokenizer> detokenizer;
-  std::string held;           // text withheld because it may be the start of a stop string
+  std::string held;  // text withheld because it may be the start of a stop string
   double time_to_first_token_s = -1;
   double queue_time_s = -1;
   std::optional<Clock::time_point> paused_since;  // its reader fell behind and has not caught up
@@ -49,7 +49,9 @@ Scheduler::Scheduler(Backend* backend, const Tokenizer* tokenizer, std::string m
 
 Scheduler::~Scheduler() { Stop(); }
 
-void Scheduler::Start() { thread_ = std::thread([this] { Loop(); }); }
+void Scheduler::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void Scheduler::Stop() {
   {
@@ -84,8 +86,8 @@ absl::Status Scheduler::Submit(GenerationRequest request) {
   const int64_t vocab = backend_->config().vocab_size;
   for (int32_t id : request.prompt) {
     if (id < 0 || id >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token id ", id, " is outside the model's vocabulary [0, ", vocab, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " is outside the model's vocabulary [0, ", vocab, ")"));
     }
   }
   // The reservation makes the session's pending tokens stable until the request ends, so an empty
@@ -138,7 +140,8 @@ void Scheduler::Loop() {
     // Nothing ran: every sequence is paused on its reader, or there is no work. Wake for new work,
     // and poll briefly for readers catching up, cancellations and the TTL.
     std::unique_lock<std::mutex> lock(mu_);
-    const auto wait = running_.empty() && waiting_.empty() ? std::chrono::milliseconds(50) : std::chrono::milliseconds(2);
+    const auto wait = running_.empty() && waiting_.empty() ? std::chrono::milliseconds(50)
+                                                           : std::chrono::milliseconds(2);
     wake_.wait_for(lock, wait, [&] { return stopping_ || !incoming_.empty() || !tasks_.empty(); });
   }
   EndAll();
@@ -165,15 +168,18 @@ void Scheduler::DropCancelled() {
   const auto now = Clock::now();
   auto drop = [&](Sequence& seq) {
     if (seq.request.stream->cancelled()) {
-      Finish(seq, FinishReason::kCancelled, absl::CancelledError("the client cancelled the request"));
+      Finish(seq, FinishReason::kCancelled,
+             absl::CancelledError("the client cancelled the request"));
     } else if (seq.request.deadline && now >= *seq.request.deadline) {
-      Finish(seq, FinishReason::kCancelled, absl::DeadlineExceededError("the request's deadline passed"));
+      Finish(seq, FinishReason::kCancelled,
+             absl::DeadlineExceededError("the request's deadline passed"));
     } else if (seq.decoding && !seq.request.stream->HasRoom()) {
       // A paused stream keeps its slot; one whose client stops reading for good must not keep it
       // forever (it would take a batch place and a state slot from everyone else).
       if (!seq.paused_since) seq.paused_since = now;
       if (options_.stalled_reader_timeout_ms > 0 &&
-          now - *seq.paused_since >= std::chrono::milliseconds(options_.stalled_reader_timeout_ms)) {
+          now - *seq.paused_since >=
+              std::chrono::milliseconds(options_.stalled_reader_timeout_ms)) {
         Finish(seq, FinishReason::kCancelled,
                absl::DeadlineExceededError(absl::StrCat("the client read nothing for ",
                                                         options_.stalled_reader_timeout_ms / 1000,
@@ -287,7 +293,8 @@ void Scheduler::HandleToken(Sequence& seq, const SampledToken& sampled) {
     }
     event.text = std::move(text);
   }
-  if (reason == FinishReason::kNone && seq.generated >= params.max_tokens) reason = FinishReason::kLength;
+  if (reason == FinishReason::kNone && seq.generated >= params.max_tokens)
+    reason = FinishReason::kLength;
   if (reason == FinishReason::kNone) {
     seq.request.stream->Push(std::move(event));
     return;
@@ -301,7 +308,8 @@ void Scheduler::HandleToken(Sequence& seq, const SampledToken& sampled) {
   Finish(seq, reason, absl::OkStatus(), std::move(event));
 }
 
-void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status status, GenerationEvent event) {
+void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status status,
+                       GenerationEvent event) {
   const GenerationRequest& request = seq.request;
   const int64_t prompt_tokens = static_cast<int64_t>(request.prompt.size());
   event.final = true;
@@ -388,8 +396,8 @@ void Scheduler::BuildStep(int* decode_tokens, int* prefill_tokens) {
       continue;
     }
     if (budget == 0 || !seq->request.stream->HasRoom()) continue;  // reader behind: pause
-    step_.sequences.push_back({seq->slot, std::span<const int32_t>(&seq->next_token, 1), false, true,
-                               seq->sampler->OnlyNeedsArgMax()});
+    step_.sequences.push_back({seq->slot, std::span<const int32_t>(&seq->next_token, 1), false,
+                               true, seq->sampler->OnlyNeedsArgMax()});
     in_step_.push_back(seq.get());
     --budget;
     ++*decode_tokens;

@@ -1,10 +1,13 @@
 // The one thread that drives a Backend. Each step it drops cancelled and past-deadline sequences,
-// admits waiting requests while state slots and the step's token budget allow, feeds long prompts
-// in chunks, decodes one token for every running sequence whose reader keeps up — all in one mixed
-// Backend::Forward — then samples and publishes each sequence's events.
+// admits waiting requests while state slots allow, decodes one token for every running sequence
+// whose reader keeps up, shares the rest of the step's token budget fairly among the prompts being
+// read (engine/serving/prefill_budget.h) — all in one mixed Backend::Forward — then samples and
+// publishes each sequence's events.
 //
-// Session operations that touch slot state (park, restore, export) run on this thread too, through
-// RunOnSchedulerThread, so the backend never has a second caller.
+// It does nothing else: no protobuf, no blob encoding or decoding, no walk over all sessions. Its
+// only session work is what needs the backend (park, restore, roll back, snapshot a resident
+// state), some of it asked for through RunOnSchedulerThread, so the backend never has a second
+// caller.
 #pragma once
 
 #include <atomic>
@@ -28,9 +31,9 @@
 namespace mambaserve {
 
 struct SchedulerOptions {
-  int max_batch = 64;          // running sequences at once (each holds a slot)
-  int max_queue = 256;         // accepted, not yet running; beyond it Submit says ResourceExhausted
-  int max_step_tokens = 256;   // tokens per Forward (decodes first, then prefill chunks)
+  int max_batch = 64;         // running sequences at once (each holds a slot)
+  int max_queue = 256;        // accepted, not yet running; beyond it Submit says ResourceExhausted
+  int max_step_tokens = 256;  // tokens per Forward (decodes first, then prefill chunks)
   int max_pending_tasks = 1024;
   int64_t ttl_check_interval_ms = 1000;
   // A stream whose buffer stays full this long (its client stopped reading) is ended and its slot
@@ -45,7 +48,8 @@ struct SchedulerOptions {
 class Scheduler {
  public:
   // `tokenizer` may be null: events then carry no text and stop strings are not matched.
-  Scheduler(Backend* backend, const Tokenizer* tokenizer, std::string model_fingerprint, SchedulerOptions options);
+  Scheduler(Backend* backend, const Tokenizer* tokenizer, std::string model_fingerprint,
+            SchedulerOptions options);
   ~Scheduler();  // stops the thread, ending every request as cancelled
 
   void Start();
@@ -55,7 +59,8 @@ class Scheduler {
   // Accepts a request or refuses it at once: InvalidArgument for a bad prompt (an id outside the
   // vocabulary, or empty where nothing is pending), NotFound / FailedPrecondition for an unknown or
   // busy session, ResourceExhausted when the admission queue is full, Unavailable when stopping.
-  // Everything after acceptance (backend error, cancel, deadline) arrives as the stream's final event.
+  // Everything after acceptance (backend error, cancel, deadline) arrives as the stream's final
+  // event.
   absl::Status Submit(GenerationRequest request);
 
   // Runs `task` on the scheduler thread before the next step; ResourceExhausted when too many wait.

@@ -9,9 +9,9 @@ namespace mambaserve {
 
 struct SchedulerStats {
   // Gauges, as of the end of the last step.
-  int32_t running = 0;          // sequences holding a slot and generating (paused ones included)
-  int32_t paused = 0;           // running sequences skipped because their reader is behind
-  int32_t waiting = 0;          // accepted requests not yet admitted (admission queue)
+  int32_t running = 0;  // sequences holding a slot and generating (paused ones included)
+  int32_t paused = 0;   // running sequences skipped because their reader is behind
+  int32_t waiting = 0;  // accepted requests not yet admitted (admission queue)
   int32_t slots_total = 0;
   int32_t slots_in_use = 0;     // held by running sequences
   int32_t slots_idle = 0;       // held by resident sessions between turns
@@ -19,8 +19,8 @@ struct SchedulerStats {
   int32_t sessions_parked = 0;  // state in host memory
   int64_t parked_bytes = 0;
   // The last step.
-  int32_t batch_size = 0;       // sequences in the step
-  int32_t step_tokens = 0;      // tokens fed in the step (prefill + decode)
+  int32_t batch_size = 0;   // sequences in the step
+  int32_t step_tokens = 0;  // tokens fed in the step (prefill + decode)
   int32_t step_prefill_tokens = 0;
   int32_t step_decode_tokens = 0;
   double step_seconds = 0;

@@ -15,7 +15,8 @@ constexpr uint64_t kMaxStateBytes = uint64_t{1} << 34;  // far above any real mo
 template <typename T>
 void Put(std::string& out, T value) {
   uint8_t bytes[sizeof(T)];
-  for (size_t i = 0; i < sizeof(T); ++i) bytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(value) >> (8 * i));
+  for (size_t i = 0; i < sizeof(T); ++i)
+    bytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(value) >> (8 * i));
   out.append(reinterpret_cast<const char*>(bytes), sizeof(T));
 }
 
@@ -68,9 +69,11 @@ uint32_t Crc32(std::span<const uint8_t> bytes) {
 }
 
 std::string EncodeSessionBlob(const std::string& model_fingerprint, int64_t length,
-                              std::span<const int32_t> pending_tokens, std::span<const uint8_t> state) {
+                              std::span<const int32_t> pending_tokens,
+                              std::span<const uint8_t> state) {
   std::string out;
-  out.reserve(EncodedSessionBlobBytes(model_fingerprint.size(), pending_tokens.size(), state.size()));
+  out.reserve(
+      EncodedSessionBlobBytes(model_fingerprint.size(), pending_tokens.size(), state.size()));
   out.append(kMagic, sizeof(kMagic));
   Put<uint32_t>(out, kSessionBlobVersion);
   Put<uint32_t>(out, static_cast<uint32_t>(model_fingerprint.size()));
@@ -88,9 +91,12 @@ std::string EncodeSessionBlob(const SessionBlob& blob) {
   return EncodeSessionBlob(blob.model_fingerprint, blob.length, blob.pending_tokens, blob.state);
 }
 
-size_t EncodedSessionBlobBytes(size_t fingerprint_bytes, size_t pending_tokens, size_t state_bytes) {
-  // magic, version, fingerprint length + bytes, length, pending count + tokens, state size + bytes, CRC
-  return sizeof(kMagic) + 4 + 4 + fingerprint_bytes + 8 + 4 + 4 * pending_tokens + 8 + state_bytes + 4;
+size_t EncodedSessionBlobBytes(size_t fingerprint_bytes, size_t pending_tokens,
+                               size_t state_bytes) {
+  // magic, version, fingerprint length + bytes, length, pending count + tokens, state size + bytes,
+  // CRC
+  return sizeof(kMagic) + 4 + 4 + fingerprint_bytes + 8 + 4 + 4 * pending_tokens + 8 + state_bytes +
+         4;
 }
 
 absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes) {
@@ -101,14 +107,16 @@ absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes) {
   uint32_t version = 0;
   r.Get(&version);
   if (version != kSessionBlobVersion) {
-    return Corrupt(absl::StrCat("format version ", version, " is not supported (this server reads version ",
+    return Corrupt(absl::StrCat("format version ", version,
+                                " is not supported (this server reads version ",
                                 kSessionBlobVersion, ")"));
   }
   if (bytes.size() < sizeof(kMagic) + 8) return Corrupt("truncated");
   const auto body = bytes.first(bytes.size() - 4);
   uint32_t stored_crc = 0;
   Reader(bytes.last(4)).Get(&stored_crc);
-  if (Crc32(body) != stored_crc) return Corrupt("checksum mismatch (the bytes were altered or truncated)");
+  if (Crc32(body) != stored_crc)
+    return Corrupt("checksum mismatch (the bytes were altered or truncated)");
 
   SessionBlob blob;
   uint32_t fp_len = 0, pending = 0;
@@ -132,23 +140,27 @@ absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes) {
 }
 
 absl::Status CheckSessionBlobFits(const SessionBlob& blob, const std::string& model_fingerprint,
-                                  int64_t state_bytes, int64_t vocab_size, size_t max_pending_tokens) {
+                                  int64_t state_bytes, int64_t vocab_size,
+                                  size_t max_pending_tokens) {
   if (blob.model_fingerprint != model_fingerprint) {
     return absl::FailedPreconditionError(
-        absl::StrCat("session was exported from a different model (fingerprint ", blob.model_fingerprint,
-                     "); this server runs model ", model_fingerprint, ": import it into a replica of that model"));
+        absl::StrCat("session was exported from a different model (fingerprint ",
+                     blob.model_fingerprint, "); this server runs model ", model_fingerprint,
+                     ": import it into a replica of that model"));
   }
   if (!blob.state.empty() && static_cast<int64_t>(blob.state.size()) != state_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("session blob holds ", blob.state.size(),
-                                                   " state bytes; this model's state is ", state_bytes, " bytes"));
+                                                   " state bytes; this model's state is ",
+                                                   state_bytes, " bytes"));
   }
   if (blob.state.empty() && blob.length != 0) {
     return absl::InvalidArgumentError("session blob has a length but no state");
   }
-  // Bounds a hostile blob: lengths stay far from overflow, pending tokens stay a prompt's worth, and
-  // the state holds only finite numbers (NaN logits would poison sampling for that session).
+  // Bounds a hostile blob: lengths stay far from overflow, pending tokens stay a prompt's worth,
+  // and the state holds only finite numbers (NaN logits would poison sampling for that session).
   if (blob.length < 0 || blob.length > (int64_t{1} << 53)) {
-    return absl::InvalidArgumentError(absl::StrCat("session blob has an implausible length ", blob.length));
+    return absl::InvalidArgumentError(
+        absl::StrCat("session blob has an implausible length ", blob.length));
   }
   // A pending token is fed before the next turn's prompt: more than a prompt's worth would let one
   // import put a prefill of any size in front of every other request.
@@ -162,12 +174,14 @@ absl::Status CheckSessionBlobFits(const SessionBlob& blob, const std::string& mo
     uint32_t bits;
     std::memcpy(&bits, blob.state.data() + i, 4);
     if ((bits & 0x7f800000u) == 0x7f800000u) {
-      return absl::InvalidArgumentError(absl::StrCat("session blob state holds a NaN or Inf at byte ", i));
+      return absl::InvalidArgumentError(
+          absl::StrCat("session blob state holds a NaN or Inf at byte ", i));
     }
   }
   for (int32_t t : blob.pending_tokens) {
     if (t < 0 || t >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("session blob has pending token ", t, " outside the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("session blob has pending token ", t, " outside the vocabulary"));
     }
   }
   return absl::OkStatus();

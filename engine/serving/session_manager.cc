@@ -27,7 +27,7 @@ struct SessionManager::Session {
   int64_t created_ms = 0;
   int64_t last_used_ms = 0;
   StateLocation location = StateLocation::kNone;
-  int slot = -1;                                          // kDevice
+  int slot = -1;                                           // kDevice
   std::shared_ptr<const std::vector<uint8_t>> host_state;  // kHost
   std::vector<int32_t> pending_tokens;
   bool busy = false;     // a request naming it was accepted and has not ended
@@ -89,7 +89,8 @@ absl::Status SessionManager::ValidateSessionId(const std::string& id) {
 absl::StatusOr<SessionManager::Session*> SessionManager::Find(const std::string& id) const {
   if (auto it = sessions_.find(id); it != sessions_.end()) return it->second.get();
   if (auto t = tombstones_.find(id); t != tombstones_.end()) {
-    return absl::NotFoundError(absl::StrCat("session \"", id, "\" no longer exists: ", t->second.reason));
+    return absl::NotFoundError(
+        absl::StrCat("session \"", id, "\" no longer exists: ", t->second.reason));
   }
   return absl::NotFoundError(
       absl::StrCat("session \"", id, "\" does not exist (create it with CreateSession)"));
@@ -172,10 +173,11 @@ void SessionManager::EnforceHostBudget() {
                                [](const Session* s) { return !s->busy; });
     if (victim == parked_lru_.end()) return;
     ++gauges_.evicted_total;
-    Drop(**victim, absl::StrCat("it was evicted: its parked state exceeded the host-memory budget of ",
-                                options_.host_budget_bytes / (1024 * 1024),
-                                " MiB (least recently used first); create a new session or import an "
-                                "export"));
+    Drop(**victim,
+         absl::StrCat("it was evicted: its parked state exceeded the host-memory budget of ",
+                      options_.host_budget_bytes / (1024 * 1024),
+                      " MiB (least recently used first); create a new session or import an "
+                      "export"));
   }
 }
 
@@ -223,9 +225,8 @@ absl::StatusOr<SessionInfo> SessionManager::AddLocked(const std::string& request
     return absl::AlreadyExistsError(absl::StrCat("session \"", id, "\" already exists"));
   }
   if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
-    return absl::ResourceExhaustedError(absl::StrCat("the server holds its maximum of ",
-                                                     options_.max_sessions,
-                                                     " sessions; delete some first"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the server holds its maximum of ", options_.max_sessions, " sessions; delete some first"));
   }
   if (auto t = tombstones_.find(id); t != tombstones_.end()) {
     tombstone_order_.erase(t->second.order);
@@ -296,13 +297,13 @@ absl::StatusOr<SessionInfo> SessionManager::Import(const std::string& id,
                                                    std::span<const uint8_t> bytes) {
   // Decoding and checksumming a large blob happen here, outside the lock.
   if (bytes.size() > MaxBlobBytes()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("session blob is ", bytes.size(), " bytes; a session of this model, with at most ",
-                     options_.max_pending_tokens, " pending tokens, encodes to at most ", MaxBlobBytes()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "session blob is ", bytes.size(), " bytes; a session of this model, with at most ",
+        options_.max_pending_tokens, " pending tokens, encodes to at most ", MaxBlobBytes()));
   }
   ASSIGN_OR_RETURN(SessionBlob blob, DecodeSessionBlob(bytes));
-  RETURN_IF_ERROR(CheckSessionBlobFits(blob, fingerprint_, state_bytes_, backend_->config().vocab_size,
-                                       options_.max_pending_tokens));
+  RETURN_IF_ERROR(CheckSessionBlobFits(blob, fingerprint_, state_bytes_,
+                                       backend_->config().vocab_size, options_.max_pending_tokens));
   std::lock_guard<std::mutex> lock(mu_);
   return AddLocked(id, &blob);
 }
@@ -316,9 +317,9 @@ absl::Status SessionManager::Reserve(const std::string& id, bool prompt_is_empty
                      "\" already has a request in flight; send one request at a time per session"));
   }
   if (prompt_is_empty && s->pending_tokens.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt is empty and session \"", id,
-        "\" has no generated token to continue from (it is new or its last turn did not complete)"));
+    return absl::InvalidArgumentError(absl::StrCat("prompt is empty and session \"", id,
+                                                   "\" has no generated token to continue from (it "
+                                                   "is new or its last turn did not complete)"));
   }
   s->busy = true;
   return absl::OkStatus();
@@ -393,7 +394,8 @@ absl::StatusOr<SessionTurn> SessionManager::BeginTurn(const std::string& id) {
   return turn;
 }
 
-void SessionManager::CommitTurn(const std::string& id, int64_t length, std::vector<int32_t> pending) {
+void SessionManager::CommitTurn(const std::string& id, int64_t length,
+                                std::vector<int32_t> pending) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = sessions_.find(id);
   if (it == sessions_.end() || !it->second->in_turn) return;

@@ -43,11 +43,12 @@ struct SessionInfo {
 };
 
 struct SessionManagerOptions {
-  int64_t host_budget_bytes = int64_t{1} << 30;  // parked states beyond this are evicted, oldest first
-  int64_t ttl_ms = 0;                            // idle sessions older than this expire; 0 = never
-  int64_t max_sessions = 1 << 20;                // live sessions (resident + parked + unused)
-  size_t max_pending_tokens = 8192;              // an imported blob's pending tokens (a prompt's worth)
-  std::function<int64_t()> now_ms;               // unix ms; defaults to the system clock
+  int64_t host_budget_bytes = int64_t{1}
+                              << 30;  // parked states beyond this are evicted, oldest first
+  int64_t ttl_ms = 0;                 // idle sessions older than this expire; 0 = never
+  int64_t max_sessions = 1 << 20;     // live sessions (resident + parked + unused)
+  size_t max_pending_tokens = 8192;   // an imported blob's pending tokens (a prompt's worth)
+  std::function<int64_t()> now_ms;    // unix ms; defaults to the system clock
 };
 
 // A session's share of one request: where its state is and what to feed before the new prompt.
@@ -107,7 +108,8 @@ class SessionManager {
   // Gives a reserved session a slot (restoring a parked state) and remembers what it was.
   // ResourceExhausted: no slot now, retry at a later step.
   absl::StatusOr<SessionTurn> BeginTurn(const std::string& id);
-  // The turn completed: the conversation is `length` tokens, `pending` of them not yet in the state.
+  // The turn completed: the conversation is `length` tokens, `pending` of them not yet in the
+  // state.
   void CommitTurn(const std::string& id, int64_t length, std::vector<int32_t> pending);
   // The turn did not complete: the session goes back to exactly what it was before BeginTurn.
   void RollBackTurn(const std::string& id);
@@ -152,9 +154,9 @@ class SessionManager {
   mutable std::mutex mu_;
   std::vector<SlotUse> slot_owner_;
   absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_;
-  SessionList by_use_;         // every session, least recently used first (the TTL walks it)
-  SessionList resident_lru_;   // resident and between turns: parking candidates, LRU first
-  SessionList parked_lru_;     // parked to host memory: eviction candidates, LRU first
+  SessionList by_use_;        // every session, least recently used first (the TTL walks it)
+  SessionList resident_lru_;  // resident and between turns: parking candidates, LRU first
+  SessionList parked_lru_;    // parked to host memory: eviction candidates, LRU first
   SessionGauges gauges_;
   // Why recently dropped ids are gone, so their next use gets a clear NOT_FOUND. Bounded, oldest
   // forgotten first; re-creating an id forgets its tombstone.

@@ -12,7 +12,8 @@ namespace {
 
 // Public-domain English: the Gettysburg Address (1863), the opening of Jane Austen's "Pride and
 // Prejudice" (1813) and of Lewis Carroll's "Alice's Adventures in Wonderland" (1865).
-constexpr char kSample[] = R"(Four score and seven years ago our fathers brought forth on this continent, a new nation, conceived in Liberty, and dedicated to the proposition that all men are created equal.
+constexpr char kSample[] =
+    R"(Four score and seven years ago our fathers brought forth on this continent, a new nation, conceived in Liberty, and dedicated to the proposition that all men are created equal.
 Now we are engaged in a great civil war, testing whether that nation, or any nation so conceived and so dedicated, can long endure. We are met on a great battle-field of that war. We have come to dedicate a portion of that field, as a final resting place for those who here gave their lives that that nation might live. It is altogether fitting and proper that we should do this.
 But, in a larger sense, we can not dedicate -- we can not consecrate -- we can not hallow -- this ground. The brave men, living and dead, who struggled here, have consecrated it, far above our poor power to add or detract. The world will little note, nor long remember what we say here, but it can never forget what they did here. It is for us the living, rather, to be dedicated here to the unfinished work which they who fought here have thus far so nobly advanced. It is rather for us to be here dedicated to the great task remaining before us -- that from these honored dead we take increased devotion to that cause for which they gave the last full measure of devotion -- that we here highly resolve that these dead shall not have died in vain -- that this nation, under God, shall have a new birth of freedom -- and that government of the people, by the people, for the people, shall not perish from the earth.
 It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.
@@ -43,7 +44,8 @@ std::vector<std::string> ByteSymbols() {
   std::vector<std::string> symbols(256);
   int next = 256;
   for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    const bool printable =
+        (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
     const int cp = printable ? b : next++;
     std::string s;
     if (cp < 0x80) {
@@ -113,9 +115,9 @@ const std::string& BpeTrainingText() {
 
 absl::StatusOr<std::string> TrainByteLevelBpeJson(int vocab_size) {
   if (vocab_size < 258 || vocab_size > kMaxTrainedVocab) {
-    return absl::InvalidArgumentError(absl::StrCat("a trained byte-level BPE vocabulary needs 258 to ", kMaxTrainedVocab,
-                                                   " ids, not ", vocab_size,
-                                                   " (pass --tokenizer FILE for larger vocabularies)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a trained byte-level BPE vocabulary needs 258 to ", kMaxTrainedVocab,
+                     " ids, not ", vocab_size, " (pass --tokenizer FILE for larger vocabularies)"));
   }
   const std::vector<std::string> byte_symbols = ByteSymbols();
   // Words as symbol sequences, with their counts; std::map keeps every step deterministic.
@@ -164,8 +166,10 @@ absl::StatusOr<std::string> TrainByteLevelBpeJson(int vocab_size) {
     words = std::move(next_words);
   }
 
-  const nlohmann::ordered_json byte_level = {
-      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  const nlohmann::ordered_json byte_level = {{"type", "ByteLevel"},
+                                             {"add_prefix_space", false},
+                                             {"trim_offsets", true},
+                                             {"use_regex", true}};
   nlohmann::ordered_json json;
   json["version"] = "1.0";
   json["truncation"] = nullptr;

@@ -6,8 +6,8 @@
 #include <numbers>
 
 #include "absl/strings/str_cat.h"
-#include "engine/testing/safetensors_writer.h"
 #include "engine/base/status_macros.h"
+#include "engine/testing/safetensors_writer.h"
 
 namespace mambaserve {
 namespace {
@@ -58,20 +58,22 @@ std::vector<ParamSpec> ParamSpecs(const ModelConfig& c) {
     const std::string p = absl::StrCat("backbone.layers.", i, ".");
     const std::string m = p + "mixer.";
     specs.push_back({{p + "norm.weight", {D}}, Init::kOnesPlusNoise, 0.1});
-    specs.push_back({{m + "in_proj.weight", {2 * E, D}}, Init::kNormal, 1.0 / std::sqrt(double(D))});
+    specs.push_back(
+        {{m + "in_proj.weight", {2 * E, D}}, Init::kNormal, 1.0 / std::sqrt(double(D))});
     if (c.use_bias) specs.push_back({{m + "in_proj.bias", {2 * E}}, Init::kNormal, 0.02});
     const double conv_bound = 1.0 / std::sqrt(double(K));  // PyTorch's default Conv1d init
     specs.push_back({{m + "conv1d.weight", {E, 1, K}}, Init::kUniform, conv_bound});
     if (c.use_conv_bias) specs.push_back({{m + "conv1d.bias", {E}}, Init::kUniform, conv_bound});
-    specs.push_back({{m + "x_proj.weight", {R + 2 * N, E}}, Init::kNormal, 1.0 / std::sqrt(double(E))});
+    specs.push_back(
+        {{m + "x_proj.weight", {R + 2 * N, E}}, Init::kNormal, 1.0 / std::sqrt(double(E))});
     specs.push_back({{m + "dt_proj.weight", {E, R}}, Init::kUniform, 1.0 / std::sqrt(double(R))});
     specs.push_back({{m + "dt_proj.bias", {E}}, Init::kDtBias, 0.0});
     specs.push_back({{m + "A_log", {E, N}}, Init::kALog, 0.0});
     specs.push_back({{m + "D", {E}}, Init::kOnes, 0.0});
     // Larger than Mamba's 1/sqrt(n_layers) rescale: in an untrained model the mixers must dominate
     // the residual stream, or a tied lm_head just echoes the last input token.
-    specs.push_back({{m + "out_proj.weight", {D, E}}, Init::kNormal,
-                     kOutProjGain / std::sqrt(double(E))});
+    specs.push_back(
+        {{m + "out_proj.weight", {D, E}}, Init::kNormal, kOutProjGain / std::sqrt(double(E))});
     if (c.use_bias) specs.push_back({{m + "out_proj.bias", {D}}, Init::kNormal, 0.02});
   }
   specs.push_back({{"backbone.norm_f.weight", {D}}, Init::kOnesPlusNoise, 0.1});
@@ -97,7 +99,8 @@ void Fill(const ParamSpec& spec, int64_t d_state, uint64_t seed, std::span<float
       for (float& v : out) v = 1.0f;
       return;
     case Init::kALog:  // A = -(1..N) per channel (S4D-real)
-      for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(std::log(double(i % d_state + 1)));
+      for (size_t i = 0; i < out.size(); ++i)
+        out[i] = static_cast<float>(std::log(double(i % d_state + 1)));
       return;
     case Init::kDtBias:
       // dt log-uniform in [1e-3, 0.1] (floor 1e-4); the bias is its inverse softplus.
@@ -130,7 +133,8 @@ absl::StatusOr<ModelConfig> PresetConfig(std::string_view preset, ModelType type
     c.n_layers = 48;
     c.vocab_size = 50280;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown preset \"", std::string(preset), "\" (expected tiny, 130m or 370m)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown preset \"", std::string(preset), "\" (expected tiny, 130m or 370m)"));
   }
   c.d_inner = 2 * c.d_model;
   c.dt_rank = (c.d_model + 15) / 16;
@@ -150,18 +154,24 @@ absl::Status WriteRandomModel(const ModelConfig& config, DType dtype, uint64_t s
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(out_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(out_dir, ": cannot create directory (", ec.message(), ")"));
-  const std::string torch_dtype = dtype == DType::kBF16 ? "bfloat16" : dtype == DType::kF16 ? "float16" : "float32";
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat(out_dir, ": cannot create directory (", ec.message(), ")"));
+  const std::string torch_dtype = dtype == DType::kBF16  ? "bfloat16"
+                                  : dtype == DType::kF16 ? "float16"
+                                                         : "float32";
   {
     std::ofstream config_file(fs::path(out_dir) / "config.json");
     config_file << ModelConfigToJson(config, torch_dtype);
-    if (!config_file) return absl::InternalError(absl::StrCat(out_dir, "/config.json: write failed"));
+    if (!config_file)
+      return absl::InternalError(absl::StrCat(out_dir, "/config.json: write failed"));
   }
   const std::vector<ParamSpec> specs = ParamSpecs(config);
   std::vector<TensorSpec> tensors;
   for (const ParamSpec& s : specs) tensors.push_back(s.tensor);
-  return WriteSafetensors((fs::path(out_dir) / "model.safetensors").string(), tensors, dtype,
-                          [&](size_t i, std::span<float> out) { Fill(specs[i], config.d_state, seed, out); });
+  return WriteSafetensors(
+      (fs::path(out_dir) / "model.safetensors").string(), tensors, dtype,
+      [&](size_t i, std::span<float> out) { Fill(specs[i], config.d_state, seed, out); });
 }
 
 }  // namespace mambaserve

@@ -32,12 +32,14 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorS
   while ((8 + header_text.size()) % 8 != 0) header_text.push_back(' ');
 
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "wb"), &std::fclose);
-  if (!file) return absl::InternalError(absl::StrCat(path, ": cannot create (", std::strerror(errno), ")"));
+  if (!file)
+    return absl::InternalError(absl::StrCat(path, ": cannot create (", std::strerror(errno), ")"));
   unsigned char len_bytes[8];
   const uint64_t len = header_text.size();
   for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(len >> (8 * i));
-  bool ok = std::fwrite(len_bytes, 1, 8, file.get()) == 8 &&
-            std::fwrite(header_text.data(), 1, header_text.size(), file.get()) == header_text.size();
+  bool ok =
+      std::fwrite(len_bytes, 1, 8, file.get()) == 8 &&
+      std::fwrite(header_text.data(), 1, header_text.size(), file.get()) == header_text.size();
 
   std::vector<float> values;
   std::vector<uint16_t> halves;

@@ -198,7 +198,7 @@ void BpeModel::MergeWord(std::string_view word, std::vector<int32_t>& ids) const
   };
   // Characters missing from the vocabulary become the unknown token (fused into one if
   // configured) or, without an unknown token, are dropped — both as the reference does.
-  std::optional<int32_t> pending_unk_length;
+  int32_t pending_unk_length = 0;  // bytes of unknown characters not yet emitted; 0: none
   size_t pos = 0;
   while (pos < word.size()) {
     const size_t start = pos;
@@ -212,19 +212,19 @@ void BpeModel::MergeWord(std::string_view word, std::vector<int32_t>& ids) const
     }
     const auto length = static_cast<int32_t>(pos - start);
     if (id >= 0) {
-      if (pending_unk_length) add_symbol(*unk_id_, *pending_unk_length);
-      pending_unk_length.reset();
+      if (pending_unk_length > 0) add_symbol(*unk_id_, pending_unk_length);
+      pending_unk_length = 0;
       add_symbol(id, length);
     } else if (unk_id_.has_value()) {
-      if (pending_unk_length && fuse_unk_) {
-        *pending_unk_length += length;
+      if (pending_unk_length > 0 && fuse_unk_) {
+        pending_unk_length += length;
       } else {
-        if (pending_unk_length) add_symbol(*unk_id_, *pending_unk_length);
+        if (pending_unk_length > 0) add_symbol(*unk_id_, pending_unk_length);
         pending_unk_length = length;
       }
     }
   }
-  if (pending_unk_length) add_symbol(*unk_id_, *pending_unk_length);
+  if (pending_unk_length > 0) add_symbol(*unk_id_, pending_unk_length);
 
   std::priority_queue<QueuedMerge, std::vector<QueuedMerge>, MergeOrder> queue;
   auto find_merge = [&](int32_t left, int32_t right) -> const Merge* {

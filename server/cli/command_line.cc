@@ -17,7 +17,8 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, char** argv,
   CommandLine cl;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", arg, "\""));
+    if (arg.rfind("--", 0) != 0)
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", arg, "\""));
     std::string name = arg.substr(2);
     std::optional<std::string> inline_value;
     if (auto eq = name.find('='); eq != std::string::npos) {
@@ -25,7 +26,8 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, char** argv,
       name = name.substr(0, eq);
     }
     if (switches.count(name)) {
-      if (inline_value) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+      if (inline_value)
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
       cl.values_[name] = "true";
     } else if (value_flags.count(name)) {
       if (inline_value) {
@@ -63,7 +65,8 @@ absl::StatusOr<int64_t> CommandLine::GetInt(const std::string& flag, int64_t fal
   if (!v) return fallback;
   int64_t out;
   if (!absl::SimpleAtoi(*v, &out)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, " expects an integer, got \"", *v, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " expects an integer, got \"", *v, "\""));
   }
   return out;
 }
@@ -73,7 +76,8 @@ absl::StatusOr<double> CommandLine::GetDouble(const std::string& flag, double fa
   if (!v) return fallback;
   double out;
   if (!absl::SimpleAtod(*v, &out)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, " expects a number, got \"", *v, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " expects a number, got \"", *v, "\""));
   }
   return out;
 }

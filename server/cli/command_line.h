@@ -16,7 +16,8 @@ class CommandLine {
  public:
   // `value_flags` take a value (`--out DIR`), `switches` do not (`--use-bias`). argv[0] is the
   // subcommand name and is skipped.
-  static absl::StatusOr<CommandLine> Parse(int argc, char** argv, const std::set<std::string>& value_flags,
+  static absl::StatusOr<CommandLine> Parse(int argc, char** argv,
+                                           const std::set<std::string>& value_flags,
                                            const std::set<std::string>& switches);
 
   bool Has(const std::string& flag) const { return values_.count(flag) > 0; }

@@ -1,9 +1,9 @@
 // mambaserve eval: last-position logits and greedy tokens for a prompt, as JSON.
 #include <iostream>
 
-#include "engine/backend_factory.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/greedy.h"
+#include "engine/backend_factory.h"
 #include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/command_line.h"
@@ -12,16 +12,17 @@
 namespace mambaserve {
 namespace {
 
-constexpr char kUsage[] = R"(usage: mambaserve eval --model DIR --tokens 5,17,42 --generate 16 --json OUT
+constexpr char kUsage[] =
+    R"(usage: mambaserve eval --model DIR --tokens 5,17,42 --generate 16 --json OUT
                       [--backend auto|cpu|cuda] [--weight-dtype f32|bf16] [--threads N]
 Writes {"last_logits": [V floats at the last prompt position], "generated": [greedy ids]}.
 )";
 
 absl::Status Eval(int argc, char** argv) {
-  ASSIGN_OR_RETURN(CommandLine cl,
-                   CommandLine::Parse(argc, argv, {"model", "tokens", "generate", "json", "backend",
-                                                   "weight-dtype", "threads"},
-                                      {"help"}));
+  ASSIGN_OR_RETURN(CommandLine cl, CommandLine::Parse(argc, argv,
+                                                      {"model", "tokens", "generate", "json",
+                                                       "backend", "weight-dtype", "threads"},
+                                                      {"help"}));
   if (cl.Has("help")) {
     std::cout << kUsage;
     return absl::OkStatus();
@@ -45,13 +46,17 @@ absl::Status Eval(int argc, char** argv) {
   ASSIGN_OR_RETURN(std::shared_ptr<const Model> model, LoadModel(dir));
   for (int32_t t : tokens) {
     if (t >= model->config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", t, " >= vocab size ", model->config.vocab_size));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", t, " >= vocab size ", model->config.vocab_size));
     }
   }
   std::string fallback_reason;
-  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(model, options, &fallback_reason));
-  if (!fallback_reason.empty()) std::cerr << "eval: using the CPU backend: " << fallback_reason << "\n";
-  ASSIGN_OR_RETURN(GreedyResult result, GreedyGenerate(*backend, 0, tokens, static_cast<int>(generate)));
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
+                   CreateBackend(model, options, &fallback_reason));
+  if (!fallback_reason.empty())
+    std::cerr << "eval: using the CPU backend: " << fallback_reason << "\n";
+  ASSIGN_OR_RETURN(GreedyResult result,
+                   GreedyGenerate(*backend, 0, tokens, static_cast<int>(generate)));
   nlohmann::json out;
   out["last_logits"] = result.last_logits;
   out["generated"] = result.generated;

@@ -16,10 +16,13 @@ struct Subcommand {
 };
 
 constexpr Subcommand kSubcommands[] = {
-    {"make-model", mambaserve::RunMakeModelCommand, "write a deterministic random checkpoint (HF layout)"},
+    {"make-model", mambaserve::RunMakeModelCommand,
+     "write a deterministic random checkpoint (HF layout)"},
     {"eval", mambaserve::RunEvalCommand, "last logits + greedy tokens for a prompt, as JSON"},
-    {"tokenize", mambaserve::RunTokenizeCommand, "text -> token ids (or --decode ids -> text), as JSON"},
-    {"serve", mambaserve::RunServeCommand, "serve the model over gRPC (streaming generation, sessions)"},
+    {"tokenize", mambaserve::RunTokenizeCommand,
+     "text -> token ids (or --decode ids -> text), as JSON"},
+    {"serve", mambaserve::RunServeCommand,
+     "serve the model over gRPC (streaming generation, sessions)"},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -2,16 +2,17 @@
 #include <filesystem>
 #include <iostream>
 
-#include "engine/testing/random_model.h"
-#include "server/cli/model_tokenizer.h"
 #include "engine/base/status_macros.h"
+#include "engine/testing/random_model.h"
 #include "server/cli/command_line.h"
 #include "server/cli/commands.h"
+#include "server/cli/model_tokenizer.h"
 
 namespace mambaserve {
 namespace {
 
-constexpr char kUsage[] = R"(usage: mambaserve make-model --preset tiny|130m|370m --model-type mamba|falcon_mamba
+constexpr char kUsage[] =
+    R"(usage: mambaserve make-model --preset tiny|130m|370m --model-type mamba|falcon_mamba
                             --dtype f32|f16|bf16 --seed N --out DIR
   optional shape overrides: --layers L --d-state N --d-conv K --vocab V
   optional switches:        --use-bias --no-conv-bias --no-residual-in-fp32
@@ -51,7 +52,8 @@ absl::Status MakeModel(int argc, char** argv) {
   ASSIGN_OR_RETURN(config.d_conv, cl.GetInt("d-conv", config.d_conv));
   ASSIGN_OR_RETURN(config.vocab_size, cl.GetInt("vocab", config.vocab_size));
   if (config.n_layers < 1 || config.d_state < 1 || config.d_conv < 2 || config.vocab_size < 2) {
-    return absl::InvalidArgumentError("need --layers >= 1, --d-state >= 1, --d-conv >= 2, --vocab >= 2");
+    return absl::InvalidArgumentError(
+        "need --layers >= 1, --d-state >= 1, --d-conv >= 2, --vocab >= 2");
   }
   if (cl.Has("use-bias")) config.use_bias = true;
   if (cl.Has("no-conv-bias")) config.use_conv_bias = false;

@@ -7,9 +7,9 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "engine/testing/bpe_tokenizer_writer.h"
 #include "engine/testing/random_model.h"
-#include "engine/base/status_macros.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/cli/command_line.h"
 
@@ -21,13 +21,16 @@ absl::Status WriteModelTokenizer(int64_t vocab_size, const std::optional<std::st
   if (source.has_value()) {
     ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromFile(*source));
     if (tokenizer->vocab_size() > vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(*source, " has ", tokenizer->vocab_size(),
-                                                     " tokens; the model's vocabulary is ", vocab_size,
-                                                     " (pass --vocab ", tokenizer->vocab_size(), " or more)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          *source, " has ", tokenizer->vocab_size(), " tokens; the model's vocabulary is ",
+          vocab_size, " (pass --vocab ", tokenizer->vocab_size(), " or more)"));
     }
     std::error_code ec;
-    std::filesystem::copy_file(*source, target, std::filesystem::copy_options::overwrite_existing, ec);
-    if (ec) return absl::InternalError(absl::StrCat("copying ", *source, " to ", target, ": ", ec.message()));
+    std::filesystem::copy_file(*source, target, std::filesystem::copy_options::overwrite_existing,
+                               ec);
+    if (ec)
+      return absl::InternalError(
+          absl::StrCat("copying ", *source, " to ", target, ": ", ec.message()));
     return absl::OkStatus();
   }
   if (vocab_size > kMaxTrainedVocab) return absl::OkStatus();
@@ -47,7 +50,9 @@ absl::Status EnsureDefaultModel(const std::string& dir) {
   fs::remove_all(dir, ec);
   fs::create_directories(fs::path(dir).parent_path(), ec);
   fs::rename(scratch, dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("moving the default model into ", dir, ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("moving the default model into ", dir, ": ", ec.message()));
   return absl::OkStatus();
 }
 

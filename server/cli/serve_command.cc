@@ -33,8 +33,8 @@ Flag IntFlag(std::string name, std::string help, T* target, int64_t min, int64_t
           [name, target, min, max](const std::string& text) -> absl::Status {
             int64_t v = 0;
             if (!absl::SimpleAtoi(text, &v) || v < min || v > max) {
-              return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer in [", min,
-                                                             ", ", max, "], not \"", text, "\""));
+              return absl::InvalidArgumentError(absl::StrCat(
+                  "--", name, " must be an integer in [", min, ", ", max, "], not \"", text, "\""));
             }
             *target = static_cast<T>(v);
             return absl::OkStatus();
@@ -66,17 +66,23 @@ struct ServeFlags {
     e.backend.num_slots = 128;
     e.scheduler.sessions.max_sessions = 65536;
     table = {
-        StringFlag("model", "DIR: Hugging Face checkpoint dir (config.json, *.safetensors, tokenizer.json); "
-                            "without it, the embedded tiny default model, generated once into --model-cache",
+        StringFlag("model",
+                   "DIR: Hugging Face checkpoint dir (config.json, *.safetensors, tokenizer.json); "
+                   "without it, the embedded tiny default model, generated once into --model-cache",
                    &model, false),
         StringFlag("model-cache", "DIR: where the default model is written", &model_cache),
         StringFlag("listen", "HOST:PORT for gRPC (port 0: pick a free one)", &o.listen),
-        StringFlag("port-file", "FILE: write the bound port here once listening", &o.port_file, false),
-        StringFlag("backend", "auto|cpu|cuda: auto uses the CUDA module when a GPU is there", &backend),
-        StringFlag("weight-dtype", "auto|f32|bf16: weights as held in memory (auto: bf16 stays bf16)",
+        StringFlag("port-file", "FILE: write the bound port here once listening", &o.port_file,
+                   false),
+        StringFlag("backend", "auto|cpu|cuda: auto uses the CUDA module when a GPU is there",
+                   &backend),
+        StringFlag("weight-dtype",
+                   "auto|f32|bf16: weights as held in memory (auto: bf16 stays bf16)",
                    &weight_dtype),
-        IntFlag("threads", "N: CPU backend threads (0: all cores)", &e.backend.num_threads, 0, 4096),
-        {"gpu-memory-fraction", "F in (0, 1]: CUDA share of device memory for weights + state slots",
+        IntFlag("threads", "N: CPU backend threads (0: all cores)", &e.backend.num_threads, 0,
+                4096),
+        {"gpu-memory-fraction",
+         "F in (0, 1]: CUDA share of device memory for weights + state slots",
          [&e](const std::string& text) {
            double v = 0;
            if (!absl::SimpleAtod(text, &v) || !(v > 0.0 && v <= 1.0)) {
@@ -87,18 +93,22 @@ struct ServeFlags {
          },
          [&e] { return absl::StrCat(e.backend.gpu_memory_fraction); }},
         IntFlag("gpu-device", "N: CUDA device index", &e.backend.gpu_device, 0, 1024),
-        IntFlag("max-sessions",
-                "N: state slots (running sequences + resident sessions); must fit in memory, and on "
-                "CUDA is clamped to what fits the device",
-                &e.backend.num_slots, 1, kIntMax),
-        IntFlag("max-batch", "N: sequences decoded together per step", &e.scheduler.max_batch, 1, kIntMax),
+        IntFlag(
+            "max-sessions",
+            "N: state slots (running sequences + resident sessions); must fit in memory, and on "
+            "CUDA is clamped to what fits the device",
+            &e.backend.num_slots, 1, kIntMax),
+        IntFlag("max-batch", "N: sequences decoded together per step", &e.scheduler.max_batch, 1,
+                kIntMax),
         IntFlag("max-queue", "N: accepted requests waiting for a slot; beyond, RESOURCE_EXHAUSTED",
                 &e.scheduler.max_queue, 0, 1 << 24),
-        IntFlag("max-step-tokens", "N: tokens per forward step (decodes first, prompts share the rest)",
+        IntFlag("max-step-tokens",
+                "N: tokens per forward step (decodes first, prompts share the rest)",
                 &e.scheduler.max_step_tokens, 1, 1 << 20),
-        IntFlag("max-prompt-tokens", "N: longest prompt accepted", &o.limits.max_prompt_tokens, 1, 1 << 20),
-        IntFlag("max-tokens-limit", "N: largest max_tokens a request may ask for", &max_tokens_limit, 1,
-                1 << 24),
+        IntFlag("max-prompt-tokens", "N: longest prompt accepted", &o.limits.max_prompt_tokens, 1,
+                1 << 20),
+        IntFlag("max-tokens-limit", "N: largest max_tokens a request may ask for",
+                &max_tokens_limit, 1, 1 << 24),
         IntFlag("default-max-tokens", "N: max_tokens when a request leaves it unset",
                 &o.limits.default_max_tokens, 1, 1 << 24),
         IntFlag("session-ttl-s", "N: idle sessions expire after this (0: never)", &ttl_s, 0,
@@ -107,23 +117,28 @@ struct ServeFlags {
                 "N: sessions that may exist at once; beyond, CreateSession/ImportSession answer "
                 "RESOURCE_EXHAUSTED",
                 &e.scheduler.sessions.max_sessions, 1, int64_t{1} << 30),
-        IntFlag("host-state-budget-mb", "N: host memory for parked session states; oldest evicted beyond",
-                &host_budget_mb, 0, int64_t{1} << 30),
-        IntFlag("max-import-mb", "N: largest ImportSession request (a Falcon-Mamba-7B session is 38 MiB)",
+        IntFlag("host-state-budget-mb",
+                "N: host memory for parked session states; oldest evicted beyond", &host_budget_mb,
+                0, int64_t{1} << 30),
+        IntFlag("max-import-mb",
+                "N: largest ImportSession request (a Falcon-Mamba-7B session is 38 MiB)",
                 &max_import_mb, 1, 2047),
         IntFlag("stream-buffer", "N: responses buffered per stream before it pauses",
                 &o.limits.stream_buffer, 1, 1 << 16),
         IntFlag("stalled-reader-timeout-s",
-                "N: a paused stream whose client reads nothing this long is ended, its slot freed (0: never)",
+                "N: a paused stream whose client reads nothing this long is ended, its slot freed "
+                "(0: never)",
                 &stalled_reader_s, 0, int64_t{1} << 31),
-        IntFlag("shutdown-grace-s", "N: on SIGTERM/SIGINT, time streams get to finish", &o.shutdown_grace_s, 0,
-                86400),
-        StringFlag("metrics-listen",
-                   "HOST:PORT for Prometheus /metrics over HTTP (port 0: pick one; \"off\" disables); "
-                   "serving goes on, with a warning, if it cannot bind",
-                   &o.metrics_listen),
+        IntFlag("shutdown-grace-s", "N: on SIGTERM/SIGINT, time streams get to finish",
+                &o.shutdown_grace_s, 0, 86400),
+        StringFlag(
+            "metrics-listen",
+            "HOST:PORT for Prometheus /metrics over HTTP (port 0: pick one; \"off\" disables); "
+            "serving goes on, with a warning, if it cannot bind",
+            &o.metrics_listen),
         StringFlag("served-model-name",
-                   "NAME: model_name label and GetModelInfo's model_name (default: the model directory's name)",
+                   "NAME: model_name label and GetModelInfo's model_name (default: the model "
+                   "directory's name)",
                    &o.served_model_name, false),
     };
   }
@@ -131,7 +146,8 @@ struct ServeFlags {
   std::string Usage() const {
     std::string usage =
         "usage: mambaserve serve [--model DIR] [flags]\n"
-        "Serves mambaserve.v1.MambaServe, grpc.health.v1.Health and server reflection over gRPC.\n\n";
+        "Serves mambaserve.v1.MambaServe, grpc.health.v1.Health and server reflection over "
+        "gRPC.\n\n";
     for (const Flag& f : table) {
       absl::StrAppend(&usage, "  --", f.name, "\n      ", f.help);
       if (f.current) absl::StrAppend(&usage, " (default ", f.current(), ")");

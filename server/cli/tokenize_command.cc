@@ -8,8 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "engine/model/safetensors.h"
 #include "engine/base/status_macros.h"
+#include "engine/model/safetensors.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/command_line.h"
@@ -22,8 +22,9 @@ constexpr char kUsage[] =
     "       mambaserve tokenize --tokenizer FILE --decode --ids 1,2,3 --json OUT\n";
 
 absl::Status Run(int argc, char** argv) {
-  ASSIGN_OR_RETURN(const CommandLine cl,
-                   CommandLine::Parse(argc, argv, {"tokenizer", "text-file", "json", "ids"}, {"decode"}));
+  ASSIGN_OR_RETURN(
+      const CommandLine cl,
+      CommandLine::Parse(argc, argv, {"tokenizer", "text-file", "json", "ids"}, {"decode"}));
   ASSIGN_OR_RETURN(const std::string tokenizer_path, cl.Require("tokenizer"));
   ASSIGN_OR_RETURN(const std::string json_out, cl.Require("json"));
   const bool decode = cl.Has("decode");
@@ -41,13 +42,15 @@ absl::Status Run(int argc, char** argv) {
     ASSIGN_OR_RETURN(const std::string text, ReadTextFile(text_file));
     absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(text);
     if (!ids.ok()) {
-      return absl::Status(ids.status().code(), absl::StrCat(text_file, ": ", ids.status().message()));
+      return absl::Status(ids.status().code(),
+                          absl::StrCat(text_file, ": ", ids.status().message()));
     }
     result["ids"] = *ids;
   }
   // Decoded text is always valid UTF-8, so the replace handler never fires; it keeps dump()
   // from throwing regardless.
-  return WriteOutputFile(json_out, result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+  return WriteOutputFile(
+      json_out, result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 }  // namespace

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "engine/backend/cpu/mixer_ops.h"
-#include "engine/model/dtype.h"
 #include "engine/backend/greedy.h"
+#include "engine/model/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/argmax.h"
 #include "kernels/bcdt_rms_norm.h"
@@ -421,7 +421,7 @@ TEST(CudaArgMaxTest, PicksTheHostGreedyTokenIncludingTiesAndNaN) {
       for (int64_t j = 0; j < cols; ++j) at(4, j) = -INFINITY;
       at(4, cols - 1) = nan;  // -inf beats NaN
     }
-    for (int64_t j = 0; j < cols; ++j) at(5, j) = nan;  // all NaN: the first id
+    for (int64_t j = 0; j < cols; ++j) at(5, j) = nan;   // all NaN: the first id
     for (int64_t j = 0; j < cols; ++j) at(6, j) = 0.5f;  // all equal: the first id
     DeviceBuffer<float> d_logits(logits);
     DeviceBuffer<int32_t> d_out(rows);

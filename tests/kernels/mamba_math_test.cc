@@ -112,12 +112,12 @@ TEST(MambaMathTest, ArgMaxPrefersLargerNumbersThenLowerIdsAndNeverNaN) {
   const float nan = std::nanf("");
   EXPECT_TRUE(math::ArgMaxPrefers(2.0f, 5, 1.0f, 0));
   EXPECT_FALSE(math::ArgMaxPrefers(1.0f, 0, 2.0f, 5));
-  EXPECT_TRUE(math::ArgMaxPrefers(1.0f, 3, 1.0f, 4));   // tie: lower id
+  EXPECT_TRUE(math::ArgMaxPrefers(1.0f, 3, 1.0f, 4));  // tie: lower id
   EXPECT_FALSE(math::ArgMaxPrefers(1.0f, 4, 1.0f, 3));
   EXPECT_TRUE(math::ArgMaxPrefers(-INFINITY, 9, nan, 0));  // any number beats NaN
   EXPECT_FALSE(math::ArgMaxPrefers(nan, 0, -INFINITY, 9));
-  EXPECT_TRUE(math::ArgMaxPrefers(nan, 1, nan, 2));        // NaN against NaN: lower id
-  EXPECT_FALSE(math::ArgMaxPrefers(1.0f, 3, 1.0f, 3));     // strict
+  EXPECT_TRUE(math::ArgMaxPrefers(nan, 1, nan, 2));     // NaN against NaN: lower id
+  EXPECT_FALSE(math::ArgMaxPrefers(1.0f, 3, 1.0f, 3));  // strict
 }
 
 }  // namespace mambaserve::math

@@ -5,10 +5,10 @@
 #include <future>
 #include <thread>
 
+#include "engine/tokenizer/utf8.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "engine/tokenizer/utf8.h"
 #include "mambaserve/v1/mambaserve.grpc.pb.h"
 #include "tests/server/server_process.h"
 #include "tests/testing/temp_dir.h"
@@ -36,7 +36,8 @@ class ServerE2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
-    const std::string command = std::string(kBinary) + " make-model --preset tiny --seed 7 --out " + model_dir_->path();
+    const std::string command =
+        std::string(kBinary) + " make-model --preset tiny --seed 7 --out " + model_dir_->path();
     ASSERT_EQ(std::system(command.c_str()), 0);
   }
   static void TearDownTestSuite() { delete model_dir_; }
@@ -51,7 +52,8 @@ class ServerE2eTest : public ::testing::Test {
     if (server_) {
       EXPECT_EQ(server_->Stop(), 0) << server_->log();
     }
-    if (std::getenv("MAMBASERVE_TEST_SHOW_LOG") && server_) std::cerr << server_->log();  // debugging aid
+    if (std::getenv("MAMBASERVE_TEST_SHOW_LOG") && server_)
+      std::cerr << server_->log();  // debugging aid
   }
 
   static GenerateRequest Tokens(std::vector<int32_t> ids, int max_tokens, double temperature = 0) {
@@ -63,7 +65,8 @@ class ServerE2eTest : public ::testing::Test {
     return r;
   }
 
-  Generation Run(const GenerateRequest& request, std::chrono::milliseconds timeout = std::chrono::seconds(60),
+  Generation Run(const GenerateRequest& request,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(60),
                  const std::string& session_header = "") {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + timeout);
@@ -176,7 +179,8 @@ TEST_F(ServerE2eTest, SessionTurnsEqualOneRequestWithTheWholeConversation) {
   const Generation g1 = Run(t1);
   ASSERT_TRUE(g1.status.ok()) << g1.status.error_message();
   GenerateRequest t2 = Tokens(p2, 9);
-  const Generation g2 = Run(t2, std::chrono::seconds(60), /*session_header=*/"chat");  // by metadata
+  const Generation g2 =
+      Run(t2, std::chrono::seconds(60), /*session_header=*/"chat");  // by metadata
   ASSERT_TRUE(g2.status.ok()) << g2.status.error_message();
   EXPECT_EQ(g2.last.usage().session_length(), 5 + 7 + 3 + 9);
 
@@ -429,13 +433,15 @@ TEST_F(ServerE2eTest, DeadlineEndsTheStreamAndFreesTheSlot) {
 }
 
 TEST_F(ServerE2eTest, FullQueueIsRefusedAtOnceWithResourceExhausted) {
-  Start({"--max-batch", "1", "--max-sessions", "1", "--max-queue", "1", "--max-tokens-limit", "1000000"});
+  Start({"--max-batch", "1", "--max-sessions", "1", "--max-queue", "1", "--max-tokens-limit",
+         "1000000"});
   grpc::ClientContext a_context, b_context;
   auto a = stub_->Generate(&a_context, Tokens({1, 2}, 1000000));  // holds the only slot
   GenerateResponse response;
   ASSERT_TRUE(a->Read(&response));
-  auto b = stub_->Generate(&b_context, Tokens({3, 4}, 4));      // waits in the queue
-  for (int i = 0; i < 100 && Info().waiting() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto b = stub_->Generate(&b_context, Tokens({3, 4}, 4));  // waits in the queue
+  for (int i = 0; i < 100 && Info().waiting() < 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(Info().waiting(), 1);
   const auto start = std::chrono::steady_clock::now();
   const Generation c = Run(Tokens({5, 6}, 4));
@@ -487,24 +493,31 @@ TEST_F(ServerE2eTest, InvalidRequestsSayWhatToFixAndOthersKeepBeingServed) {
     return r;
   };
   std::vector<Case> cases = {
-      {"max_tokens", with([](v1::SamplingParams* s) { s->set_max_tokens(0); }), grpc::INVALID_ARGUMENT, "max_tokens"},
-      {"temperature", with([](v1::SamplingParams* s) { s->set_temperature(-1); }), grpc::INVALID_ARGUMENT, "temperature"},
-      {"top_k", with([](v1::SamplingParams* s) { s->set_top_k(-2); }), grpc::INVALID_ARGUMENT, "top_k"},
-      {"top_p", with([](v1::SamplingParams* s) { s->set_top_p(0); }), grpc::INVALID_ARGUMENT, "top_p"},
-      {"min_p", with([](v1::SamplingParams* s) { s->set_min_p(2); }), grpc::INVALID_ARGUMENT, "min_p"},
+      {"max_tokens", with([](v1::SamplingParams* s) { s->set_max_tokens(0); }),
+       grpc::INVALID_ARGUMENT, "max_tokens"},
+      {"temperature", with([](v1::SamplingParams* s) { s->set_temperature(-1); }),
+       grpc::INVALID_ARGUMENT, "temperature"},
+      {"top_k", with([](v1::SamplingParams* s) { s->set_top_k(-2); }), grpc::INVALID_ARGUMENT,
+       "top_k"},
+      {"top_p", with([](v1::SamplingParams* s) { s->set_top_p(0); }), grpc::INVALID_ARGUMENT,
+       "top_p"},
+      {"min_p", with([](v1::SamplingParams* s) { s->set_min_p(2); }), grpc::INVALID_ARGUMENT,
+       "min_p"},
       {"repetition_penalty", with([](v1::SamplingParams* s) { s->set_repetition_penalty(0); }),
        grpc::INVALID_ARGUMENT, "repetition_penalty"},
-      {"presence_penalty", with([](v1::SamplingParams* s) { s->set_presence_penalty(5); }), grpc::INVALID_ARGUMENT,
-       "presence_penalty"},
+      {"presence_penalty", with([](v1::SamplingParams* s) { s->set_presence_penalty(5); }),
+       grpc::INVALID_ARGUMENT, "presence_penalty"},
       {"frequency_penalty", with([](v1::SamplingParams* s) { s->set_frequency_penalty(-5); }),
        grpc::INVALID_ARGUMENT, "frequency_penalty"},
-      {"logprobs", with([](v1::SamplingParams* s) { s->set_logprobs(100); }), grpc::INVALID_ARGUMENT, "logprobs"},
-      {"stop_token_ids", with([](v1::SamplingParams* s) { s->add_stop_token_ids(99999); }), grpc::INVALID_ARGUMENT,
-       "stop_token_ids[0]"},
+      {"logprobs", with([](v1::SamplingParams* s) { s->set_logprobs(100); }),
+       grpc::INVALID_ARGUMENT, "logprobs"},
+      {"stop_token_ids", with([](v1::SamplingParams* s) { s->add_stop_token_ids(99999); }),
+       grpc::INVALID_ARGUMENT, "stop_token_ids[0]"},
       {"empty prompt", GenerateRequest(), grpc::INVALID_ARGUMENT, "prompt is empty"},
       {"empty ids", Tokens({}, 4), grpc::INVALID_ARGUMENT, "prompt is empty"},
       {"token id", Tokens({1, 100000}, 4), grpc::INVALID_ARGUMENT, "tokens.ids[1]"},
-      {"long prompt", Tokens(std::vector<int32_t>(65, 5), 4), grpc::INVALID_ARGUMENT, "--max-prompt-tokens"},
+      {"long prompt", Tokens(std::vector<int32_t>(65, 5), 4), grpc::INVALID_ARGUMENT,
+       "--max-prompt-tokens"},
   };
   GenerateRequest unknown = Tokens({1}, 4);
   unknown.set_session_id("missing");
@@ -573,7 +586,8 @@ TEST_F(ServerE2eTest, SigtermDrainsRunningStreamsRefusesNewOnesAndExitsZero) {
   }
   EXPECT_TRUE(not_serving);
   const Generation refused = Run(Tokens({4, 5}, 4), std::chrono::seconds(5));
-  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << refused.status.error_message();
   while (reader->Read(&response)) tokens += response.token_ids_size();
   EXPECT_TRUE(reader->Finish().ok());
   EXPECT_EQ(tokens, 10000);  // the grace period let it finish
@@ -600,7 +614,8 @@ TEST_F(ServerE2eTest, MambactlGeneratesAndManagesSessions) {
   EXPECT_EQ(run("generate --session chat --tokens 1,2,3 --max-tokens 4 --ignore-eos").first, 0);
   EXPECT_THAT(run("session get chat").second, HasSubstr("length=7"));
   EXPECT_EQ(run("session export chat --out " + dir.file("chat.bin")).first, 0);
-  EXPECT_THAT(run("session import --in " + dir.file("chat.bin") + " copy").second, HasSubstr("location=host"));
+  EXPECT_THAT(run("session import --in " + dir.file("chat.bin") + " copy").second,
+              HasSubstr("location=host"));
   EXPECT_THAT(run("session list").second, HasSubstr("copy"));
   EXPECT_EQ(run("session delete chat").first, 0);
   auto [missing_rc, missing] = run("session get chat");
@@ -620,18 +635,19 @@ namespace {
 TEST(MakeModelTokenizerTest, TrainsSmallVocabulariesAndChecksCopiedOnes) {
   testing::TempDir dir;
   const std::string bin = kBinary;
-  const std::string neox = std::string(MAMBASERVE_SOURCE_DIR) + "/tests/data/tokenizers/gpt-neox-20b/tokenizer.json";
+  const std::string neox =
+      std::string(MAMBASERVE_SOURCE_DIR) + "/tests/data/tokenizers/gpt-neox-20b/tokenizer.json";
   ASSERT_EQ(std::system((bin + " make-model --preset tiny --out " + dir.file("tiny")).c_str()), 0);
   EXPECT_TRUE(std::ifstream(dir.file("tiny/tokenizer.json")).good());
 
-  const std::string too_small = bin + " make-model --preset tiny --tokenizer " + neox + " --out " + dir.file("small") +
-                                " 2>" + dir.file("err");
+  const std::string too_small = bin + " make-model --preset tiny --tokenizer " + neox + " --out " +
+                                dir.file("small") + " 2>" + dir.file("err");
   EXPECT_NE(std::system(too_small.c_str()), 0);
   std::ifstream err(dir.file("err"));
   EXPECT_THAT(std::string(std::istreambuf_iterator<char>(err), {}), HasSubstr("--vocab"));
 
-  const std::string fits = bin + " make-model --preset tiny --layers 1 --vocab 50288 --tokenizer " + neox + " --out " +
-                           dir.file("neox");
+  const std::string fits = bin + " make-model --preset tiny --layers 1 --vocab 50288 --tokenizer " +
+                           neox + " --out " + dir.file("neox");
   ASSERT_EQ(std::system(fits.c_str()), 0);
   EXPECT_TRUE(std::ifstream(dir.file("neox/tokenizer.json")).good());
 }

@@ -21,12 +21,13 @@ namespace mambaserve::testing {
 class ServerProcess {
  public:
   // `environment`: NAME=VALUE entries added to the server's environment.
-  ServerProcess(const std::string& binary, const std::string& model_dir, std::vector<std::string> extra_args,
-                std::vector<std::string> environment = {}) {
+  ServerProcess(const std::string& binary, const std::string& model_dir,
+                std::vector<std::string> extra_args, std::vector<std::string> environment = {}) {
     const std::string port_file = dir_.file("port");
     log_file_ = dir_.file("server.log");
-    std::vector<std::string> args = {binary, "serve", "--model", model_dir, "--listen", "127.0.0.1:0",
-                                     "--port-file", port_file, "--threads", "1"};
+    std::vector<std::string> args = {
+        binary,        "serve",       "--model", model_dir,   "--listen",
+        "127.0.0.1:0", "--port-file", port_file, "--threads", "1"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = fork();
     if (pid_ == 0) {

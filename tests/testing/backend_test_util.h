@@ -44,7 +44,8 @@ inline void ExpectRejectsBadSteps(Backend& backend) {
   EXPECT_FALSE(backend.Forward(s4, &out).ok());
   std::vector<uint8_t> wrong_size(10);
   EXPECT_FALSE(backend.WriteSlot(0, wrong_size).ok());
-  EXPECT_EQ(backend.ReadSlot(backend.num_slots(), wrong_size).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(backend.ReadSlot(backend.num_slots(), wrong_size).code(),
+            absl::StatusCode::kOutOfRange);
 }
 
 }  // namespace mambaserve::testing

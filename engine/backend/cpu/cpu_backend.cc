@@ -9,8 +9,8 @@
 #include "engine/backend/cpu/blas_kernels.h"
 #include "engine/backend/cpu/mixer_ops.h"
 #include "engine/backend/greedy.h"
-#include "engine/base/status_macros.h"
 #include "engine/backend/step_plan.h"
+#include "engine/base/status_macros.h"
 
 namespace mambaserve {
 namespace {
@@ -58,7 +58,8 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(std::shared_ptr<c
     l.dt_bias = ToF32(w.dt_proj_bias);
     std::vector<float> a_log = ToF32(w.a_log);
     l.a.resize(a_log.size());
-    for (size_t i = 0; i < a_log.size(); ++i) l.a[i] = static_cast<float>(-std::exp(double{a_log[i]}));
+    for (size_t i = 0; i < a_log.size(); ++i)
+      l.a[i] = static_cast<float>(-std::exp(double{a_log[i]}));
     l.d = ToF32(w.d);
     l.out_proj = WeightMatrix::FromTensor(*w.out_proj, D, E, dtype);
     l.out_proj_bias = ToF32(w.out_proj_bias);
@@ -67,7 +68,8 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(std::shared_ptr<c
   backend->embeddings_ = WeightMatrix::FromTensor(*model->embeddings, c.vocab_size, D, dtype);
   backend->norm_f_ = ToF32(model->norm_f);
   backend->tied_ = model->lm_head == model->embeddings;
-  if (!backend->tied_) backend->lm_head_ = WeightMatrix::FromTensor(*model->lm_head, c.vocab_size, D, dtype);
+  if (!backend->tied_)
+    backend->lm_head_ = WeightMatrix::FromTensor(*model->lm_head, c.vocab_size, D, dtype);
 
   const size_t rows = static_cast<size_t>(backend->max_rows_);
   backend->pass_tokens_.resize(rows);
@@ -85,16 +87,18 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(std::shared_ptr<c
 BackendInfo CpuBackend::info() const {
   BackendInfo info;
   info.name = "cpu";
-  info.device = absl::StrCat(pool_.num_threads(), " threads, OpenBLAS ", BlasCoreName(), " kernels");
+  info.device =
+      absl::StrCat(pool_.num_threads(), " threads, OpenBLAS ", BlasCoreName(), " kernels");
   info.weight_dtype = embeddings_.dtype();
   info.num_slots = states_.num_slots();
   info.state_bytes_per_slot = config_.state_bytes();
   int64_t weight_bytes = embeddings_.bytes() + (tied_ ? 0 : lm_head_.bytes());
   for (const Layer& l : layers_) {
     weight_bytes += l.in_proj.bytes() + l.x_proj.bytes() + l.dt_proj.bytes() + l.out_proj.bytes();
-    weight_bytes += 4 * static_cast<int64_t>(l.norm.size() + l.in_proj_bias.size() + l.conv_weight.size() +
-                                             l.conv_bias.size() + l.dt_bias.size() + l.a.size() +
-                                             l.d.size() + l.out_proj_bias.size());
+    weight_bytes +=
+        4 * static_cast<int64_t>(l.norm.size() + l.in_proj_bias.size() + l.conv_weight.size() +
+                                 l.conv_bias.size() + l.dt_bias.size() + l.a.size() + l.d.size() +
+                                 l.out_proj_bias.size());
   }
   info.weight_bytes = weight_bytes;
   info.state_pool_bytes = states_.bytes();
@@ -106,25 +110,32 @@ absl::Status CpuBackend::ResetSlot(int slot) {
   states_.Reset(slot);
   return absl::OkStatus();
 }
-absl::Status CpuBackend::ReadSlot(int slot, std::span<uint8_t> out) { return states_.Read(slot, out); }
-absl::Status CpuBackend::WriteSlot(int slot, std::span<const uint8_t> in) { return states_.Write(slot, in); }
+absl::Status CpuBackend::ReadSlot(int slot, std::span<uint8_t> out) {
+  return states_.Read(slot, out);
+}
+absl::Status CpuBackend::WriteSlot(int slot, std::span<const uint8_t> in) {
+  return states_.Write(slot, in);
+}
 
 absl::Status CpuBackend::Forward(const Step& step, StepOutput* out) {
   RETURN_IF_ERROR(ValidateStep(step, states_.num_slots(), config_.vocab_size));
   PrepareStepOutput(step, config_.vocab_size, out);
-  return ForEachPass(step, max_rows_, pass_tokens_.data(), [&](const std::vector<Chunk>& chunks, int64_t rows) {
-    RunPass(chunks, rows, out);
-    return absl::OkStatus();
-  });
+  return ForEachPass(step, max_rows_, pass_tokens_.data(),
+                     [&](const std::vector<Chunk>& chunks, int64_t rows) {
+                       RunPass(chunks, rows, out);
+                       return absl::OkStatus();
+                     });
 }
 
 void CpuBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out) {
   const int64_t D = config_.d_model;
   for (const Chunk& ch : chunks)
     if (ch.start_fresh) states_.Reset(ch.slot);
-  for (int64_t r = 0; r < rows; ++r) embeddings_.RowToF32(pass_tokens_[r], residual_.data() + r * D);
+  for (int64_t r = 0; r < rows; ++r)
+    embeddings_.RowToF32(pass_tokens_[r], residual_.data() + r * D);
 
-  for (size_t i = 0; i < layers_.size(); ++i) RunLayer(layers_[i], static_cast<int64_t>(i), chunks, rows);
+  for (size_t i = 0; i < layers_.size(); ++i)
+    RunLayer(layers_[i], static_cast<int64_t>(i), chunks, rows);
 
   // Final norm and lm_head only for the rows whose logits are wanted, written straight into the
   // caller's rows (consecutive within a pass: see ForEachPass).
@@ -133,13 +144,15 @@ void CpuBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOut
   for (const Chunk& ch : chunks) {
     if (!ch.emits_logits) continue;
     cpu::RmsNormRows(residual_.data() + (ch.row_begin + ch.len - 1) * D, D, norm_f_.data(),
-                     final_.data() + n_final * D, D, 1, D, static_cast<float>(config_.layer_norm_epsilon));
+                     final_.data() + n_final * D, D, 1, D,
+                     static_cast<float>(config_.layer_norm_epsilon));
     if (first_out_row < 0) first_out_row = out->row_of_sequence[ch.sequence];
     ++n_final;
   }
   if (n_final == 0) return;
   const WeightMatrix& head = tied_ ? embeddings_ : lm_head_;
-  head.MatMul(final_.data(), D, n_final, out->logits.data() + static_cast<size_t>(first_out_row) * config_.vocab_size,
+  head.MatMul(final_.data(), D, n_final,
+              out->logits.data() + static_cast<size_t>(first_out_row) * config_.vocab_size,
               config_.vocab_size, pool_);
   for (const Chunk& ch : chunks) {
     if (ch.emits_logits) out->argmax[ch.sequence] = ArgMax(out->Row(ch.sequence));
@@ -162,8 +175,8 @@ void CpuBackend::RunLayer(const Layer& l, int64_t layer_index, const std::vector
     for (const Chunk& ch : chunks) {
       cpu::CausalConv1dSilu(xz_.data() + ch.row_begin * 2 * E, 2 * E, ch.len, l.conv_weight.data(),
                             l.conv_bias.empty() ? nullptr : l.conv_bias.data(), K,
-                            states_.conv(ch.slot, layer_index), x_conv_.data() + ch.row_begin * E, E,
-                            c0, c1);
+                            states_.conv(ch.slot, layer_index), x_conv_.data() + ch.row_begin * E,
+                            E, c0, c1);
     }
   });
 
@@ -173,7 +186,8 @@ void CpuBackend::RunLayer(const Layer& l, int64_t layer_index, const std::vector
     const float eps = static_cast<float>(c.mixer_rms_eps);
     cpu::RmsNormRows(x_dbl_.data(), ld_dbl, nullptr, x_dbl_.data(), ld_dbl, rows, R, eps);
     cpu::RmsNormRows(x_dbl_.data() + R, ld_dbl, nullptr, x_dbl_.data() + R, ld_dbl, rows, N, eps);
-    cpu::RmsNormRows(x_dbl_.data() + R + N, ld_dbl, nullptr, x_dbl_.data() + R + N, ld_dbl, rows, N, eps);
+    cpu::RmsNormRows(x_dbl_.data() + R + N, ld_dbl, nullptr, x_dbl_.data() + R + N, ld_dbl, rows, N,
+                     eps);
   }
   l.dt_proj.MatMul(x_dbl_.data(), ld_dbl, rows, dt_.data(), E, pool_);  // [rows][E]
   pool_.ParallelFor(rows, [&](int64_t r0, int64_t r1) {
@@ -183,10 +197,10 @@ void CpuBackend::RunLayer(const Layer& l, int64_t layer_index, const std::vector
   pool_.ParallelFor(E, [&](int64_t c0, int64_t c1) {
     for (const Chunk& ch : chunks) {
       const int64_t r0 = ch.row_begin;
-      cpu::SelectiveScan(x_conv_.data() + r0 * E, dt_.data() + r0 * E, x_dbl_.data() + r0 * ld_dbl + R,
-                         x_dbl_.data() + r0 * ld_dbl + R + N, ld_dbl, l.a.data(), l.d.data(),
-                         xz_.data() + r0 * 2 * E + E, 2 * E, ch.len, E, N, states_.ssm(ch.slot, layer_index),
-                         y_.data() + r0 * E, c0, c1);
+      cpu::SelectiveScan(x_conv_.data() + r0 * E, dt_.data() + r0 * E,
+                         x_dbl_.data() + r0 * ld_dbl + R, x_dbl_.data() + r0 * ld_dbl + R + N,
+                         ld_dbl, l.a.data(), l.d.data(), xz_.data() + r0 * 2 * E + E, 2 * E, ch.len,
+                         E, N, states_.ssm(ch.slot, layer_index), y_.data() + r0 * E, c0, c1);
     }
   });
 

@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "engine/backend/backend.h"
+#include "engine/backend/cpu/state_pool.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/backend/cpu/weight_matrix.h"
-#include "engine/backend/cpu/state_pool.h"
 #include "engine/backend/step_plan.h"
 
 namespace mambaserve {
@@ -44,7 +44,8 @@ class CpuBackend final : public Backend {
 
   CpuBackend(const ModelConfig& config, const BackendOptions& options);
   void RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
-  void RunLayer(const Layer& layer, int64_t layer_index, const std::vector<Chunk>& chunks, int64_t rows);
+  void RunLayer(const Layer& layer, int64_t layer_index, const std::vector<Chunk>& chunks,
+                int64_t rows);
 
   ModelConfig config_;
   int max_rows_;
@@ -52,20 +53,20 @@ class CpuBackend final : public Backend {
   std::vector<Layer> layers_;
   WeightMatrix embeddings_;  // [V][D]
   std::vector<float> norm_f_;
-  WeightMatrix lm_head_;     // [V][D]; empty when tied to embeddings_
+  WeightMatrix lm_head_;  // [V][D]; empty when tied to embeddings_
   bool tied_ = true;
   HostStatePool states_;
 
   // Scratch for one pass of at most max_rows_ tokens: allocated once.
   std::vector<int32_t> pass_tokens_;  // [rows]
-  std::vector<float> residual_;  // [rows][D]
-  std::vector<float> hidden_;    // [rows][D]
-  std::vector<float> xz_;        // [rows][2E]
-  std::vector<float> x_conv_;    // [rows][E]
-  std::vector<float> x_dbl_;     // [rows][R+2N]
-  std::vector<float> dt_;        // [rows][E]
-  std::vector<float> y_;         // [rows][E]
-  std::vector<float> final_;     // [rows][D] normalised rows that emit logits
+  std::vector<float> residual_;       // [rows][D]
+  std::vector<float> hidden_;         // [rows][D]
+  std::vector<float> xz_;             // [rows][2E]
+  std::vector<float> x_conv_;         // [rows][E]
+  std::vector<float> x_dbl_;          // [rows][R+2N]
+  std::vector<float> dt_;             // [rows][E]
+  std::vector<float> y_;              // [rows][E]
+  std::vector<float> final_;          // [rows][D] normalised rows that emit logits
 };
 
 }  // namespace mambaserve

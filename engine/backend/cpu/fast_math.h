@@ -12,7 +12,7 @@ namespace mambaserve::cpu {
 // x in [-87, 88]; inputs below -87 return 0 instead of a denormal.
 inline float FastExp(float input) {
   constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693359375f;        // ln2 split so k*kLn2Hi is exact
+  constexpr float kLn2Hi = 0.693359375f;  // ln2 split so k*kLn2Hi is exact
   constexpr float kLn2Lo = -2.12194440e-4f;
   const float x = input < -87.0f ? -87.0f : (input > 88.0f ? 88.0f : input);
   const float k = __builtin_floorf(x * kLog2e + 0.5f);
@@ -35,11 +35,11 @@ inline float FastExp(float input) {
 // max relative error ~2 ulp. Denormals are not expected here (arguments are >= 1).
 inline float FastLog(float x) {
   const int32_t bits = std::bit_cast<int32_t>(x);
-  int32_t e = ((bits >> 23) & 0xff) - 126;                                  // x = m * 2^e, m in [0.5, 1)
+  int32_t e = ((bits >> 23) & 0xff) - 126;  // x = m * 2^e, m in [0.5, 1)
   float m = std::bit_cast<float>((bits & 0x007fffff) | 0x3f000000);
   const bool small = m < 0.707106781186547524f;
   e -= small ? 1 : 0;
-  m = small ? m + m - 1.0f : m - 1.0f;                                      // m - 1 in [-0.29, 0.41)
+  m = small ? m + m - 1.0f : m - 1.0f;  // m - 1 in [-0.29, 0.41)
   const float z = m * m;
   float p = 7.0376836292e-2f;
   p = p * m - 1.1514610310e-1f;

@@ -35,7 +35,8 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     job_ = &fn;
     for (size_t w = 0; w < ranges_.size(); ++w) {
       const int64_t part = static_cast<int64_t>(w) + 1;
-      ranges_[w] = part < parts ? std::make_pair(bound(part), bound(part + 1)) : std::make_pair(n, n);
+      ranges_[w] =
+          part < parts ? std::make_pair(bound(part), bound(part + 1)) : std::make_pair(n, n);
     }
     pending_ = static_cast<int>(workers_.size());
     ++generation_;

@@ -21,8 +21,8 @@ WeightMatrix WeightMatrix::FromTensor(const TensorView& tensor, int64_t rows, in
                                       DType dtype) {
   WeightMatrix m;
   const char* small_batch = std::getenv("MAMBASERVE_CPU_SMALL_BATCH_GEMM");
-  m.use_small_batch_kernel_ =
-      cpu::SmallBatchGemmAvailable() && !(small_batch != nullptr && std::string_view(small_batch) == "0");
+  m.use_small_batch_kernel_ = cpu::SmallBatchGemmAvailable() &&
+                              !(small_batch != nullptr && std::string_view(small_batch) == "0");
   m.rows_ = rows;
   m.cols_ = cols;
   m.dtype_ = dtype;
@@ -34,7 +34,8 @@ WeightMatrix WeightMatrix::FromTensor(const TensorView& tensor, int64_t rows, in
     } else {
       std::vector<float> row(cols);
       for (int64_t r = 0; r < rows; ++r) {
-        ConvertToF32(tensor.dtype, tensor.data + r * cols * DTypeSize(tensor.dtype), cols, row.data());
+        ConvertToF32(tensor.dtype, tensor.data + r * cols * DTypeSize(tensor.dtype), cols,
+                     row.data());
         for (int64_t c = 0; c < cols; ++c) m.bf16_[r * cols + c] = F32ToBf16(row[c]);
       }
     }
@@ -58,7 +59,8 @@ void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y,
                           ThreadPool& pool) const {
   // Keep per-thread slices a multiple of 16 rows so each thread's output stays cache-line aligned.
   pool.ParallelFor(
-      rows_, [&](int64_t begin, int64_t end) { MatMulRows(x, ldx, tokens, y, ldy, begin, end); }, 16);
+      rows_, [&](int64_t begin, int64_t end) { MatMulRows(x, ldx, tokens, y, ldy, begin, end); },
+      16);
 }
 
 void WeightMatrix::MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
@@ -68,12 +70,12 @@ void WeightMatrix::MatMulRows(const float* x, int64_t ldx, int64_t tokens, float
       cpu::SmallBatchGemm(x, ldx, tokens, w, nrows, cols_, y + row0, ldy);
     } else if (tokens == 1) {
       // GEMV: the batch-1 decode path is bandwidth-bound; sgemv streams W once.
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(nrows), static_cast<int>(cols_), 1.0f,
-                  w, static_cast<int>(cols_), x, 1, 0.0f, y + row0, 1);
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(nrows), static_cast<int>(cols_),
+                  1.0f, w, static_cast<int>(cols_), x, 1, 0.0f, y + row0, 1);
     } else {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens),
-                  static_cast<int>(nrows), static_cast<int>(cols_), 1.0f, x, static_cast<int>(ldx), w,
-                  static_cast<int>(cols_), 0.0f, y + row0, static_cast<int>(ldy));
+                  static_cast<int>(nrows), static_cast<int>(cols_), 1.0f, x, static_cast<int>(ldx),
+                  w, static_cast<int>(cols_), 0.0f, y + row0, static_cast<int>(ldy));
     }
   };
   if (dtype_ == DType::kF32) {

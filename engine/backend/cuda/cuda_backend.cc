@@ -9,8 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/backend/cuda/cuda_status.h"
-#include "engine/base/status_macros.h"
 #include "engine/backend/step_plan.h"
+#include "engine/base/status_macros.h"
 #include "kernels/argmax.h"
 #include "kernels/bcdt_rms_norm.h"
 #include "kernels/causal_conv1d.h"
@@ -526,8 +526,9 @@ absl::Status CudaBackend::Forward(const Step& step, StepOutput* out) {
   // The scheduler thread may not be the one that created the backend: the current device is
   // per thread.
   MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
-  return ForEachPass(step, max_rows_, meta_host_ + meta_.tokens,
-                     [&](const std::vector<Chunk>& chunks, int64_t rows) { return RunPass(chunks, rows, out); });
+  return ForEachPass(
+      step, max_rows_, meta_host_ + meta_.tokens,
+      [&](const std::vector<Chunk>& chunks, int64_t rows) { return RunPass(chunks, rows, out); });
 }
 
 kernels::ChunkTable CudaBackend::DeviceChunks(int num_chunks) const {
@@ -594,14 +595,14 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
       m[meta_.slot + i] = -1;
       m[meta_.fresh + i] = 0;
     }
-    MS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4, cudaMemcpyHostToDevice, stream_),
-        "step metadata upload");
+    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
+                                            cudaMemcpyHostToDevice, stream_),
+                            "step metadata upload");
     RETURN_IF_ERROR(ReplayDecodeGraph(bucket));
   } else {
-    MS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4, cudaMemcpyHostToDevice, stream_),
-        "step metadata upload");
+    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
+                                            cudaMemcpyHostToDevice, stream_),
+                            "step metadata upload");
     RETURN_IF_ERROR(EnqueueForward(rows, num_chunks, decode, n_logits, act));
     ++stats_.eager_passes;
   }
@@ -622,13 +623,14 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
     RETURN_IF_ERROR(DownloadLogitsRows(*out, g0, count, first_out_row));
   }
   if (n_logits > 0) {
-    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_host_ + meta_.argmax, meta_device_ + meta_.argmax,
-                                            static_cast<size_t>(n_logits) * 4,
-                                            cudaMemcpyDeviceToHost, stream_),
-                            "argmax download");
+    MS_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(meta_host_ + meta_.argmax, meta_device_ + meta_.argmax,
+                        static_cast<size_t>(n_logits) * 4, cudaMemcpyDeviceToHost, stream_),
+        "argmax download");
   }
   RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_), "forward pass"));
-  for (int r = 0; r < n_logits; ++r) out->argmax[emitting[r]->sequence] = meta_host_[meta_.argmax + r];
+  for (int r = 0; r < n_logits; ++r)
+    out->argmax[emitting[r]->sequence] = meta_host_[meta_.argmax + r];
   return absl::OkStatus();
 }
 
@@ -663,16 +665,16 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
     std::vector<int32_t> saved(meta_host_, meta_host_ + meta_.total);
     std::fill_n(meta_host_ + meta_.slot, bucket, -1);
     meta_host_[meta_.logit_count] = 0;
-    MS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4, cudaMemcpyHostToDevice, stream_),
-        "step metadata upload");
+    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
+                                            cudaMemcpyHostToDevice, stream_),
+                            "step metadata upload");
     RETURN_IF_ERROR(
         EnqueueForward(bucket, bucket, /*decode=*/true, bucket, ActivationType(bucket)));
     MS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "graph warm-up");
     std::copy(saved.begin(), saved.end(), meta_host_);
-    MS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4, cudaMemcpyHostToDevice, stream_),
-        "step metadata upload");
+    MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
+                                            cudaMemcpyHostToDevice, stream_),
+                            "step metadata upload");
     MS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
                             "graph capture begin");
     const absl::Status enqueued =

@@ -1,8 +1,9 @@
 // CreateBackend's device policy: --backend auto falls back to the CPU (with a reason) when the
 // CUDA module or a GPU is missing; --backend cuda then fails with FAILED_PRECONDITION.
+#include "engine/backend_factory.h"
+
 #include <cstdlib>
 
-#include "engine/backend_factory.h"
 #include "engine/backend/backend.h"
 #include "engine/testing/random_model.h"
 #include "gmock/gmock.h"

@@ -1,15 +1,16 @@
 // Consistency of the CPU backend with itself across ways of slicing the same work: prefill vs
 // token-by-token decode, batched vs alone, chunked prefill, state export/import. Agreement with
 // the float64 reference is checked by tests/reference/compare_engine.py.
+#include "engine/backend/cpu/cpu_backend.h"
+
 #include <cmath>
 #include <memory>
 #include <numeric>
 #include <random>
 
-#include "engine/backend_factory.h"
 #include "engine/backend/backend.h"
-#include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/greedy.h"
+#include "engine/backend_factory.h"
 #include "engine/testing/random_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -53,7 +54,8 @@ class CpuBackendTest : public ::testing::TestWithParam<ModelType> {
   }
 
   // Runs `tokens` on `slot` as one prefill; returns the last logits.
-  std::vector<float> Prefill(Backend& backend, int slot, std::span<const int32_t> tokens, bool fresh = true) {
+  std::vector<float> Prefill(Backend& backend, int slot, std::span<const int32_t> tokens,
+                             bool fresh = true) {
     Step step;
     step.sequences.push_back({slot, tokens, fresh, true});
     StepOutput out;
@@ -73,7 +75,8 @@ TEST_P(CpuBackendTest, PrefillThenDecodeEqualsTokenByTokenDecode) {
 
   // Slot 1: every prompt token fed as its own one-token step.
   std::vector<float> logits;
-  for (size_t i = 0; i < prompt.size(); ++i) logits = Prefill(*backend, 1, std::span(&prompt[i], 1), i == 0);
+  for (size_t i = 0; i < prompt.size(); ++i)
+    logits = Prefill(*backend, 1, std::span(&prompt[i], 1), i == 0);
   EXPECT_LT(MaxAbsDiff(logits, prefill->last_logits), 1e-5);
   int32_t token = ArgMax(logits);
   for (int32_t expected : prefill->generated) {
@@ -118,7 +121,8 @@ TEST_P(CpuBackendTest, LogitsLandInTheirRowsWhenAStepSpansManyPasses) {
   std::vector<std::vector<int32_t>> prompts;
   Step step;
   for (int i = 0; i < 6; ++i) prompts.push_back(RandomTokens(3 + 4 * i, 512, 300 + i));
-  for (int i = 0; i < 6; ++i) step.sequences.push_back({i, prompts[i], true, /*want_logits=*/i % 3 != 1});
+  for (int i = 0; i < 6; ++i)
+    step.sequences.push_back({i, prompts[i], true, /*want_logits=*/i % 3 != 1});
   StepOutput out;
   ASSERT_TRUE(small_passes->Forward(step, &out).ok());
   EXPECT_EQ(out.row_of_sequence, (std::vector<int>{0, -1, 1, 2, -1, 3}));

@@ -5,7 +5,6 @@
 //
 // Also built against tests/cuda_emulator, which runs the same kernels one GPU thread at a time on
 // the CPU: there the 130m-shaped cases (minutes each) are left to real GPUs.
-#include "engine/backend_factory.h"
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <cmath>
@@ -18,6 +17,7 @@
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/greedy.h"
+#include "engine/backend_factory.h"
 #include "engine/testing/random_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -241,7 +241,8 @@ TEST_P(CudaVsCpuTest, TokenOnlySequencesGetTheirGreedyTokenWithoutTheirRow) {
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < 6; ++i) prompts.push_back(RandomTokens(2 + 3 * i, V, 60 + i));
   for (int i = 0; i < 6; ++i) {
-    prefill.sequences.push_back({i, prompts[i], true, /*want_logits=*/i != 5, /*token_only=*/i % 2 == 1});
+    prefill.sequences.push_back(
+        {i, prompts[i], true, /*want_logits=*/i != 5, /*token_only=*/i % 2 == 1});
   }
   StepOutput co, go;
   ASSERT_TRUE(cpu->Forward(prefill, &co).ok());
@@ -258,7 +259,8 @@ TEST_P(CudaVsCpuTest, TokenOnlySequencesGetTheirGreedyTokenWithoutTheirRow) {
   }
   for (int rep = 0; rep < 3; ++rep) {
     Step decode;
-    for (int i = 0; i < 5; ++i) decode.sequences.push_back({i, std::span(&next[i], 1), false, true, true});
+    for (int i = 0; i < 5; ++i)
+      decode.sequences.push_back({i, std::span(&next[i], 1), false, true, true});
     ASSERT_TRUE(cpu->Forward(decode, &co).ok());
     ASSERT_TRUE(gpu->Forward(decode, &go).ok());
     for (int i = 0; i < 5; ++i) {

@@ -38,7 +38,8 @@ TEST(MixerOpsTest, CausalConvWithStateMatchesFullConvolution) {
   auto x = Random(len * channels, 3), w = Random(channels * k, 4), b = Random(channels, 5);
   // Run as two chunks (6 + 5 tokens) carrying the state.
   std::vector<float> state(channels * (k - 1), 0.0f), out(len * channels);
-  CausalConv1dSilu(x.data(), channels, 6, w.data(), b.data(), k, state.data(), out.data(), channels, 0, channels);
+  CausalConv1dSilu(x.data(), channels, 6, w.data(), b.data(), k, state.data(), out.data(), channels,
+                   0, channels);
   CausalConv1dSilu(x.data() + 6 * channels, channels, 5, w.data(), b.data(), k, state.data(),
                    out.data() + 6 * channels, channels, 0, channels);
   for (int c = 0; c < channels; ++c) {
@@ -50,21 +51,23 @@ TEST(MixerOpsTest, CausalConvWithStateMatchesFullConvolution) {
       }
       EXPECT_NEAR(out[t * channels + c], SiluD(acc), 1e-5) << "c=" << c << " t=" << t;
     }
-    for (int j = 0; j < k - 1; ++j) EXPECT_EQ(state[c * (k - 1) + j], x[(len - k + 1 + j) * channels + c]);
+    for (int j = 0; j < k - 1; ++j)
+      EXPECT_EQ(state[c * (k - 1) + j], x[(len - k + 1 + j) * channels + c]);
   }
 }
 
 TEST(MixerOpsTest, SelectiveScanMatchesRecurrence) {
   const int len = 9, E = 6, N = 5, ld_bc = 2 * N + 3;
-  auto x = Random(len * E, 6), z = Random(len * E, 7), bc = Random(len * ld_bc, 8), d = Random(E, 9);
+  auto x = Random(len * E, 6), z = Random(len * E, 7), bc = Random(len * ld_bc, 8),
+       d = Random(E, 9);
   std::vector<float> dt(len * E), a(E * N);
   std::mt19937 rng(10);
   for (float& v : dt) v = 0.001f + 0.2f * (rng() % 1000) / 1000.0f;
   for (int e = 0; e < E; ++e)
     for (int n = 0; n < N; ++n) a[e * N + n] = -(n + 1.0f) * (1.0f + 0.1f * e);
   std::vector<float> state(E * N, 0.0f), y(len * E);
-  SelectiveScan(x.data(), dt.data(), bc.data(), bc.data() + N, ld_bc, a.data(), d.data(), z.data(), E,
-                len, E, N, state.data(), y.data(), 0, E);
+  SelectiveScan(x.data(), dt.data(), bc.data(), bc.data() + N, ld_bc, a.data(), d.data(), z.data(),
+                E, len, E, N, state.data(), y.data(), 0, E);
   std::vector<double> h(E * N, 0.0);
   for (int t = 0; t < len; ++t) {
     for (int e = 0; e < E; ++e) {
@@ -115,14 +118,16 @@ TEST(FastMathTest, Log1pSoftplusAndSiluMatchDoublePrecision) {
   double worst_log1p = 0, worst_softplus = 0, worst_silu = 0;
   for (double u = 1e-9; u < 1e30; u *= 1.037) {
     const float uf = static_cast<float>(u);
-    worst_log1p = std::max(worst_log1p, std::fabs(FastLog1p(uf) - std::log1p(double(uf))) / std::log1p(double(uf)));
+    worst_log1p = std::max(
+        worst_log1p, std::fabs(FastLog1p(uf) - std::log1p(double(uf))) / std::log1p(double(uf)));
   }
   for (double x = -80; x <= 30; x += 0.0071) {
     const float xf = static_cast<float>(x);
     const double sp = xf <= 20 ? std::log1p(std::exp(double(xf))) : xf;
     worst_softplus = std::max(worst_softplus, std::fabs(FastSoftplus(xf) - sp) / sp);
     const double silu = xf / (1 + std::exp(-double(xf)));
-    worst_silu = std::max(worst_silu, std::fabs(FastSilu(xf) - silu) / std::max(1e-30, std::fabs(silu)));
+    worst_silu =
+        std::max(worst_silu, std::fabs(FastSilu(xf) - silu) / std::max(1e-30, std::fabs(silu)));
   }
   EXPECT_LT(worst_log1p, 5e-7);
   EXPECT_LT(worst_softplus, 6e-7);

@@ -18,7 +18,8 @@ TEST(DTypeTest, Bf16RoundsToNearestEven) {
 }
 
 TEST(DTypeTest, F16RoundTripsRepresentableValues) {
-  for (float v : {0.0f, 1.0f, -2.5f, 65504.0f, 6.103515625e-05f, 5.960464477539063e-08f, 0.333251953125f}) {
+  for (float v :
+       {0.0f, 1.0f, -2.5f, 65504.0f, 6.103515625e-05f, 5.960464477539063e-08f, 0.333251953125f}) {
     EXPECT_EQ(F16ToF32(F32ToF16(v)), v) << v;
   }
   EXPECT_EQ(F32ToF16(1.0f), 0x3c00);

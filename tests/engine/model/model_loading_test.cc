@@ -20,13 +20,14 @@ using testing::TempDir;
 ModelConfig TinyConfig(ModelType type = ModelType::kMamba) { return *PresetConfig("tiny", type); }
 
 // Rewrites model.safetensors of `dir` with `mutate` applied to the tensor list / values.
-void RewriteCheckpoint(const std::string& dir,
-                       const std::function<void(std::vector<TensorSpec>&)>& mutate_specs,
-                       const std::function<void(const std::string&, std::span<float>)>& mutate_values) {
+void RewriteCheckpoint(
+    const std::string& dir, const std::function<void(std::vector<TensorSpec>&)>& mutate_specs,
+    const std::function<void(const std::string&, std::span<float>)>& mutate_values) {
   auto model = LoadModel(dir, {.check_finite = false});
   ASSERT_TRUE(model.ok()) << model.status();
   std::vector<TensorSpec> specs;
-  for (const auto& [name, view] : (*model)->checkpoint->tensors()) specs.push_back({name, view.shape});
+  for (const auto& [name, view] : (*model)->checkpoint->tensors())
+    specs.push_back({name, view.shape});
   mutate_specs(specs);
   std::vector<std::vector<float>> values;
   for (const TensorSpec& s : specs) {
@@ -34,7 +35,8 @@ void RewriteCheckpoint(const std::string& dir,
     int64_t numel = 1;
     for (int64_t d : s.shape) numel *= d;
     std::vector<float> v(numel, 0.5f);
-    if (view != nullptr && view->numel() == numel) ConvertToF32(view->dtype, view->data, numel, v.data());
+    if (view != nullptr && view->numel() == numel)
+      ConvertToF32(view->dtype, view->data, numel, v.data());
     mutate_values(s.name, v);
     values.push_back(std::move(v));
   }
@@ -42,7 +44,8 @@ void RewriteCheckpoint(const std::string& dir,
   ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", specs, DType::kF32,
                                [&](size_t i, std::span<float> out) {
                                  std::copy(values[i].begin(), values[i].end(), out.begin());
-                               }).ok());
+                               })
+                  .ok());
 }
 
 TEST(ModelLoadingTest, LoadsGeneratedModelsOfEveryTypeAndDtype) {
@@ -82,7 +85,8 @@ TEST(ModelLoadingTest, SizesComeFromShapesNotFromAWrongExpand) {
 
 TEST(ModelLoadingTest, LoadsShardedCheckpoints) {
   TempDir single, sharded;
-  ASSERT_TRUE(WriteRandomModel(TinyConfig(ModelType::kFalconMamba), DType::kBF16, 3, single.path()).ok());
+  ASSERT_TRUE(
+      WriteRandomModel(TinyConfig(ModelType::kFalconMamba), DType::kBF16, 3, single.path()).ok());
   auto reference = LoadModel(single.path());
   ASSERT_TRUE(reference.ok());
   // Split into two shards: embeddings + layer 0 in the first, the rest in the second.
@@ -94,10 +98,13 @@ TEST(ModelLoadingTest, LoadsShardedCheckpoints) {
   nlohmann::json index;
   auto write_shard = [&](const std::vector<TensorSpec>& specs, const std::string& file) {
     for (const auto& s : specs) index["weight_map"][s.name] = file;
-    ASSERT_TRUE(WriteSafetensors(sharded.file(file), specs, DType::kBF16, [&](size_t i, std::span<float> out) {
-      const TensorView* v = (*reference)->checkpoint->Find(specs[i].name);
-      ConvertToF32(v->dtype, v->data, out.size(), out.data());
-    }).ok());
+    ASSERT_TRUE(WriteSafetensors(sharded.file(file), specs, DType::kBF16,
+                                 [&](size_t i, std::span<float> out) {
+                                   const TensorView* v =
+                                       (*reference)->checkpoint->Find(specs[i].name);
+                                   ConvertToF32(v->dtype, v->data, out.size(), out.data());
+                                 })
+                    .ok());
   };
   write_shard(first, "model-00001-of-00002.safetensors");
   write_shard(second, "model-00002-of-00002.safetensors");
@@ -107,6 +114,39 @@ TEST(ModelLoadingTest, LoadsShardedCheckpoints) {
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ((*model)->fingerprint, (*reference)->fingerprint);
   EXPECT_NE((*model)->lm_head, (*model)->embeddings);
+}
+
+// A tied config with a stored head: a copy of the embeddings loads; a different head is refused
+// (transformers would load it over the tie), naming both tensors.
+TEST(ModelLoadingTest, ATiedConfigWithADifferentStoredHeadIsRefused) {
+  TempDir dir;
+  ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());  // tied
+  const int64_t V = TinyConfig().vocab_size, D = TinyConfig().d_model;
+  auto add_head = [](std::vector<TensorSpec>& specs, int64_t v, int64_t d) {
+    specs.push_back({"lm_head.weight", {v, d}});
+  };
+  RewriteCheckpoint(
+      dir.path(), [&](std::vector<TensorSpec>& specs) { add_head(specs, V, D); },
+      [](const std::string& name, std::span<float> v) {
+        if (name == "backbone.embeddings.weight" || name == "lm_head.weight")
+          std::fill(v.begin(), v.end(), 0.25f);
+      });
+  auto copy = LoadModel(dir.path());
+  ASSERT_TRUE(copy.ok()) << copy.status();
+  EXPECT_EQ((*copy)->lm_head, (*copy)->embeddings);
+  copy->reset();
+
+  RewriteCheckpoint(
+      dir.path(), [](std::vector<TensorSpec>&) {},
+      [](const std::string& name, std::span<float> v) {
+        if (name == "lm_head.weight") v[7] = 3.0f;
+      });
+  auto refused = LoadModel(dir.path());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status()));
+  EXPECT_THAT(refused.status().message(), HasSubstr("lm_head.weight"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("backbone.embeddings.weight"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("tie_word_embeddings"));
 }
 
 TEST(ModelLoadingTest, MissingDirectoryAndFiles) {
@@ -130,9 +170,13 @@ TEST(ModelLoadingTest, TruncatedWeightsFile) {
 TEST(ModelLoadingTest, MissingTensorIsNamed) {
   TempDir dir;
   ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());
-  RewriteCheckpoint(dir.path(), [](std::vector<TensorSpec>& specs) {
-    std::erase_if(specs, [](const TensorSpec& s) { return s.name == "backbone.layers.1.mixer.D"; });
-  }, [](const std::string&, std::span<float>) {});
+  RewriteCheckpoint(
+      dir.path(),
+      [](std::vector<TensorSpec>& specs) {
+        std::erase_if(specs,
+                      [](const TensorSpec& s) { return s.name == "backbone.layers.1.mixer.D"; });
+      },
+      [](const std::string&, std::span<float>) {});
   absl::Status s = LoadModel(dir.path()).status();
   EXPECT_THAT(s.message(), HasSubstr("missing tensor \"backbone.layers.1.mixer.D\""));
 }
@@ -140,10 +184,13 @@ TEST(ModelLoadingTest, MissingTensorIsNamed) {
 TEST(ModelLoadingTest, WrongShapeNamesTensorExpectedAndActual) {
   TempDir dir;
   ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());
-  RewriteCheckpoint(dir.path(), [](std::vector<TensorSpec>& specs) {
-    for (auto& s : specs)
-      if (s.name == "backbone.layers.1.mixer.x_proj.weight") s.shape = {35, 128};
-  }, [](const std::string&, std::span<float>) {});
+  RewriteCheckpoint(
+      dir.path(),
+      [](std::vector<TensorSpec>& specs) {
+        for (auto& s : specs)
+          if (s.name == "backbone.layers.1.mixer.x_proj.weight") s.shape = {35, 128};
+      },
+      [](const std::string&, std::span<float>) {});
   absl::Status s = LoadModel(dir.path()).status();
   EXPECT_THAT(s.message(), HasSubstr("backbone.layers.1.mixer.x_proj.weight"));
   EXPECT_THAT(s.message(), HasSubstr("[35, 128]"));
@@ -162,10 +209,11 @@ TEST(ModelLoadingTest, HiddenSizeMismatchWithConfig) {
 TEST(ModelLoadingTest, NonFiniteWeightsAreReported) {
   TempDir dir;
   ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());
-  RewriteCheckpoint(dir.path(), [](std::vector<TensorSpec>&) {},
-                    [](const std::string& name, std::span<float> v) {
-                      if (name == "backbone.layers.0.mixer.out_proj.weight") v[77] = NAN;
-                    });
+  RewriteCheckpoint(
+      dir.path(), [](std::vector<TensorSpec>&) {},
+      [](const std::string& name, std::span<float> v) {
+        if (name == "backbone.layers.0.mixer.out_proj.weight") v[77] = NAN;
+      });
   absl::Status s = LoadModel(dir.path()).status();
   EXPECT_THAT(s.message(), HasSubstr("backbone.layers.0.mixer.out_proj.weight"));
   EXPECT_THAT(s.message(), HasSubstr("NaN or Inf at flat index 77"));
@@ -192,29 +240,38 @@ TEST(ModelLoadingTest, ImplausibleLayerCountAndZeroSizedDimensions) {
 
   config["num_hidden_layers"] = 2;
   std::ofstream(dir.file("config.json")) << config.dump();
-  RewriteCheckpoint(dir.path(), [](std::vector<TensorSpec>& specs) {
-    for (auto& s : specs)
-      if (s.name.find("dt_proj.weight") != std::string::npos) s.shape = {128, 0};
-  }, [](const std::string&, std::span<float>) {});
+  RewriteCheckpoint(
+      dir.path(),
+      [](std::vector<TensorSpec>& specs) {
+        for (auto& s : specs)
+          if (s.name.find("dt_proj.weight") != std::string::npos) s.shape = {128, 0};
+      },
+      [](const std::string&, std::span<float>) {});
   EXPECT_THAT(LoadModel(dir.path()).status().message(), HasSubstr("must all be positive"));
 }
 
 TEST(ModelLoadingTest, BiasTensorsMustFollowTheConfig) {
   TempDir dir;
   ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());
-  RewriteCheckpoint(dir.path(), [](std::vector<TensorSpec>& specs) {
-    specs.push_back({"backbone.layers.1.mixer.out_proj.bias", {64}});
-  }, [](const std::string&, std::span<float>) {});
+  RewriteCheckpoint(
+      dir.path(),
+      [](std::vector<TensorSpec>& specs) {
+        specs.push_back({"backbone.layers.1.mixer.out_proj.bias", {64}});
+      },
+      [](const std::string&, std::span<float>) {});
   EXPECT_THAT(LoadModel(dir.path()).status().message(),
-              HasSubstr("\"backbone.layers.1.mixer.out_proj.bias\" is present but config.json turns that bias off"));
+              HasSubstr("\"backbone.layers.1.mixer.out_proj.bias\" is present but config.json "
+                        "turns that bias off"));
 }
 
 TEST(ModelLoadingTest, MalformedShardIndex) {
   TempDir dir;
   ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());
-  std::ofstream(dir.file("model.safetensors.index.json")) << R"({"weight_map": {"a": "../../etc/passwd"}})";
+  std::ofstream(dir.file("model.safetensors.index.json"))
+      << R"({"weight_map": {"a": "../../etc/passwd"}})";
   EXPECT_THAT(LoadModel(dir.path()).status().message(), HasSubstr("not a plain file name"));
-  std::ofstream(dir.file("model.safetensors.index.json")) << R"({"weight_map": {"lm_head.weight": "model.safetensors"}})";
+  std::ofstream(dir.file("model.safetensors.index.json"))
+      << R"({"weight_map": {"lm_head.weight": "model.safetensors"}})";
   EXPECT_THAT(LoadModel(dir.path()).status().message(), HasSubstr("does not hold it"));
 }
 

@@ -94,9 +94,12 @@ TEST(SafetensorsTest, RejectsUnknownDtype) {
 }
 
 TEST(SafetensorsTest, RejectsNegativeAndHugeShapes) {
-  EXPECT_FALSE(ParseStatus(Image(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", 0)).ok());
-  EXPECT_FALSE(ParseStatus(Image(
-      R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0)).ok());
+  EXPECT_FALSE(
+      ParseStatus(Image(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", 0)).ok());
+  EXPECT_FALSE(
+      ParseStatus(
+          Image(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0))
+          .ok());
 }
 
 TEST(SafetensorsTest, RejectsMissingFields) {

@@ -164,7 +164,8 @@ TEST_F(EngineTest, ImportBoundsPendingTokensByThePromptLimit) {
   // A blob larger than any session of this model is refused before it is decoded.
   const std::string junk(engine->info().max_session_blob_bytes + 1, 'x');
   Await<SessionInfo> big;
-  engine->ImportSession("y", {reinterpret_cast<const uint8_t*>(junk.data()), junk.size()}, big.callback());
+  engine->ImportSession("y", {reinterpret_cast<const uint8_t*>(junk.data()), junk.size()},
+                        big.callback());
   EXPECT_THAT(std::string(big.get().status().message()), HasSubstr("encodes to at most"));
 }
 
@@ -183,7 +184,8 @@ TEST_F(EngineTest, SizesThisMachineCannotHoldAreRefusedNamingTheFlag) {
 
   options = Options();
   options.scheduler.sessions.host_budget_bytes = int64_t{1} << 60;
-  EXPECT_THAT(std::string(Engine::Create(options).status().message()), HasSubstr("--host-state-budget-mb"));
+  EXPECT_THAT(std::string(Engine::Create(options).status().message()),
+              HasSubstr("--host-state-budget-mb"));
 }
 
 TEST_F(EngineTest, StopEndsRequestsAndRefusesLaterOperations) {

@@ -1,10 +1,11 @@
 // Sampling: validation messages, each parameter's effect on the candidate set, seeded determinism.
+#include "engine/serving/sampling.h"
+
 #include <cmath>
 #include <functional>
 #include <map>
 #include <set>
 
-#include "engine/serving/sampling.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -19,7 +20,8 @@ std::vector<float> LogitsFromProbs(const std::vector<double>& probs) {
   return logits;
 }
 
-std::map<int32_t, int> Histogram(SamplingParams params, const std::vector<float>& logits, int draws) {
+std::map<int32_t, int> Histogram(SamplingParams params, const std::vector<float>& logits,
+                                 int draws) {
   params.seed = 1234;
   Sampler sampler(params, {});
   std::map<int32_t, int> counts;
@@ -48,7 +50,10 @@ TEST(SamplingValidationTest, EachFieldOutOfRangeNamesTheField) {
       {"frequency_penalty", [](SamplingParams& p) { p.frequency_penalty = -3; }},
       {"logprobs", [](SamplingParams& p) { p.logprobs = 21; }},
       {"stop[0]", [](SamplingParams& p) { p.stop = {""}; }},
-      {"stop_token_ids[1]", [](SamplingParams& p) { p.stop_token_ids = {1, 600}; }},
+      {"stop_token_ids[1]",
+       [](SamplingParams& p) {
+         p.stop_token_ids = {1, 600};
+       }},
       {"stop_token_ids has 65 ids", [](SamplingParams& p) { p.stop_token_ids.assign(65, 1); }},
   };
   for (const Case& c : cases) {

@@ -1,20 +1,21 @@
 // The scheduler loop, driven step by step: batched = alone with seeds, chunked prefill fairness,
 // cancellation and deadlines free slots, slow readers pause only themselves, stop conditions,
 // session resume = one-shot, export/import continuity, a full admission queue.
+#include "engine/serving/scheduler.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <memory>
-#include <thread>
 #include <numeric>
 #include <set>
+#include <thread>
 
-#include "engine/backend_factory.h"
 #include "engine/backend/backend.h"
+#include "engine/backend_factory.h"
+#include "engine/serving/session_blob.h"
 #include "engine/testing/bpe_tokenizer_writer.h"
 #include "engine/testing/random_model.h"
-#include "engine/serving/scheduler.h"
-#include "engine/serving/session_blob.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
@@ -73,11 +74,13 @@ class SchedulerTest : public ::testing::Test {
     backend_options.num_slots = slots;
     backend_options.num_threads = 1;
     backends_.push_back(std::move(*CreateBackend(*model_, backend_options)));
-    return std::make_unique<Scheduler>(backends_.back().get(), tokenizer_, (*model_)->fingerprint, options);
+    return std::make_unique<Scheduler>(backends_.back().get(), tokenizer_, (*model_)->fingerprint,
+                                       options);
   }
 
-  static std::shared_ptr<GenerationStream> Submit(Scheduler& s, std::vector<int32_t> prompt, SamplingParams params,
-                                                  std::string session = "", int capacity = 1 << 20) {
+  static std::shared_ptr<GenerationStream> Submit(Scheduler& s, std::vector<int32_t> prompt,
+                                                  SamplingParams params, std::string session = "",
+                                                  int capacity = 1 << 20) {
     GenerationRequest r;
     r.prompt = std::move(prompt);
     r.sampling = std::move(params);
@@ -89,7 +92,8 @@ class SchedulerTest : public ::testing::Test {
   }
 
   // Steps until every stream has its final event (bounded).
-  static std::vector<Result> RunAll(Scheduler& s, const std::vector<std::shared_ptr<GenerationStream>>& streams) {
+  static std::vector<Result> RunAll(Scheduler& s,
+                                    const std::vector<std::shared_ptr<GenerationStream>>& streams) {
     std::vector<Result> results(streams.size());
     for (int step = 0; step < 10000; ++step) {
       s.StepForTest();
@@ -150,8 +154,12 @@ class TokenOnlyCountingBackend : public Backend {
     return absl::OkStatus();
   }
   absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
-  absl::Status ReadSlot(int slot, std::span<uint8_t> out) override { return inner_->ReadSlot(slot, out); }
-  absl::Status WriteSlot(int slot, std::span<const uint8_t> in) override { return inner_->WriteSlot(slot, in); }
+  absl::Status ReadSlot(int slot, std::span<uint8_t> out) override {
+    return inner_->ReadSlot(slot, out);
+  }
+  absl::Status WriteSlot(int slot, std::span<const uint8_t> in) override {
+    return inner_->WriteSlot(slot, in);
+  }
 
   int token_only_rows = 0;
   int full_rows = 0;
@@ -206,7 +214,8 @@ TEST_F(SchedulerTest, BatchedWithThirtyOneOthersEqualsAloneWithTheSameSeed) {
   };
   auto batched = Make(32);
   std::vector<std::shared_ptr<GenerationStream>> streams;
-  for (int i = 0; i < 32; ++i) streams.push_back(Submit(*batched, Prompt(3 + i % 7, i), make_params(i)));
+  for (int i = 0; i < 32; ++i)
+    streams.push_back(Submit(*batched, Prompt(3 + i % 7, i), make_params(i)));
   const auto together = RunAll(*batched, streams);
   EXPECT_EQ(batched->stats().Snapshot().running, 0);
   for (int i = 0; i < 32; ++i) {
@@ -377,7 +386,9 @@ TEST_F(SchedulerTest, SessionResumeEqualsOneRequestWithTheWholeConversation) {
   const std::string blob = *s->sessions().Export("chat");
   const auto direct = RunAll(*s, {Submit(*s, p3, Greedy(6), "chat")})[0];
   ASSERT_TRUE(s->sessions().Delete("chat").ok());
-  ASSERT_TRUE(s->sessions().Import("chat2", {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()}).ok());
+  ASSERT_TRUE(s->sessions()
+                  .Import("chat2", {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()})
+                  .ok());
   const auto resumed = RunAll(*s, {Submit(*s, p3, Greedy(6), "chat2")})[0];
   EXPECT_EQ(direct.tokens, resumed.tokens);
   EXPECT_EQ(resumed.usage.session_length, direct.usage.session_length);
@@ -402,7 +413,8 @@ TEST_F(SchedulerTest, FirstTurnCancelledBeforeItsFirstChunkLeavesTheSessionNew) 
 
   // The turn did not complete, so the session is as it was: new, no state, nothing pending.
   const std::string blob = *s->sessions().Export("chat");
-  const auto decoded = DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  const auto decoded =
+      DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_TRUE(decoded->pending_tokens.empty());
   EXPECT_TRUE(decoded->state.empty());
@@ -501,8 +513,12 @@ class OutputRecordingBackend : public Backend {
     return inner_->Forward(step, out);
   }
   absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
-  absl::Status ReadSlot(int slot, std::span<uint8_t> o) override { return inner_->ReadSlot(slot, o); }
-  absl::Status WriteSlot(int slot, std::span<const uint8_t> in) override { return inner_->WriteSlot(slot, in); }
+  absl::Status ReadSlot(int slot, std::span<uint8_t> o) override {
+    return inner_->ReadSlot(slot, o);
+  }
+  absl::Status WriteSlot(int slot, std::span<const uint8_t> in) override {
+    return inner_->WriteSlot(slot, in);
+  }
 
   std::set<StepOutput*> outputs;
   std::vector<size_t> capacity_before;
@@ -525,7 +541,8 @@ TEST_F(SchedulerTest, TheStepOutputIsReusedAcrossSteps) {
   RunAll(s, {Submit(s, Prompt(5, 1), sampled), Submit(s, Prompt(5, 2), sampled)});
   EXPECT_EQ(recording.outputs.size(), 1u);
   ASSERT_GT(recording.capacity_before.size(), 2u);
-  EXPECT_GE(recording.capacity_before.back(), 2u * static_cast<size_t>((*model_)->config.vocab_size));
+  EXPECT_GE(recording.capacity_before.back(),
+            2u * static_cast<size_t>((*model_)->config.vocab_size));
 }
 
 TEST_F(SchedulerTest, TokenIdsOutsideTheVocabularyAreRefusedAtSubmit) {

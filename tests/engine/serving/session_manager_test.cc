@@ -1,15 +1,16 @@
 // Sessions: park/restore (exact state bytes), LRU parking, eviction over the host budget, TTL,
 // one request per session, export/import blob corruption and model mismatch.
+#include "engine/serving/session_manager.h"
+
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
 
-#include "engine/backend_factory.h"
 #include "engine/backend/backend.h"
-#include "engine/testing/random_model.h"
+#include "engine/backend_factory.h"
 #include "engine/serving/session_blob.h"
-#include "engine/serving/session_manager.h"
+#include "engine/testing/random_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
@@ -22,7 +23,9 @@ using ::testing::HasSubstr;
 class SessionManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(WriteRandomModel(*PresetConfig("tiny", ModelType::kMamba), DType::kF32, 3, dir_.path()).ok());
+    ASSERT_TRUE(
+        WriteRandomModel(*PresetConfig("tiny", ModelType::kMamba), DType::kF32, 3, dir_.path())
+            .ok());
     auto model = LoadModel(dir_.path());
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
@@ -33,8 +36,8 @@ class SessionManagerTest : public ::testing::Test {
     backend_ = std::move(*CreateBackend(model_, options));
   }
 
-  std::unique_ptr<SessionManager> Make(int64_t host_budget_bytes = int64_t{1} << 30, int64_t ttl_ms = 0,
-                                       int64_t max_sessions = 1 << 20) {
+  std::unique_ptr<SessionManager> Make(int64_t host_budget_bytes = int64_t{1} << 30,
+                                       int64_t ttl_ms = 0, int64_t max_sessions = 1 << 20) {
     SessionManagerOptions options;
     options.max_sessions = max_sessions;
     options.host_budget_bytes = host_budget_bytes;
@@ -109,7 +112,8 @@ TEST_F(SessionManagerTest, RunningSequencesAreNeverParked) {
 }
 
 TEST_F(SessionManagerTest, OverTheHostBudgetTheOldestParkedAreEvictedAndSaySo) {
-  auto sm = Make(/*host_budget_bytes=*/backend_->config().state_bytes());  // room for one parked state
+  auto sm =
+      Make(/*host_budget_bytes=*/backend_->config().state_bytes());  // room for one parked state
   for (const char* id : {"a", "b", "c", "d"}) ASSERT_TRUE(sm->Create(id).ok());
   Turn(*sm, "a", {1});
   Turn(*sm, "b", {2});
@@ -312,7 +316,8 @@ TEST_F(SessionManagerTest, GaugesAgreeWithTheSessionsUnderRandomOperations) {
         break;
       case 5:
         if (auto blob = sm->Export(id); blob.ok()) {
-          (void)sm->Import(id + "-copy", {reinterpret_cast<const uint8_t*>(blob->data()), blob->size()});
+          (void)sm->Import(id + "-copy",
+                           {reinterpret_cast<const uint8_t*>(blob->data()), blob->size()});
         }
         break;
     }
@@ -353,30 +358,38 @@ TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("magic"));
 
   // A well-formed blob from another model.
-  SessionBlob other = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  SessionBlob other =
+      *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
   other.model_fingerprint = "0123456789abcdef";
   s = import(EncodeSessionBlob(other), "x");
   EXPECT_TRUE(absl::IsFailedPrecondition(s));
   EXPECT_THAT(std::string(s.message()), HasSubstr("different model"));
 
   // The right model but the wrong state size.
-  SessionBlob resized = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  SessionBlob resized =
+      *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
   resized.state.resize(resized.state.size() - 4);
   EXPECT_TRUE(absl::IsInvalidArgument(import(EncodeSessionBlob(resized), "x")));
   EXPECT_FALSE(sm->Get("x").ok());
   EXPECT_TRUE(absl::IsAlreadyExists(import(blob, "a")));
 
   // Well-formed but hostile: non-finite state, an absurd length, too many pending tokens.
-  SessionBlob poisoned = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  SessionBlob poisoned =
+      *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::memcpy(poisoned.state.data() + 8, &nan, 4);
-  EXPECT_THAT(std::string(import(EncodeSessionBlob(poisoned), "x").message()), HasSubstr("NaN or Inf"));
-  SessionBlob long_one = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  EXPECT_THAT(std::string(import(EncodeSessionBlob(poisoned), "x").message()),
+              HasSubstr("NaN or Inf"));
+  SessionBlob long_one =
+      *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
   long_one.length = int64_t{1} << 60;
-  EXPECT_THAT(std::string(import(EncodeSessionBlob(long_one), "x").message()), HasSubstr("implausible length"));
-  SessionBlob chatty = *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  EXPECT_THAT(std::string(import(EncodeSessionBlob(long_one), "x").message()),
+              HasSubstr("implausible length"));
+  SessionBlob chatty =
+      *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
   chatty.pending_tokens.assign(8193, 1);  // one past the prompt limit
-  EXPECT_THAT(std::string(import(EncodeSessionBlob(chatty), "x").message()), HasSubstr("pending tokens"));
+  EXPECT_THAT(std::string(import(EncodeSessionBlob(chatty), "x").message()),
+              HasSubstr("pending tokens"));
   EXPECT_FALSE(sm->Get("x").ok());
 }
 

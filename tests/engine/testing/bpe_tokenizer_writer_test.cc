@@ -18,11 +18,12 @@ TEST(BpeTokenizerWriterTest, LoadsAndRoundTripsText) {
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_EQ((*tokenizer)->vocab_size(), 512);
   EXPECT_EQ((*tokenizer)->TokenId("<|endoftext|>"), 0);
-  EXPECT_EQ((*tokenizer)->TokenString(1 + '!'), "!");  // byte b is id 1 + b
+  EXPECT_EQ((*tokenizer)->TokenString(1 + '!'), "!");         // byte b is id 1 + b
   EXPECT_EQ((*tokenizer)->TokenString(1 + ' '), "\xC4\xA0");  // ByteLevel's "Ġ"
-  for (const std::string& text : std::vector<std::string>{"Alice was beginning to get very tired of sitting by her sister.",
-                                 "  two  spaces\n\nnew lines\ttabs", "naïve café — 日本語 🙂", "1865: 7 shillings",
-                                 "don't they'll we've", std::string("\x01\x02 control", 10)}) {
+  for (const std::string& text : std::vector<std::string>{
+           "Alice was beginning to get very tired of sitting by her sister.",
+           "  two  spaces\n\nnew lines\ttabs", "naïve café — 日本語 🙂",
+           "1865: 7 shillings", "don't they'll we've", std::string("\x01\x02 control", 10)}) {
     auto ids = (*tokenizer)->Encode(text);
     ASSERT_TRUE(ids.ok()) << text;
     for (int32_t id : *ids) EXPECT_LT(id, 512);
