@@ -14,7 +14,7 @@ build_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 other_packages=(
-  ccache git
+  ccache git clang-format
   python3-numpy python3-grpcio python3-protobuf python3-venv
   prometheus python3-matplotlib
 )

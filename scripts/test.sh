@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds everything, and runs the whole test suite:
 #   1. Debian packages (scripts/install-deps.sh)
-#   2. Release build (CPU engine, server, tools, tests, benchmarks)
-#   3. AddressSanitizer + UBSan build of the engine and tokenizer tests, run
-#   4. with nvcc present: the CUDA backend module for sm_80/86/89/90 and its tests (GPU ones skip)
-#   5. every CTest test of the Release build (unit, end-to-end, float64 reference comparison, and
+#   2. clang-format check of every C++ and CUDA source
+#   3. Release build (CPU engine, server, tools, tests, benchmarks); every build is warning-free
+#      (-Werror)
+#   4. AddressSanitizer + UBSan build of the engine and tokenizer tests, run
+#   5. ThreadSanitizer build of the scheduler, session, engine and server tests, run (the server
+#      binary under test is the TSan one too)
+#   6. with nvcc present: the CUDA backend module for sm_80/86/89/90 and its tests (GPU ones skip)
+#   7. every CTest test of the Release build (unit, end-to-end, float64 reference comparison, and
 #      the GPU suites run on the CUDA emulator, tests/cuda_emulator)
 # Prints the time each phase took and the test totals. Exit status is non-zero if anything failed.
 set -euo pipefail
@@ -48,20 +52,34 @@ export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 # Rewrite absolute paths under the checkout so clones in other folders share cache entries.
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 
+# Release, sanitizer and CUDA builds all treat warnings as errors.
+werror=-DMAMBASERVE_WERROR=ON
+
 phase "install dependencies" scripts/install-deps.sh
-phase "configure (release)" cmake --preset cpu -DMAMBASERVE_BUILD_TESTS=ON -DMAMBASERVE_BUILD_BENCH=ON
+phase "format check" scripts/check-format.sh
+phase "configure (release)" cmake --preset cpu $werror -DMAMBASERVE_BUILD_TESTS=ON -DMAMBASERVE_BUILD_BENCH=ON
 phase "build (release)" cmake --build build/cpu -j "$jobs"
-phase "configure (sanitizers)" cmake --preset asan -DMAMBASERVE_BUILD_TESTS=ON
+phase "configure (sanitizers)" cmake --preset asan $werror -DMAMBASERVE_BUILD_TESTS=ON
 phase "build (sanitizers)" cmake --build build/asan -j "$jobs" --target \
-  engine_model_loading_test engine_cpu_backend_test engine_serving_test safetensors_fuzz \
-  tokenizer_test tokenize_command_test tokenizer_fuzz
+  engine_model_loading_test engine_cpu_backend_test engine_serving_test engine_testing_models_test \
+  safetensors_fuzz tokenizer_test tokenize_command_test tokenizer_fuzz
 phase "test (sanitizers)" run_ctest asan --test-dir build/asan -j "$jobs" --output-on-failure -L 'engine|tokenizer'
+
+# ThreadSanitizer: the scheduler, sessions and engine in-process, then the real server (built with
+# TSan, spawned by the end-to-end test) under concurrent streams. A report fails the run.
+export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp"
+phase "configure (tsan)" cmake --preset tsan $werror -DMAMBASERVE_BUILD_TESTS=ON
+phase "build (tsan)" cmake --build build/tsan -j "$jobs" --target engine_serving_test server_e2e_test \
+  mambaserve mambactl
+phase "test (tsan)" run_ctest tsan --test-dir build/tsan -j 1 --output-on-failure \
+  -R '^(SamplingTest|SessionManagerTest|SessionBlobTest|SchedulerTest|EngineTest|ServerE2eTest)\.'
+unset TSAN_OPTIONS
 
 # The CUDA backend module, compiled for sm_80/86/89/90 whenever nvcc is present (no GPU needed):
 # its tests run here, the GPU ones skipping with the reason; scripts/gpu-check.sh runs them on a GPU.
 nvcc=${CUDACXX:-/usr/local/cuda/bin/nvcc}
 if [[ -x "$nvcc" ]]; then
-  phase "configure (cuda)" cmake --preset cuda -DCMAKE_CUDA_COMPILER="$nvcc" -DMAMBASERVE_BUILD_TESTS=ON
+  phase "configure (cuda)" cmake --preset cuda $werror -DCMAKE_CUDA_COMPILER="$nvcc" -DMAMBASERVE_BUILD_TESTS=ON
   phase "build (cuda module)" cmake --build build/cuda -j "$jobs" --target \
     mambaserve mambaserve_cuda cuda_bench kernels_math_test kernels_cuda_ops_test engine_cuda_backend_test \
     engine_backend_factory_test

@@ -3,8 +3,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
+#include <set>
+#include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "engine/tokenizer/utf8.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -256,6 +259,71 @@ TEST_F(ServerE2eTest, CudaOutOfMemoryForTheWeightsIsAClearStartupError) {
 }
 #endif
 
+// gRPC would share a port through SO_REUSEPORT and the kernel would split connections (and so
+// sessions) between the two servers: the second one must refuse to start instead.
+TEST_F(ServerE2eTest, ASecondServerOnAnOccupiedPortRefusesToStart) {
+  Start();
+  const std::string port = server_->target().substr(server_->target().rfind(':') + 1);
+  testing::ServerProcess second(kBinary, model_dir_->path(), {"--listen", "127.0.0.1:" + port});
+  EXPECT_FALSE(second.serving());
+  EXPECT_NE(second.Wait(), 0);
+  EXPECT_THAT(second.log(), HasSubstr("could not listen on 127.0.0.1:" + port));
+  CreateSession("still-mine");  // the first server still answers
+}
+
+TEST_F(ServerE2eTest, FlagsOutOfRangeAreRefusedWithTheReason) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"--listen", "127.0.0.1:99999"}, "needs a port in [0, 65535]"},
+      {{"--max-sessions", "1000000000"}, "--max-sessions"},
+      {{"--max-queue", "4294967296"}, "--max-queue must be an integer in"},
+      {{"--max-batch", "3000000000"}, "--max-batch must be an integer in"},
+      {{"--host-state-budget-mb", "1000000000"}, "--host-state-budget-mb"},
+  };
+  for (const Case& c : cases) {
+    testing::ServerProcess server(kBinary, model_dir_->path(), c.args);
+    EXPECT_FALSE(server.serving()) << c.args[0];
+    EXPECT_EQ(server.Wait(), 1) << c.args[0];
+    EXPECT_THAT(server.log(), HasSubstr(c.says)) << c.args[0];
+    EXPECT_THAT(server.log(), ::testing::Not(HasSubstr("bad_alloc"))) << c.args[0];
+  }
+}
+
+TEST_F(ServerE2eTest, ModelInfoNamesTheModelNotTheServersFilesystem) {
+  Start({"--served-model-name", "tiny-demo"});
+  const v1::ModelInfo info = Info();
+  EXPECT_EQ(info.model_name(), "tiny-demo");
+  EXPECT_FALSE(info.fingerprint().empty());
+  EXPECT_THAT(info.DebugString(), ::testing::Not(HasSubstr(model_dir_->path())));
+}
+
+TEST_F(ServerE2eTest, DetokenizeIsBounded) {
+  Start();
+  grpc::ClientContext context;
+  v1::DetokenizeRequest request;
+  for (int i = 0; i < 65537; ++i) request.add_token_ids(1);
+  v1::DetokenizeResponse response;
+  const grpc::Status status = stub_->Detokenize(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("at most 65536"));
+}
+
+TEST_F(ServerE2eTest, ServerMadeSessionIdsCarry128RandomBits) {
+  Start();
+  std::set<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    grpc::ClientContext context;
+    v1::Session session;
+    ASSERT_TRUE(stub_->CreateSession(&context, {}, &session).ok());
+    EXPECT_THAT(session.session_id(), ::testing::MatchesRegex("s-[0-9a-f]{32}"));
+    ids.insert(session.session_id());
+  }
+  EXPECT_EQ(ids.size(), 20u);
+}
+
 TEST_F(ServerE2eTest, TextSessionTurnsEqualOneTextRequestWhenTheBoundaryIsClean) {
   Start();
   // Find a first turn whose generated tokens re-tokenize to themselves after the prompt (a clean
@@ -351,9 +419,10 @@ TEST_F(ServerE2eTest, IdleSessionsAreParkedToHostAndRestoredWithTheSameTokens) {
   const std::vector<std::vector<int32_t>> prompts = {{11, 12, 13}, {21, 22}, {31, 32, 33, 34}};
   std::vector<Generation> first;
   for (int i = 0; i < 3; ++i) {
-    CreateSession("s" + std::to_string(i));
+    const std::string id = absl::StrCat("s", i);
+    CreateSession(id);
     GenerateRequest r = Tokens(prompts[i], 5);
-    r.set_session_id("s" + std::to_string(i));
+    r.set_session_id(id);
     first.push_back(Run(r));
     ASSERT_TRUE(first.back().status.ok());
   }

@@ -4,12 +4,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/backend/cuda/cuda_status.h"
 #include "engine/backend/step_plan.h"
+#include "engine/base/log.h"
 #include "engine/base/status_macros.h"
 #include "kernels/argmax.h"
 #include "kernels/bcdt_rms_norm.h"
@@ -420,7 +420,7 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
                                 " does not fit in ", Bytes(std::max<int64_t>(budget, 0)),
                                 " left under gpu_memory_fraction ", options_.gpu_memory_fraction,
                                 "; clamped to ", num_slots_, " slots");
-    std::cerr << "mambaserve cuda: " << sizing_note_ << "\n";
+    LogWarning("CUDA backend: ", sizing_note_);
   }
   const int64_t pool_bytes = int64_t{num_slots_} * slot_bytes;
   err = cudaMalloc(reinterpret_cast<void**>(&state_pool_), static_cast<size_t>(pool_bytes));
