@@ -129,7 +129,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=bench_server.DEFAULT_BINARY)
     parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--idle-sessions", type=int, default=60000)
     parser.add_argument("--parked", type=int, default=2000, help="idle sessions given a state")
     parser.add_argument("--threads", default="0")

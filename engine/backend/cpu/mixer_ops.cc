@@ -6,6 +6,15 @@
 #include "engine/backend/cpu/fast_math.h"
 #include "kernels/mamba_math.h"
 
+// One copy per instruction set, picked at load time by an ifunc resolver. ThreadSanitizer
+// instruments that resolver, which then runs before the sanitizer is initialised and crashes, so
+// TSan builds keep the default copy only.
+#if defined(__SANITIZE_THREAD__)
+#define MAMBASERVE_CPU_CLONES
+#else
+#define MAMBASERVE_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+
 namespace mambaserve::cpu {
 
 void RmsNormRows(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t rows,
@@ -100,7 +109,7 @@ inline float ScanStates(float* __restrict h, const float* __restrict a, const fl
 }  // namespace
 
 // Cloned for AVX-512 / AVX2 / baseline and picked at load time.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void SelectiveScan(
+MAMBASERVE_CPU_CLONES void SelectiveScan(
     const float* x, const float* dt, const float* b, const float* c, int64_t ld_bc, const float* a,
     const float* d, const float* z, int64_t ldz, int64_t len, int64_t d_inner, int64_t d_state,
     float* state, float* y, int64_t c_begin, int64_t c_end) {
@@ -132,7 +141,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void SelectiveScan(
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void SoftplusWithBias(
+MAMBASERVE_CPU_CLONES void SoftplusWithBias(
     float* dt, const float* bias, int64_t rows, int64_t dim) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = dt + r * dim;
