@@ -28,6 +28,19 @@ def load_stubs(work):
             importlib.import_module("mambaserve.v1.mambaserve_pb2_grpc"))
 
 
+async def wait_until_loaded(stub, pb):
+    """The server listens before its model is loaded: waits until GetModelInfo answers; returns it."""
+    import asyncio
+    import grpc
+    while True:
+        try:
+            return await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=60)
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            await asyncio.sleep(0.1)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -39,14 +39,7 @@ def prompt(n, seed, vocab):
 async def run(args, target, pb, pb_grpc):
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.MambaServeStub(channel)
-        while True:
-            try:
-                info = await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=60)
-                break
-            except grpc.aio.AioRpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                await asyncio.sleep(0.1)
+        info = await bench_server.wait_until_loaded(stub, pb)
         vocab = info.vocab_size
         idle = [await first_token_s(stub, pb, prompt(args.short_tokens, 1000 + i, vocab)) for i in range(args.short)]
 

@@ -93,14 +93,7 @@ async def add_idle_sessions(stub, pb, count, with_state, vocab):
 async def run(args, target, metrics_url, pb, pb_grpc):
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.MambaServeStub(channel)
-        while True:  # the server listens before the model is loaded
-            try:
-                info = await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=60)
-                break
-            except grpc.aio.AioRpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                await asyncio.sleep(0.1)
+        info = await bench_server.wait_until_loaded(stub, pb)
         vocab = info.vocab_size
         print(f"round 1: {args.streams} streams, no idle sessions", flush=True)
         without = await streams_round(stub, pb, metrics_url, args.streams, vocab, args.max_tokens)

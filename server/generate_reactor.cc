@@ -44,7 +44,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   std::string session_;
 
   std::mutex mu_;
-  bool writing_ = false;  // guarded by mu_: the write claim
+  bool writing_ = false;   // guarded by mu_: the write claim
+  bool finished_ = false;  // guarded by mu_: Finish was called
 
   // The claim holder's.
   std::optional<metrics::RequestTimer> timer_;
@@ -130,7 +131,7 @@ void GenerateReactor::Refuse(absl::Status status, const char* metrics_reason) {
 void GenerateReactor::OnEventsReady() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (writing_) return;  // the holder will see the new event
+    if (writing_ || finished_) return;  // the holder will see the new event
     writing_ = true;
   }
   if (!service_->response_writers().Post([this] { WriteNext(); })) WriteNext();  // pool stopped
@@ -168,6 +169,11 @@ void GenerateReactor::WriteNext() {
     usage_ = event->usage;
     finish_ = event->finish_reason;
     status_ = event->status;
+    {
+      // Pairs with OnDone: all this holder did happens before the reactor is torn down.
+      std::lock_guard<std::mutex> lock(mu_);
+      finished_ = true;
+    }
     // The claim is kept for good: nothing may touch the call after Finish but OnDone.
     if (!status_.ok() || broken_) {
       Finish(broken_ && status_.ok() ? grpc::Status::CANCELLED : ToGrpcStatus(status_));
@@ -196,9 +202,16 @@ void GenerateReactor::RecordMetrics(const GenerationEvent& event) {
 }
 
 void GenerateReactor::OnDone() {
-  if (stream_) {
-    stream_->SetListener(nullptr);  // waits for a running listener call
-    stream_->Cancel();
+  std::shared_ptr<GenerationStream> stream;
+  {
+    // After the claim holder's last step (see WriteNext): its writes to the stream and the response
+    // are ordered before they are released here.
+    std::lock_guard<std::mutex> lock(mu_);
+    stream = std::move(stream_);
+  }
+  if (stream) {
+    stream->SetListener(nullptr);  // waits for a running listener call
+    stream->Cancel();
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
   LogInfo("Generate peer=", context_->peer(), " session=", session_.empty() ? "-" : session_,

@@ -156,6 +156,9 @@ absl::Status RunServer(const ServeOptions& options) {
   grpc.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   (*engine)->Stop();
   grpc.server->Wait();
+  // Every call is done, but a response writer may still be returning from its last Finish: join
+  // them before the server they call into goes away.
+  service.response_writers().Stop();
   grpc.server.reset();
   metrics.Detach();
   engine->reset();

@@ -109,10 +109,11 @@ inline float ScanStates(float* __restrict h, const float* __restrict a, const fl
 }  // namespace
 
 // Cloned for AVX-512 / AVX2 / baseline and picked at load time.
-MAMBASERVE_CPU_CLONES void SelectiveScan(
-    const float* x, const float* dt, const float* b, const float* c, int64_t ld_bc, const float* a,
-    const float* d, const float* z, int64_t ldz, int64_t len, int64_t d_inner, int64_t d_state,
-    float* state, float* y, int64_t c_begin, int64_t c_end) {
+MAMBASERVE_CPU_CLONES void SelectiveScan(const float* x, const float* dt, const float* b,
+                                         const float* c, int64_t ld_bc, const float* a,
+                                         const float* d, const float* z, int64_t ldz, int64_t len,
+                                         int64_t d_inner, int64_t d_state, float* state, float* y,
+                                         int64_t c_begin, int64_t c_end) {
   constexpr int64_t kBlock = 16;  // d_state of every released Mamba-1 model
   // Time outer, channels inner: the rows of x, dt, z are contiguous and this thread's states
   // ([c_end - c_begin][N] floats, tens of KiB) stay in cache across tokens.
@@ -141,8 +142,8 @@ MAMBASERVE_CPU_CLONES void SelectiveScan(
   }
 }
 
-MAMBASERVE_CPU_CLONES void SoftplusWithBias(
-    float* dt, const float* bias, int64_t rows, int64_t dim) {
+MAMBASERVE_CPU_CLONES void SoftplusWithBias(float* dt, const float* bias, int64_t rows,
+                                            int64_t dim) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = dt + r * dim;
 #pragma omp simd
