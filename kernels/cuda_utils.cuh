@@ -60,7 +60,10 @@ void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t
 #if defined(MAMBASERVE_CUDA_EMULATOR)
   ::mambaserve::cuda_emulator::Launch(kernel, grid, block, stream, args...);
 #else
-  kernel<<<grid, block, 0, stream> > >(args...);
+  // clang-format would split the launch chevrons as if they closed templates.
+  // clang-format off
+  kernel<<<grid, block, 0, stream>>>(args...);
+  // clang-format on
 #endif
 }
 
