@@ -71,6 +71,16 @@ absl::StatusOr<int64_t> CommandLine::GetInt(const std::string& flag, int64_t fal
   return out;
 }
 
+absl::StatusOr<int64_t> CommandLine::GetInt(const std::string& flag, int64_t fallback, int64_t min,
+                                            int64_t max) const {
+  absl::StatusOr<int64_t> value = GetInt(flag, fallback);
+  if (value.ok() && (*value < min || *value > max)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " must be in [", min, ", ", max, "], not ", *value));
+  }
+  return value;
+}
+
 absl::StatusOr<double> CommandLine::GetDouble(const std::string& flag, double fallback) const {
   auto v = Get(flag);
   if (!v) return fallback;

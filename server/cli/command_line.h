@@ -25,6 +25,9 @@ class CommandLine {
   std::string GetOr(const std::string& flag, const std::string& fallback) const;
   absl::StatusOr<std::string> Require(const std::string& flag) const;
   absl::StatusOr<int64_t> GetInt(const std::string& flag, int64_t fallback) const;
+  // As GetInt, refusing values outside [min, max] with a message naming the flag and the range.
+  absl::StatusOr<int64_t> GetInt(const std::string& flag, int64_t fallback, int64_t min,
+                                 int64_t max) const;
   absl::StatusOr<double> GetDouble(const std::string& flag, double fallback) const;
 
  private:

@@ -30,14 +30,13 @@ absl::Status Eval(int argc, char** argv) {
   ASSIGN_OR_RETURN(std::string dir, cl.Require("model"));
   ASSIGN_OR_RETURN(std::string tokens_text, cl.Require("tokens"));
   ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ParseIdList(tokens_text));
-  ASSIGN_OR_RETURN(int64_t generate, cl.GetInt("generate", 16));
+  ASSIGN_OR_RETURN(int64_t generate, cl.GetInt("generate", 16, 0, 1 << 20));
   ASSIGN_OR_RETURN(std::string json_path, cl.Require("json"));
-  if (generate < 0) return absl::InvalidArgumentError("--generate must be >= 0");
 
   BackendOptions options;
   options.num_slots = 1;
   ASSIGN_OR_RETURN(options.kind, ParseBackendKind(cl.GetOr("backend", "cpu")));
-  ASSIGN_OR_RETURN(int64_t threads, cl.GetInt("threads", 0));
+  ASSIGN_OR_RETURN(int64_t threads, cl.GetInt("threads", 0, 0, 4096));
   options.num_threads = static_cast<int>(threads);
   if (auto wd = cl.Get("weight-dtype")) {
     ASSIGN_OR_RETURN(DType dtype, ParseDTypeFlag(*wd));
