@@ -120,10 +120,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
 
 Engine::~Engine() { Stop(); }
 
-void Engine::Stop() {
+void Engine::Stop(std::string why) {
   // The scheduler first: it ends every request and runs the tasks it was given, so a worker waiting
   // for one (an export) is released; then the workers finish what was posted.
-  if (scheduler_) scheduler_->Stop();
+  if (scheduler_) scheduler_->Stop(std::move(why));
   if (session_workers_) session_workers_->Stop();
 }
 

@@ -75,9 +75,9 @@ class Engine {
   void ExportSession(std::string id, Callback<std::string> done);
   void ImportSession(std::string id, std::span<const uint8_t> blob, Callback<SessionInfo> done);
 
-  // Ends every request (UNAVAILABLE), runs the session operations already posted, joins.
-  // Idempotent.
-  void Stop();
+  // Ends every request still waiting or running (UNAVAILABLE with `why`), runs the session
+  // operations already posted, joins. Idempotent.
+  void Stop(std::string why = "the server is shutting down; retry on another replica");
 
  private:
   Engine() = default;

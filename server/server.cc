@@ -82,6 +82,12 @@ class MetricsPlumbing {
     if (stats_source_) stats_source_->Detach();
   }
 
+  // For a process about to exit: leaves the HTTP endpoint's threads running rather than waiting
+  // for its orderly stop.
+  void AbandonAtExit() {
+    if (endpoint_) endpoint_->AbandonAtExit();
+  }
+
  private:
   metrics::Registry registry_;
   std::unique_ptr<metrics::HttpExposer> endpoint_;
@@ -89,8 +95,8 @@ class MetricsPlumbing {
   std::shared_ptr<SchedulerStatsSource> stats_source_;
 };
 
-// New generations are refused (UNAVAILABLE); running and queued ones get the grace period to
-// finish while the scheduler keeps stepping.
+// New generations and sessions are refused (UNAVAILABLE); running and queued streams get the
+// grace period to finish while the scheduler keeps stepping.
 void Drain(MambaServeService& service, const Engine& engine, int grace_s) {
   service.StopAccepting();
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(grace_s);
@@ -98,6 +104,13 @@ void Drain(MambaServeService& service, const Engine& engine, int grace_s) {
     const SchedulerStats stats = engine.stats().Snapshot();
     if (stats.running == 0 && stats.waiting == 0 && service.open_streams() == 0) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+void WaitForStreamsToClose(const MambaServeService& service, std::chrono::milliseconds limit) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (service.open_streams() > 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
 
@@ -151,10 +164,14 @@ absl::Status RunServer(const ServeOptions& options) {
           options.shutdown_grace_s, " s");
   grpc.SetServing(false);
   Drain(service, **engine, options.shutdown_grace_s);
-  // Then gRPC cancels whatever is left; the engine ends those requests, and the server waits for
-  // every call to finish before the engine goes.
+  // Streams still running after the grace period end cleanly, with UNAVAILABLE and the reason (not
+  // as if their clients had cancelled), and get a moment to deliver that; then gRPC cancels
+  // whatever is left and waits for every call before the engine goes.
+  (*engine)->Stop(
+      absl::StrCat("the server is shutting down and its ", options.shutdown_grace_s,
+                   " s grace period for running streams is over; retry on another replica"));
+  WaitForStreamsToClose(service, std::chrono::seconds(2));
   grpc.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
-  (*engine)->Stop();
   grpc.server->Wait();
   // Every call is done, but a response writer may still be returning from its last Finish: join
   // them before the server they call into goes away.
@@ -162,6 +179,8 @@ absl::Status RunServer(const ServeOptions& options) {
   grpc.server.reset();
   metrics.Detach();
   engine->reset();
+  // The process exits next: skip the metrics endpoint's orderly stop (1-2 s of its poll loop).
+  metrics.AbandonAtExit();
   LogInfo("stopped");
   return absl::OkStatus();
 }

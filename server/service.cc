@@ -41,6 +41,15 @@ absl::StatusOr<Engine*> MambaServeService::ReadyEngine() const {
   return engine;
 }
 
+absl::StatusOr<Engine*> MambaServeService::AcceptingEngine(const char* what) const {
+  if (!accepting()) {
+    // A session made now would live on a replica that is about to go away.
+    return absl::UnavailableError(
+        absl::StrCat("the server is shutting down; ", what, " on another replica"));
+  }
+  return ReadyEngine();
+}
+
 absl::StatusOr<const Tokenizer*> MambaServeService::ReadyTokenizer() const {
   ASSIGN_OR_RETURN(Engine * engine, ReadyEngine());
   if (engine->tokenizer() == nullptr) {
@@ -57,7 +66,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* MambaServeService::Generate(
 grpc::ServerUnaryReactor* MambaServeService::CreateSession(grpc::CallbackServerContext* context,
                                                            const v1::CreateSessionRequest* request,
                                                            v1::Session* response) {
-  absl::StatusOr<Engine*> engine = ReadyEngine();
+  absl::StatusOr<Engine*> engine = AcceptingEngine("create the session");
   if (!engine.ok()) return Finished(context, engine.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   (*engine)->CreateSession(request->session_id(),
@@ -133,7 +142,7 @@ grpc::ServerUnaryReactor* MambaServeService::ExportSession(grpc::CallbackServerC
 grpc::ServerUnaryReactor* MambaServeService::ImportSession(grpc::CallbackServerContext* context,
                                                            const v1::ImportSessionRequest* request,
                                                            v1::Session* response) {
-  absl::StatusOr<Engine*> engine = ReadyEngine();
+  absl::StatusOr<Engine*> engine = AcceptingEngine("import the session");
   if (!engine.ok()) return Finished(context, engine.status());
   const std::string& blob = request->blob();
   const size_t limit = (*engine)->info().max_session_blob_bytes;

@@ -75,6 +75,8 @@ class MambaServeService final
  private:
   // The engine, or the status to answer with while the model loads.
   absl::StatusOr<Engine*> ReadyEngine() const;
+  // As ReadyEngine, and UNAVAILABLE while draining: for calls that make new server-side state.
+  absl::StatusOr<Engine*> AcceptingEngine(const char* what) const;
   absl::StatusOr<const Tokenizer*> ReadyTokenizer() const;
 
   const ServiceLimits limits_;

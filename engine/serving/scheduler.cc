@@ -53,11 +53,12 @@ void Scheduler::Start() {
   thread_ = std::thread([this] { Loop(); });
 }
 
-void Scheduler::Stop() {
+void Scheduler::Stop(std::string why) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
     stopping_ = true;
+    stop_reason_ = std::move(why);
   }
   wake_.notify_all();
   if (thread_.joinable()) {
@@ -69,7 +70,7 @@ void Scheduler::Stop() {
 
 void Scheduler::EndAll() {
   TakeIncoming();
-  const absl::Status shutting_down = absl::UnavailableError("the server is shutting down");
+  const absl::Status shutting_down = absl::UnavailableError(stop_reason_);
   for (auto& seq : running_) Finish(*seq, FinishReason::kCancelled, shutting_down);
   for (auto& seq : waiting_) Finish(*seq, FinishReason::kCancelled, shutting_down);
   running_.clear();

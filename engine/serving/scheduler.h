@@ -54,7 +54,8 @@ class Scheduler {
 
   void Start();
   // Stops admitting, ends every waiting and running request (cancelled, UNAVAILABLE) and joins.
-  void Stop();
+  // `why` is the final status of every request still waiting or running (UNAVAILABLE).
+  void Stop(std::string why = "the server is shutting down; retry on another replica");
 
   // Accepts a request or refuses it at once: InvalidArgument for a bad prompt (an id outside the
   // vocabulary, or empty where nothing is pending), NotFound / FailedPrecondition for an unknown or
@@ -80,7 +81,7 @@ class Scheduler {
 
   void Loop();
   bool RunStep();
-  void EndAll();  // after stopping: ends every request as cancelled (UNAVAILABLE)
+  void EndAll();  // after stopping: ends every request as cancelled (UNAVAILABLE, stop_reason_)
   void TakeIncoming();
   void DropCancelled();
   void Admit();
@@ -107,6 +108,7 @@ class Scheduler {
   std::deque<GenerationRequest> incoming_;
   std::deque<std::function<void(SessionManager&)>> tasks_;
   bool stopping_ = false;
+  std::string stop_reason_;     // set with stopping_
   std::atomic<int> queued_{0};  // incoming_ + waiting_
   std::atomic<int64_t> rejected_{0};
   std::thread thread_;

@@ -657,10 +657,40 @@ TEST_F(ServerE2eTest, SigtermDrainsRunningStreamsRefusesNewOnesAndExitsZero) {
   const Generation refused = Run(Tokens({4, 5}, 4), std::chrono::seconds(5));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << refused.status.error_message();
+  // So are new sessions: they would live on a replica about to go away.
+  {
+    grpc::ClientContext create_context;
+    v1::CreateSessionRequest create;
+    create.set_session_id("too-late");
+    v1::Session session;
+    const grpc::Status status = stub_->CreateSession(&create_context, create, &session);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("shutting down"));
+  }
   while (reader->Read(&response)) tokens += response.token_ids_size();
   EXPECT_TRUE(reader->Finish().ok());
   EXPECT_EQ(tokens, 10000);  // the grace period let it finish
   EXPECT_EQ(server_->Wait(), 0) << server_->log();
+  server_.reset();
+}
+
+// A stream still running when the grace period ends is ended by the server, with UNAVAILABLE and
+// the reason, not reported as if its client had cancelled; and the process exits promptly.
+TEST_F(ServerE2eTest, StreamsOutlastingTheGracePeriodEndWithUnavailableAndTheReason) {
+  Start({"--max-tokens-limit", "1000000", "--shutdown-grace-s", "1"});
+  grpc::ClientContext context;
+  auto reader = stub_->Generate(&context, Tokens({1, 2, 3}, 1000000));
+  GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  server_->Terminate();
+  while (reader->Read(&response)) {
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("grace period"));
+  EXPECT_EQ(server_->Wait(), 0) << server_->log();
+  EXPECT_THAT(server_->log(), HasSubstr("status=UNAVAILABLE (the server is shutting down"));
+  EXPECT_THAT(server_->log(), ::testing::Not(HasSubstr("the client cancelled the request")));
   server_.reset();
 }
 
