@@ -148,6 +148,7 @@ int Generate(MambaServe::Stub& stub, const Args& args) {
   s->set_ignore_eos(args.Has("ignore-eos"));
 
   grpc::ClientContext context;
+  if (!request.session_id().empty()) context.AddMetadata("x-session-id", request.session_id());
   if (args.Has("timeout-s") && absl::SimpleAtod(args.Get("timeout-s"), &d)) {
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(static_cast<int64_t>(d * 1000)));
@@ -179,6 +180,9 @@ int Session(MambaServe::Stub& stub, const Args& args) {
   const std::string verb = p.size() > 1 ? p[1] : "";
   const std::string id = p.size() > 2 ? p[2] : "";
   grpc::ClientContext context;
+  // Also as the header a session-affine proxy routes on (deploy/nginx), so every call about this
+  // session reaches the replica that holds it.
+  if (!id.empty()) context.AddMetadata("x-session-id", id);
   mambaserve::v1::Session session;
   grpc::Status status;
   if (verb == "create") {

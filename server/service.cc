@@ -68,13 +68,14 @@ grpc::ServerUnaryReactor* MambaServeService::CreateSession(grpc::CallbackServerC
                                                            v1::Session* response) {
   absl::StatusOr<Engine*> engine = AcceptingEngine("create the session");
   if (!engine.ok()) return Finished(context, engine.status());
+  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
+  if (!id.ok()) return Finished(context, id.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->CreateSession(request->session_id(),
-                           [reactor, response](absl::StatusOr<SessionInfo> info) {
-                             if (info.ok()) LogInfo("CreateSession session=", info->id);
-                             FinishWith(reactor, std::move(info),
-                                        [response](const SessionInfo& i) { ToProto(i, response); });
-                           });
+  (*engine)->CreateSession(*id, [reactor, response](absl::StatusOr<SessionInfo> info) {
+    if (info.ok()) LogInfo("CreateSession session=", info->id);
+    FinishWith(reactor, std::move(info),
+               [response](const SessionInfo& i) { ToProto(i, response); });
+  });
   return reactor;
 }
 
@@ -83,12 +84,13 @@ grpc::ServerUnaryReactor* MambaServeService::GetSession(grpc::CallbackServerCont
                                                         v1::Session* response) {
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
+  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
+  if (!id.ok()) return Finished(context, id.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->GetSession(request->session_id(),
-                        [reactor, response](absl::StatusOr<SessionInfo> info) {
-                          FinishWith(reactor, std::move(info),
-                                     [response](const SessionInfo& i) { ToProto(i, response); });
-                        });
+  (*engine)->GetSession(*id, [reactor, response](absl::StatusOr<SessionInfo> info) {
+    FinishWith(reactor, std::move(info),
+               [response](const SessionInfo& i) { ToProto(i, response); });
+  });
   return reactor;
 }
 
@@ -111,12 +113,13 @@ grpc::ServerUnaryReactor* MambaServeService::DeleteSession(grpc::CallbackServerC
                                                            v1::DeleteSessionResponse* response) {
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
+  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
+  if (!id.ok()) return Finished(context, id.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->DeleteSession(request->session_id(),
-                           [reactor, id = request->session_id()](absl::Status s) {
-                             if (s.ok()) LogInfo("DeleteSession session=", id);
-                             reactor->Finish(ToGrpcStatus(s));
-                           });
+  (*engine)->DeleteSession(*id, [reactor, id = *id](absl::Status s) {
+    if (s.ok()) LogInfo("DeleteSession session=", id);
+    reactor->Finish(ToGrpcStatus(s));
+  });
   return reactor;
 }
 
@@ -125,17 +128,19 @@ grpc::ServerUnaryReactor* MambaServeService::ExportSession(grpc::CallbackServerC
                                                            v1::ExportSessionResponse* response) {
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
+  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
+  if (!id.ok()) return Finished(context, id.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->ExportSession(request->session_id(), [reactor, response, id = request->session_id(),
-                                                   fingerprint = (*engine)->info().fingerprint](
-                                                      absl::StatusOr<std::string> blob) {
-    FinishWith(reactor, std::move(blob), [&](std::string bytes) {
-      response->set_blob(std::move(bytes));
-      response->set_model_fingerprint(fingerprint);
-      response->set_format_version(kSessionBlobVersion);
-      LogInfo("ExportSession session=", id, " bytes=", response->blob().size());
-    });
-  });
+  (*engine)->ExportSession(
+      *id, [reactor, response, id = *id,
+            fingerprint = (*engine)->info().fingerprint](absl::StatusOr<std::string> blob) {
+        FinishWith(reactor, std::move(blob), [&](std::string bytes) {
+          response->set_blob(std::move(bytes));
+          response->set_model_fingerprint(fingerprint);
+          response->set_format_version(kSessionBlobVersion);
+          LogInfo("ExportSession session=", id, " bytes=", response->blob().size());
+        });
+      });
   return reactor;
 }
 
@@ -144,6 +149,8 @@ grpc::ServerUnaryReactor* MambaServeService::ImportSession(grpc::CallbackServerC
                                                            v1::Session* response) {
   absl::StatusOr<Engine*> engine = AcceptingEngine("import the session");
   if (!engine.ok()) return Finished(context, engine.status());
+  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
+  if (!id.ok()) return Finished(context, id.status());
   const std::string& blob = request->blob();
   const size_t limit = (*engine)->info().max_session_blob_bytes;
   if (blob.size() > limit) {
@@ -154,13 +161,14 @@ grpc::ServerUnaryReactor* MambaServeService::ImportSession(grpc::CallbackServerC
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // The request (and so the blob) lives until the call finishes, which is after the callback.
-  (*engine)->ImportSession(
-      request->session_id(), {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()},
-      [reactor, response](absl::StatusOr<SessionInfo> info) {
-        if (info.ok()) LogInfo("ImportSession session=", info->id, " length=", info->length);
-        FinishWith(reactor, std::move(info),
-                   [response](const SessionInfo& i) { ToProto(i, response); });
-      });
+  (*engine)->ImportSession(*id, {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()},
+                           [reactor, response](absl::StatusOr<SessionInfo> info) {
+                             if (info.ok())
+                               LogInfo("ImportSession session=", info->id,
+                                       " length=", info->length);
+                             FinishWith(reactor, std::move(info),
+                                        [response](const SessionInfo& i) { ToProto(i, response); });
+                           });
   return reactor;
 }
 
