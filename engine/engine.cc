@@ -183,8 +183,14 @@ void Engine::ExportSession(std::string id, Callback<std::string> done) {
           return;
         }
         static const std::vector<uint8_t> kNoState;
-        done(EncodeSessionBlob(info_.fingerprint, s->length, s->pending_tokens,
-                               s->state ? *s->state : kNoState));
+        absl::StatusOr<std::string> blob;
+        try {
+          blob = EncodeSessionBlob(info_.fingerprint, s->length, s->pending_tokens,
+                                   s->state ? *s->state : kNoState);
+        } catch (const std::bad_alloc&) {
+          blob = absl::ResourceExhaustedError("out of host memory encoding the session");
+        }
+        done(std::move(blob));
       },
       [done](absl::Status s) { done(s); });
 }

@@ -108,7 +108,8 @@ void GenerateReactor::Start(const grpc::ByteBuffer& raw) {
   if (!submitted.ok()) {
     stream_->SetListener(nullptr);
     stream_.reset();
-    timer_.reset();  // never admitted: not a finished request
+    if (timer_) timer_->Discard();  // never admitted: not a finished request
+    timer_.reset();
     const char* reason = absl::IsResourceExhausted(submitted)    ? "queue_full"
                          : absl::IsUnavailable(submitted)        ? "shutting_down"
                          : absl::IsFailedPrecondition(submitted) ? "session_busy"

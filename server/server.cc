@@ -82,12 +82,6 @@ class MetricsPlumbing {
     if (stats_source_) stats_source_->Detach();
   }
 
-  // For a process about to exit: leaves the HTTP endpoint's threads running rather than waiting
-  // for its orderly stop.
-  void AbandonAtExit() {
-    if (endpoint_) endpoint_->AbandonAtExit();
-  }
-
  private:
   metrics::Registry registry_;
   std::unique_ptr<metrics::HttpExposer> endpoint_;
@@ -119,7 +113,9 @@ void WaitForStreamsToClose(const MambaServeService& service, std::chrono::millis
 absl::Status RunServer(const ServeOptions& options) {
   TerminationSignals::Block();
   const std::string model_name = ServedModelName(options);
-  MetricsPlumbing metrics(options.metrics_listen);
+  // Not destroyed on the way out (see the end): its HTTP threads may still be answering a scrape.
+  auto metrics_owner = std::make_unique<MetricsPlumbing>(options.metrics_listen);
+  MetricsPlumbing& metrics = *metrics_owner;
   MambaServeService service(options.limits, model_name);
 
   // Prompts as text are bounded by max_prompt_tokens * 64 bytes; session blobs by the import limit.
@@ -179,8 +175,9 @@ absl::Status RunServer(const ServeOptions& options) {
   grpc.server.reset();
   metrics.Detach();
   engine->reset();
-  // The process exits next: skip the metrics endpoint's orderly stop (1-2 s of its poll loop).
-  metrics.AbandonAtExit();
+  // The process exits next. Stopping the metrics endpoint in order would wait 1-2 s for its poll
+  // loop, and destroying it while a scrape runs would free what that scrape reads: leave it be.
+  static_cast<void>(metrics_owner.release());
   LogInfo("stopped");
   return absl::OkStatus();
 }

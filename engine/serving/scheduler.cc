@@ -214,11 +214,11 @@ absl::Status Scheduler::StartSequence(Sequence& seq) {
       if (request.session_id.empty()) {
         sessions_.ReleaseSlot(seq.slot);
       } else {
-        sessions_.RollBackTurn(request.session_id);
-        sessions_.CancelReservation(request.session_id);
+        sessions_.RollBackTurn(request.session_id);  // also ends the reservation
       }
       seq.request.session_id.clear();  // released here, not again by Finish
-      return reset;
+      return absl::InternalError(
+          absl::StrCat("the backend could not reset a state slot: ", reset.message()));
     }
   }
   seq.feed.insert(seq.feed.end(), request.prompt.begin(), request.prompt.end());
@@ -235,7 +235,9 @@ void Scheduler::Admit() {
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_batch) {
     Sequence& seq = *waiting_.front();
     absl::Status started = StartSequence(seq);
-    if (absl::IsResourceExhausted(started)) break;  // no slot this step; keep the queue's order
+    // Unavailable is the session manager's "no free slot this step": keep the queue's order. Any
+    // other failure ends this request.
+    if (absl::IsUnavailable(started)) break;
     if (!started.ok()) {
       Finish(seq, FinishReason::kNone, started);
     } else {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <new>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,16 @@ namespace {
 
 constexpr size_t kMaxTombstones = 100000;
 constexpr size_t kMaxSessionIdBytes = 128;
+
+// A state-sized host buffer; ResourceExhausted, not a crash, when host memory runs out.
+absl::StatusOr<std::shared_ptr<std::vector<uint8_t>>> NewStateBuffer(int64_t bytes) {
+  try {
+    return std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(bytes));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of host memory for a ", bytes, "-byte session state"));
+  }
+}
 
 int64_t SystemNowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -32,6 +43,9 @@ struct SessionManager::Session {
   std::vector<int32_t> pending_tokens;
   bool busy = false;     // a request naming it was accepted and has not ended
   bool in_turn = false;  // that request was admitted: it holds the slot as a running sequence
+  // Why its state is gone, when that happened while a request was reserved for it: the session
+  // stays until that request ends (so its reservation never lands on a re-created namesake).
+  std::string lost;
   // While in a turn: what the session was before it, put back if the turn does not complete.
   struct BeforeTurn {
     int64_t length = 0;
@@ -141,7 +155,7 @@ absl::StatusOr<int> SessionManager::FreeSlot() {
     if (slot_owner_[i] == SlotUse::kFree) return static_cast<int>(i);
   }
   if (resident_lru_.empty()) {
-    return absl::ResourceExhaustedError("every state slot is held by a running sequence");
+    return absl::UnavailableError("every state slot is held by a running sequence");
   }
   Session& lru = *resident_lru_.front();
   const int slot = lru.slot;
@@ -151,18 +165,24 @@ absl::StatusOr<int> SessionManager::FreeSlot() {
 }
 
 void SessionManager::Park(Session& s) {
-  auto state = std::make_shared<std::vector<uint8_t>>(state_bytes_);
-  const absl::Status read = backend_->ReadSlot(s.slot, *state);
+  absl::StatusOr<std::shared_ptr<std::vector<uint8_t>>> state = NewStateBuffer(state_bytes_);
+  const absl::Status read = state.ok() ? backend_->ReadSlot(s.slot, **state) : state.status();
   slot_owner_[s.slot] = SlotUse::kFree;  // free either way
   --gauges_.slots_idle;
   s.slot = -1;
   if (!read.ok()) {
     s.location = StateLocation::kNone;
     Relist(s, nullptr);
-    Drop(s, absl::StrCat("its state could not be saved to host memory (", read.message(), ")"));
+    std::string why =
+        absl::StrCat("its state could not be saved to host memory (", read.message(), ")");
+    if (s.busy) {
+      s.lost = std::move(why);  // dropped when its waiting request ends
+    } else {
+      Drop(s, std::move(why));
+    }
     return;
   }
-  SetParkedState(s, std::move(state));
+  SetParkedState(s, *std::move(state));
   ++gauges_.parked_total;
 }
 
@@ -301,7 +321,13 @@ absl::StatusOr<SessionInfo> SessionManager::Import(const std::string& id,
         "session blob is ", bytes.size(), " bytes; a session of this model, with at most ",
         options_.max_pending_tokens, " pending tokens, encodes to at most ", MaxBlobBytes()));
   }
-  ASSIGN_OR_RETURN(SessionBlob blob, DecodeSessionBlob(bytes));
+  absl::StatusOr<SessionBlob> decoded;
+  try {
+    decoded = DecodeSessionBlob(bytes);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("out of host memory decoding the session blob");
+  }
+  ASSIGN_OR_RETURN(SessionBlob blob, std::move(decoded));
   RETURN_IF_ERROR(CheckSessionBlobFits(blob, fingerprint_, state_bytes_,
                                        backend_->config().vocab_size, options_.max_pending_tokens));
   std::lock_guard<std::mutex> lock(mu_);
@@ -327,7 +353,11 @@ absl::Status SessionManager::Reserve(const std::string& id, bool prompt_is_empty
 
 void SessionManager::CancelReservation(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto it = sessions_.find(id); it != sessions_.end()) it->second->busy = false;
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second->in_turn) return;
+  Session& s = *it->second;
+  s.busy = false;
+  if (!s.lost.empty()) Drop(s, s.lost);
 }
 
 SessionGauges SessionManager::Gauges() const {
@@ -361,12 +391,22 @@ absl::StatusOr<SessionTurn> SessionManager::BeginTurn(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Session * found, Find(id));
   Session& s = *found;
+  if (!s.busy || s.in_turn) {
+    return absl::InternalError(
+        absl::StrCat("session \"", id, "\" has no reservation for this turn"));
+  }
+  if (!s.lost.empty()) {
+    return absl::InternalError(absl::StrCat("session \"", id, "\" was lost: ", s.lost));
+  }
   Session::BeforeTurn before{s.length, s.pending_tokens, nullptr};
   SessionTurn turn;
   if (s.location == StateLocation::kDevice) {
     // The turn updates the slot in place: keep a copy to roll back to.
-    auto state = std::make_shared<std::vector<uint8_t>>(state_bytes_);
-    RETURN_IF_ERROR(backend_->ReadSlot(s.slot, *state));
+    ASSIGN_OR_RETURN(std::shared_ptr<std::vector<uint8_t>> state, NewStateBuffer(state_bytes_));
+    if (absl::Status read = backend_->ReadSlot(s.slot, *state); !read.ok()) {
+      return absl::InternalError(
+          absl::StrCat("could not copy the session's state: ", read.message()));
+    }
     before.state = std::move(state);
     turn.slot = s.slot;
     Relist(s, nullptr);  // not a parking candidate while it runs
@@ -374,7 +414,10 @@ absl::StatusOr<SessionTurn> SessionManager::BeginTurn(const std::string& id) {
   } else {
     ASSIGN_OR_RETURN(turn.slot, FreeSlot());
     if (s.location == StateLocation::kHost) {
-      RETURN_IF_ERROR(backend_->WriteSlot(turn.slot, *s.host_state));
+      if (absl::Status write = backend_->WriteSlot(turn.slot, *s.host_state); !write.ok()) {
+        return absl::InternalError(
+            absl::StrCat("could not restore the session's state: ", write.message()));
+      }
       before.state = s.host_state;  // the parked copy is the roll-back copy
       ClearParkedState(s);
       ++gauges_.restored_total;
@@ -454,7 +497,7 @@ absl::StatusOr<SessionSnapshot> SessionManager::Snapshot(const std::string& id) 
   snapshot.length = s->length;
   snapshot.pending_tokens = s->pending_tokens;
   if (s->location == StateLocation::kDevice) {
-    auto state = std::make_shared<std::vector<uint8_t>>(state_bytes_);
+    ASSIGN_OR_RETURN(std::shared_ptr<std::vector<uint8_t>> state, NewStateBuffer(state_bytes_));
     RETURN_IF_ERROR(backend_->ReadSlot(s->slot, *state));
     snapshot.state = std::move(state);
   } else if (s->location == StateLocation::kHost) {

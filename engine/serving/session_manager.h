@@ -102,11 +102,13 @@ class SessionManager {
 
   // --- Scheduler thread only (these call the backend).
   // A free slot for a sequence without a session, parking the least recently used idle session
-  // if needed. ResourceExhausted when every slot is held by a running sequence.
+  // if needed. Unavailable when every slot is held by a running sequence (retry at a later step);
+  // any other error is final for the request.
   absl::StatusOr<int> AcquireSlot();
   void ReleaseSlot(int slot);
   // Gives a reserved session a slot (restoring a parked state) and remembers what it was.
-  // ResourceExhausted: no slot now, retry at a later step.
+  // Unavailable: no slot now, retry at a later step; Internal: the backend failed, or the state
+  // was lost while the request waited; ResourceExhausted: no host memory for the roll-back copy.
   absl::StatusOr<SessionTurn> BeginTurn(const std::string& id);
   // The turn completed: the conversation is `length` tokens, `pending` of them not yet in the
   // state.

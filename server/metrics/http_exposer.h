@@ -29,9 +29,6 @@ class HttpExposer {
   static absl::StatusOr<std::unique_ptr<HttpExposer>> Start(const Registry* registry,
                                                             const HttpExposerOptions& options);
   ~HttpExposer();  // stops the server and joins its threads
-  // The process is about to exit: the destructor will not stop the server (civetweb's stop waits
-  // 1-2 s for its poll loop), whose threads end with the process.
-  void AbandonAtExit() { context_ = nullptr; }
   HttpExposer(const HttpExposer&) = delete;
   HttpExposer& operator=(const HttpExposer&) = delete;
 

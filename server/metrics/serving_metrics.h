@@ -141,6 +141,8 @@ class RequestTimer {
   void ScheduledAfter(double queue_seconds);
   void Tokens(int64_t n = 1);        // n generated tokens became available
   void Finish(FinishReason reason);  // only the first call counts
+  // The request was refused before admission: it is no finished request (nothing is recorded).
+  void Discard() { finished_ = true; }
 
   int64_t generated() const { return generated_; }
 

@@ -527,6 +527,37 @@ class OutputRecordingBackend : public Backend {
   std::unique_ptr<Backend> inner_;
 };
 
+// Forwards to a real backend whose ResetSlot fails with RESOURCE_EXHAUSTED (as CUDA reports an
+// allocation failure).
+class FailingResetBackend : public OutputRecordingBackend {
+ public:
+  using OutputRecordingBackend::OutputRecordingBackend;
+  absl::Status ResetSlot(int) override {
+    return absl::ResourceExhaustedError("device out of memory");
+  }
+};
+
+// A backend failure while starting a session's turn ends that request with the reason; it is not
+// mistaken for "no free slot" and retried later as a request without its session.
+TEST_F(SchedulerTest, ABackendFailureStartingATurnEndsTheRequestAndFreesTheSession) {
+  BackendOptions options;
+  options.kind = BackendKind::kCpu;
+  options.num_slots = 2;
+  options.num_threads = 1;
+  FailingResetBackend failing(std::move(*CreateBackend(*model_, options)));
+  Scheduler s(&failing, tokenizer_, (*model_)->fingerprint, {});
+  ASSERT_TRUE(s.sessions().Create("chat").ok());
+  const auto r = RunAll(s, {Submit(s, Prompt(4, 1), Greedy(3), "chat")})[0];
+  EXPECT_TRUE(absl::IsInternal(r.status)) << r.status;
+  EXPECT_THAT(std::string(r.status.message()), HasSubstr("reset a state slot"));
+  EXPECT_TRUE(r.tokens.empty());
+  const auto info = s.sessions().Get("chat");
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->busy);
+  EXPECT_EQ(info->length, 0);
+  EXPECT_EQ(s.sessions().Gauges().slots_running, 0);
+}
+
 // One StepOutput for the scheduler's life: its logits buffer is allocated once, not zero-filled
 // (66 MB at batch 256 on Falcon-Mamba-7B's vocabulary) every step.
 TEST_F(SchedulerTest, TheStepOutputIsReusedAcrossSteps) {

@@ -105,7 +105,7 @@ TEST_F(SessionManagerTest, RunningSequencesAreNeverParked) {
   Turn(*sm, "a", {1});
   ASSERT_TRUE(sm->Reserve("a").ok());
   ASSERT_TRUE(sm->BeginTurn("a").ok());
-  EXPECT_TRUE(absl::IsResourceExhausted(sm->AcquireSlot().status()));
+  EXPECT_TRUE(absl::IsUnavailable(sm->AcquireSlot().status()));
   sm->CommitTurn("a", 2, {});
   EXPECT_TRUE(sm->AcquireSlot().ok());  // parks "a"
   EXPECT_EQ(sm->Get("a")->location, StateLocation::kHost);
@@ -335,6 +335,63 @@ TEST_F(SessionManagerTest, GaugesAgreeWithTheSessionsUnderRandomOperations) {
     ASSERT_EQ(g.slots_running, 0) << "after operation " << i;
     ASSERT_LE(g.parked_bytes, 3 * backend_->config().state_bytes()) << "after operation " << i;
   }
+}
+
+// Forwards to a real backend; ReadSlot fails once `fail_reads` is set.
+class FailingReadBackend : public Backend {
+ public:
+  explicit FailingReadBackend(Backend* inner) : inner_(inner) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  BackendInfo info() const override { return inner_->info(); }
+  absl::Status Forward(const Step& step, StepOutput* out) override {
+    return inner_->Forward(step, out);
+  }
+  absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
+  absl::Status ReadSlot(int slot, std::span<uint8_t> out) override {
+    if (fail_reads) return absl::ResourceExhaustedError("device fault");
+    return inner_->ReadSlot(slot, out);
+  }
+  absl::Status WriteSlot(int slot, std::span<const uint8_t> in) override {
+    return inner_->WriteSlot(slot, in);
+  }
+  bool fail_reads = false;
+
+ private:
+  Backend* inner_;
+};
+
+// A reserved session whose state cannot be parked stays until its waiting request ends, so the
+// reservation can never land on a session re-created under the same id; the request fails
+// (not retried as if no slot were free), then the session is gone with the reason.
+TEST_F(SessionManagerTest, AReservedSessionWhoseStateIsLostEndsWithItsRequest) {
+  FailingReadBackend failing(backend_.get());
+  SessionManagerOptions options;
+  options.now_ms = [this] { return now_ms_; };
+  SessionManager sm(&failing, model_->fingerprint, options);
+  for (const char* id : {"a", "b"}) ASSERT_TRUE(sm.Create(id).ok());
+  Turn(sm, "a", {1, 2});
+  Turn(sm, "b", {3});
+  ASSERT_TRUE(sm.Reserve("a").ok());  // a request for "a" waits in the queue
+  failing.fail_reads = true;
+  ASSERT_TRUE(sm.AcquireSlot().ok());  // parks "a" (least recently used): the read fails
+  EXPECT_TRUE(absl::IsAlreadyExists(sm.Create("a").status()));
+  absl::Status turn = sm.BeginTurn("a").status();
+  EXPECT_TRUE(absl::IsInternal(turn)) << turn;
+  EXPECT_THAT(std::string(turn.message()), HasSubstr("could not be saved"));
+  sm.CancelReservation("a");
+  absl::Status gone = sm.Get("a").status();
+  EXPECT_TRUE(absl::IsNotFound(gone));
+  EXPECT_THAT(std::string(gone.message()), HasSubstr("could not be saved"));
+  EXPECT_TRUE(sm.Create("a").ok());
+}
+
+TEST_F(SessionManagerTest, ATurnNeedsAReservation) {
+  auto sm = Make();
+  ASSERT_TRUE(sm->Create("a").ok());
+  EXPECT_TRUE(absl::IsInternal(sm->BeginTurn("a").status()));
+  ASSERT_TRUE(sm->Reserve("a").ok());
+  ASSERT_TRUE(sm->BeginTurn("a").ok());
+  EXPECT_TRUE(absl::IsInternal(sm->BeginTurn("a").status()));  // already in its turn
 }
 
 TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
