@@ -53,6 +53,9 @@ absl::StatusOr<GrpcEndpoint> StartGrpcEndpoint(MambaServeService* service,
                      " (in use by another process, or not an address of this host)"));
   }
   endpoint.SetServing(false);
+  // Liveness: SERVING for as long as the process answers, through loading and draining alike, so
+  // a liveness probe never kills a replica that is busy finishing its streams.
+  endpoint.server->GetHealthCheckService()->SetServingStatus(GrpcEndpoint::kLivenessService, true);
   return endpoint;
 }
 

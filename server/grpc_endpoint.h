@@ -21,6 +21,8 @@ struct GrpcEndpoint {
   int port = 0;
   // The service's name in grpc.health.v1 (also reported with the overall status "").
   static constexpr char kServiceName[] = "mambaserve.v1.MambaServe";
+  // Always SERVING while the process runs (liveness probes); "" and kServiceName are readiness.
+  static constexpr char kLivenessService[] = "liveness";
   void SetServing(bool serving);
 };
 

@@ -654,6 +654,15 @@ TEST_F(ServerE2eTest, SigtermDrainsRunningStreamsRefusesNewOnesAndExitsZero) {
     if (!not_serving) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   EXPECT_TRUE(not_serving);
+  {
+    // Liveness stays SERVING while the replica drains, so a liveness probe never kills it.
+    grpc::ClientContext live_context;
+    grpc::health::v1::HealthCheckRequest live;
+    live.set_service("liveness");
+    grpc::health::v1::HealthCheckResponse status;
+    ASSERT_TRUE(health->Check(&live_context, live, &status).ok());
+    EXPECT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
   const Generation refused = Run(Tokens({4, 5}, 4), std::chrono::seconds(5));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << refused.status.error_message();
