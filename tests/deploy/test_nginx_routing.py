@@ -9,7 +9,6 @@ Run by CTest (deploy_nginx_routing) in the venv scripts/python-test-env.sh makes
 import argparse
 import collections
 import concurrent.futures
-import importlib
 import os
 import re
 import shutil
@@ -23,19 +22,13 @@ import unittest
 
 import grpc
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
+from proto_stubs import compile_protos  # noqa: E402
+
 ARGS = None
 pb = None
 pb_grpc = None
 REPLICAS = 3
-
-
-def compile_protos(proto_dir, out_dir):
-    subprocess.run(["protoc", f"--proto_path={proto_dir}", f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
-                    f"--plugin=protoc-gen-grpc_python={shutil.which('grpc_python_plugin')}",
-                    "mambaserve/v1/mambaserve.proto"], check=True)
-    sys.path.insert(0, out_dir)
-    return (importlib.import_module("mambaserve.v1.mambaserve_pb2"),
-            importlib.import_module("mambaserve.v1.mambaserve_pb2_grpc"))
 
 
 def free_port():

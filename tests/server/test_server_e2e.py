@@ -7,7 +7,6 @@ Run by CTest (server_python_e2e) in the venv scripts/python-test-env.sh makes:
 """
 import argparse
 import concurrent.futures
-import importlib
 import os
 import shutil
 import signal
@@ -18,22 +17,17 @@ import time
 import unittest
 
 import grpc
+
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from google.protobuf import descriptor_pb2
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
+from proto_stubs import compile_protos  # noqa: E402
+
 ARGS = None
 pb = None
 pb_grpc = None
-
-
-def compile_protos(proto_dir, out_dir):
-    subprocess.run(["protoc", f"--proto_path={proto_dir}", f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
-                    f"--plugin=protoc-gen-grpc_python={shutil.which('grpc_python_plugin')}",
-                    "mambaserve/v1/mambaserve.proto"], check=True)
-    sys.path.insert(0, out_dir)
-    return (importlib.import_module("mambaserve.v1.mambaserve_pb2"),
-            importlib.import_module("mambaserve.v1.mambaserve_pb2_grpc"))
 
 
 class Server:
