@@ -12,8 +12,9 @@ namespace mambaserve {
 
 void GrpcEndpoint::SetServing(bool serving) {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  // Per service: the overload without a name would flip every service, liveness included.
+  health->SetServingStatus("", serving);
   health->SetServingStatus(kServiceName, serving);
-  health->SetServingStatus(serving);
 }
 
 absl::Status ValidateListenAddress(const std::string& listen) {
