@@ -121,6 +121,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
 Engine::~Engine() { Stop(); }
 
 void Engine::Stop(std::string why) {
+  stopped_.store(true);
   // The scheduler first: it ends every request and runs the tasks it was given, so a worker waiting
   // for one (an export) is released; then the workers finish what was posted.
   if (scheduler_) scheduler_->Stop(std::move(why));
@@ -132,9 +133,10 @@ absl::Status Engine::Submit(GenerationRequest request) {
 }
 
 void Engine::Post(std::function<void()> op, const std::function<void(absl::Status)>& refused) {
-  if (!session_workers_->Post(std::move(op))) {
-    refused(absl::ResourceExhaustedError(
-        "too many session operations are waiting, or the server is stopping; retry later"));
+  if (stopped_.load()) {
+    refused(absl::UnavailableError("the server is shutting down; retry on another replica"));
+  } else if (!session_workers_->Post(std::move(op))) {
+    refused(absl::ResourceExhaustedError("too many session operations are waiting; retry later"));
   }
 }
 

@@ -7,6 +7,7 @@
 // and call back from there. Every method may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -90,6 +91,7 @@ class Engine {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<WorkerPool> session_workers_;
+  std::atomic<bool> stopped_{false};
 };
 
 }  // namespace mambaserve
