@@ -164,6 +164,11 @@ void GenerateReactor::WriteNext() {
     if (!event->final) {
       if (broken_) continue;  // the client is gone: drop until the final event
       Serialize(*event);
+      {
+        // Publishes this holder's work to whoever holds the claim next. gRPC orders StartWrite
+        // before OnWriteDone too, but inside a library ThreadSanitizer cannot see into.
+        std::lock_guard<std::mutex> lock(mu_);
+      }
       StartWrite(&buffer_);  // the claim passes to OnWriteDone
       return;
     }
