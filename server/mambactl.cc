@@ -1,15 +1,19 @@
 // mambactl: command-line client for a mambaserve server.
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "mambaserve/v1/mambaserve.grpc.pb.h"
@@ -19,11 +23,12 @@ namespace {
 using mambaserve::v1::MambaServe;
 
 constexpr char kUsage[] =
-    R"(usage: mambactl [--target HOST:PORT] <command> [args]   (default target 127.0.0.1:50051)
+    R"(usage: mambactl [--target HOST:PORT] <command> [args]
+  (target: --target, else $MAMBASERVE_TARGET, else 127.0.0.1:50051)
 
   generate [--text TEXT | --tokens 1,2,3] [--session ID] [--max-tokens N] [--temperature T]
            [--top-k K] [--top-p P] [--min-p P] [--seed N] [--stop S]... [--ignore-eos]
-           [--show-tokens] [--timeout-s S]
+           [--logprobs N] [--show-tokens] [--timeout-s S]
                           streams the generated text to stdout as it arrives; usage to stderr.
                           Reads the prompt from stdin when neither --text nor --tokens is given.
   session create [ID] | get ID | list | delete ID
@@ -31,7 +36,7 @@ constexpr char kUsage[] =
   session import --in FILE [ID]
   tokenize TEXT           token ids and their spellings
   detokenize 1,2,3
-  info                    model and server figures
+  info                    model and server figures (JSON, every field)
   health [SERVICE]        grpc.health.v1 status (exit 0 when SERVING)
 )";
 
@@ -50,7 +55,7 @@ const std::map<std::string, bool> kFlagTakesValue = {
     {"max-tokens", true}, {"temperature", true}, {"top-k", true},       {"top-p", true},
     {"min-p", true},      {"seed", true},        {"stop", true},        {"out", true},
     {"in", true},         {"timeout-s", true},   {"ignore-eos", false}, {"show-tokens", false},
-    {"help", false}};
+    {"logprobs", true},   {"help", false}};
 
 bool ParseArgs(int argc, char** argv, Args* args) {
   for (int i = 1; i < argc; ++i) {
@@ -80,8 +85,46 @@ bool ParseArgs(int argc, char** argv, Args* args) {
 }
 
 int Fail(const grpc::Status& status) {
-  std::cerr << "mambactl: " << status.error_code() << " " << status.error_message() << "\n";
+  // gRPC and Abseil number their codes alike: print the name (NOT_FOUND), not the number.
+  std::cerr << "mambactl: "
+            << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) << ": "
+            << status.error_message() << "\n";
   return 1;
+}
+
+// A numeric flag, refused (false, with a message) unless all of it parses and it lies in [min,
+// max].
+template <typename T>
+bool NumberFlag(const Args& args, const std::string& name, double min, double max, T* out) {
+  if (!args.Has(name)) return true;
+  const std::string text = args.Get(name);
+  double value = 0;
+  bool parsed;
+  if constexpr (std::is_integral_v<T>) {
+    int64_t i = 0;
+    uint64_t u = 0;
+    parsed = std::is_signed_v<T> ? absl::SimpleAtoi(text, &i) : absl::SimpleAtoi(text, &u);
+    value = std::is_signed_v<T> ? static_cast<double>(i) : static_cast<double>(u);
+    if (parsed && value >= min && value <= max) {
+      *out = std::is_signed_v<T> ? static_cast<T>(i) : static_cast<T>(u);
+      return true;
+    }
+  } else {
+    parsed = absl::SimpleAtod(text, &value) && std::isfinite(value);
+    if (parsed && value >= min && value <= max) {
+      *out = static_cast<T>(value);
+      return true;
+    }
+  }
+  std::cerr << "mambactl: --" << name << " must be a";
+  if constexpr (std::is_integral_v<T>) {
+    std::cerr << "n integer in [" << static_cast<int64_t>(min) << ", " << static_cast<uint64_t>(max)
+              << "]";
+  } else {
+    std::cerr << " number in [" << min << ", " << max << "]";
+  }
+  std::cerr << ", not \"" << text << "\"\n";
+  return false;
 }
 
 const char* LocationName(mambaserve::v1::StateLocation l) {
@@ -131,27 +174,35 @@ int Generate(MambaServe::Stub& stub, const Args& args) {
   }
   request.set_session_id(args.Get("session"));
   auto* s = request.mutable_sampling();
-  double d;
-  int64_t n;
-  uint64_t u;
-  if (args.Has("max-tokens") && absl::SimpleAtoi(args.Get("max-tokens"), &n))
-    s->set_max_tokens(static_cast<int32_t>(n));
-  if (args.Has("temperature") && absl::SimpleAtod(args.Get("temperature"), &d))
-    s->set_temperature(d);
-  if (args.Has("top-k") && absl::SimpleAtoi(args.Get("top-k"), &n))
-    s->set_top_k(static_cast<int32_t>(n));
-  if (args.Has("top-p") && absl::SimpleAtod(args.Get("top-p"), &d)) s->set_top_p(d);
-  if (args.Has("min-p") && absl::SimpleAtod(args.Get("min-p"), &d)) s->set_min_p(d);
-  if (args.Has("seed") && absl::SimpleAtoi(args.Get("seed"), &u)) s->set_seed(u);
+  int32_t max_tokens = 0, top_k = 0, logprobs = 0;
+  double temperature = 0, top_p = 0, min_p = 0, timeout_s = 0;
+  uint64_t seed = 0;
+  constexpr double kInt32Max = 2147483647.0;
+  if (!NumberFlag(args, "max-tokens", 1, kInt32Max, &max_tokens) ||
+      !NumberFlag(args, "top-k", 0, kInt32Max, &top_k) ||
+      !NumberFlag(args, "logprobs", 0, 20, &logprobs) ||
+      !NumberFlag(args, "temperature", 0, 1e6, &temperature) ||
+      !NumberFlag(args, "top-p", 0, 1, &top_p) || !NumberFlag(args, "min-p", 0, 1, &min_p) ||
+      !NumberFlag(args, "timeout-s", 1e-3, 1e9, &timeout_s) ||
+      !NumberFlag(args, "seed", 0, 1.8446744073709552e19, &seed)) {
+    return 2;
+  }
+  if (args.Has("max-tokens")) s->set_max_tokens(max_tokens);
+  if (args.Has("top-k")) s->set_top_k(top_k);
+  if (args.Has("logprobs")) s->set_logprobs(logprobs);
+  if (args.Has("temperature")) s->set_temperature(temperature);
+  if (args.Has("top-p")) s->set_top_p(top_p);
+  if (args.Has("min-p")) s->set_min_p(min_p);
+  if (args.Has("seed")) s->set_seed(seed);
   auto [begin, end] = args.flags.equal_range("stop");
   for (auto it = begin; it != end; ++it) s->add_stop(it->second);
   s->set_ignore_eos(args.Has("ignore-eos"));
 
   grpc::ClientContext context;
   if (!request.session_id().empty()) context.AddMetadata("x-session-id", request.session_id());
-  if (args.Has("timeout-s") && absl::SimpleAtod(args.Get("timeout-s"), &d)) {
+  if (args.Has("timeout-s")) {
     context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::milliseconds(static_cast<int64_t>(d * 1000)));
+                         std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
   }
   auto reader = stub.Generate(&context, request);
   mambaserve::v1::GenerateResponse response;
@@ -160,6 +211,11 @@ int Generate(MambaServe::Stub& stub, const Args& args) {
     std::cout << response.text() << std::flush;
     if (args.Has("show-tokens")) {
       for (int32_t id : response.token_ids()) std::cerr << "[" << id << "]";
+    }
+    for (const auto& lp : response.logprobs()) {
+      std::cerr << "[" << lp.token_id() << " logprob=" << lp.logprob();
+      for (const auto& top : lp.top()) std::cerr << " " << top.token_id() << ":" << top.logprob();
+      std::cerr << "]";
     }
     if (response.finish_reason() != mambaserve::v1::FINISH_REASON_UNSPECIFIED) last = response;
   }
@@ -214,7 +270,13 @@ int Session(MambaServe::Stub& stub, const Args& args) {
     mambaserve::v1::ExportSessionResponse response;
     status = stub.ExportSession(&context, request, &response);
     if (status.ok()) {
-      std::ofstream(args.Get("out"), std::ios::binary) << response.blob();
+      std::ofstream out(args.Get("out"), std::ios::binary);
+      out << response.blob();
+      out.close();
+      if (!out) {
+        std::cerr << "mambactl: cannot write " << args.Get("out") << "\n";
+        return 1;
+      }
       std::cout << "wrote " << response.blob().size() << " bytes (format "
                 << response.format_version() << ", model " << response.model_fingerprint()
                 << ") to " << args.Get("out") << "\n";
@@ -246,8 +308,10 @@ int Run(int argc, char** argv) {
     (args.Has("help") ? std::cout : std::cerr) << kUsage;
     return args.Has("help") ? 0 : 2;
   }
-  auto channel = grpc::CreateChannel(args.Get("target", "127.0.0.1:50051"),
-                                     grpc::InsecureChannelCredentials());
+  const char* env_target = std::getenv("MAMBASERVE_TARGET");
+  const std::string target =
+      args.Get("target", env_target != nullptr && *env_target ? env_target : "127.0.0.1:50051");
+  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
   auto stub = MambaServe::NewStub(channel);
   const std::string& command = args.positional[0];
   if (command == "generate") return Generate(*stub, args);
@@ -282,7 +346,13 @@ int Run(int argc, char** argv) {
     mambaserve::v1::ModelInfo info;
     grpc::Status status = stub->GetModelInfo(&context, {}, &info);
     if (!status.ok()) return Fail(status);
-    std::cout << info.DebugString();
+    std::string json;
+    google::protobuf::util::JsonPrintOptions options;
+    options.add_whitespace = true;
+    options.always_print_primitive_fields = true;  // a zero is a figure too
+    options.preserve_proto_field_names = true;
+    if (!google::protobuf::util::MessageToJsonString(info, &json, options).ok()) return 1;
+    std::cout << json;
     return 0;
   }
   if (command == "health") {

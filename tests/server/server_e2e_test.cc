@@ -739,7 +739,31 @@ TEST_F(ServerE2eTest, MambactlGeneratesAndManagesSessions) {
   auto [missing_rc, missing] = run("session get chat");
   EXPECT_NE(missing_rc, 0);
   EXPECT_THAT(missing, HasSubstr("deleted"));
-  EXPECT_THAT(run("info").second, HasSubstr("architecture: \"mamba\""));
+  EXPECT_THAT(missing, HasSubstr("NOT_FOUND: "));  // the code's name, not its number
+  const std::string info = run("info").second;
+  EXPECT_THAT(info, HasSubstr("\"architecture\": \"mamba\""));
+  EXPECT_THAT(info, HasSubstr("\"running\": 0"));  // zeros are printed too
+
+  // Numbers that do not parse, or do not fit, are refused instead of silently replaced.
+  auto [bad_rc, bad] = run("generate --tokens 1,2 --max-tokens abc");
+  EXPECT_EQ(WEXITSTATUS(bad_rc), 2);
+  EXPECT_THAT(bad, HasSubstr("--max-tokens must be an integer in [1, 2147483647], not \"abc\""));
+  EXPECT_EQ(WEXITSTATUS(run("generate --tokens 1,2 --max-tokens 4294967297").first), 2);
+  // An export that cannot be written fails.
+  ASSERT_EQ(run("session create kept").first, 0);
+  auto [unwritten_rc, unwritten] =
+      run("session export kept --out " + dir.file("no/such/dir/x.bin"));
+  EXPECT_NE(unwritten_rc, 0);
+  EXPECT_THAT(unwritten, HasSubstr("cannot write"));
+  // Logprobs, and the target from the environment.
+  const std::string env = "MAMBASERVE_TARGET=" + server_->target() + " " + MAMBACTL_BIN;
+  const std::string out = dir.file("env-out");
+  ASSERT_EQ(std::system((env + " generate --tokens 1,2 --max-tokens 2 --logprobs 1 --ignore-eos >" +
+                         out + " 2>&1")
+                            .c_str()),
+            0);
+  std::ifstream in(out);
+  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(in), {}), HasSubstr("logprob="));
 }
 
 }  // namespace
