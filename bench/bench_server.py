@@ -2,10 +2,8 @@
 generated gRPC stubs, scrape its Prometheus metrics. Runs on the test venv's Python
 (scripts/python-test-env.sh: Debian's python3-grpcio)."""
 import contextlib
-import importlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,13 +17,10 @@ DEFAULT_BINARY = os.path.join(ROOT, "build/cpu/bin/mambaserve")
 
 
 def load_stubs(work):
-    """Generates and imports the mambaserve.v1 Python stubs; returns (pb, pb_grpc)."""
-    subprocess.run(["protoc", f"--proto_path={ROOT}/proto", f"--python_out={work}", f"--grpc_python_out={work}",
-                    f"--plugin=protoc-gen-grpc_python={shutil.which('grpc_python_plugin')}",
-                    "mambaserve/v1/mambaserve.proto"], check=True)
-    sys.path.insert(0, work)
-    return (importlib.import_module("mambaserve.v1.mambaserve_pb2"),
-            importlib.import_module("mambaserve.v1.mambaserve_pb2_grpc"))
+    """Generates and imports the mambaserve.v1 Python stubs (the tests' helper); returns (pb, pb_grpc)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "testing"))
+    from proto_stubs import compile_protos
+    return compile_protos(os.path.join(ROOT, "proto"), work)
 
 
 async def wait_until_loaded(stub, pb):

@@ -11,7 +11,6 @@
 #include "engine/backend_factory.h"
 #include "engine/base/log.h"
 #include "engine/base/status_macros.h"
-#include "engine/serving/session_blob.h"
 
 namespace mambaserve {
 namespace {
@@ -109,7 +108,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
   info.tokenizer_vocab_size = engine->tokenizer_ ? engine->tokenizer_->vocab_size() : 0;
   info.max_batch = engine->scheduler_->options().max_batch;
   info.max_queue = engine->scheduler_->options().max_queue;
-  info.max_prompt_tokens = options.max_prompt_tokens;
   info.max_session_blob_bytes = engine->scheduler_->sessions().MaxBlobBytes();
   engine->session_workers_ = std::make_unique<WorkerPool>(
       options.session_workers,
@@ -184,15 +182,7 @@ void Engine::ExportSession(std::string id, Callback<std::string> done) {
           done(s.status());
           return;
         }
-        static const std::vector<uint8_t> kNoState;
-        absl::StatusOr<std::string> blob;
-        try {
-          blob = EncodeSessionBlob(info_.fingerprint, s->length, s->pending_tokens,
-                                   s->state ? *s->state : kNoState);
-        } catch (const std::bad_alloc&) {
-          blob = absl::ResourceExhaustedError("out of host memory encoding the session");
-        }
-        done(std::move(blob));
+        done(scheduler_->sessions().EncodeSnapshot(*s));
       },
       [done](absl::Status s) { done(s); });
 }

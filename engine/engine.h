@@ -44,7 +44,6 @@ struct EngineInfo {
   int64_t tokenizer_vocab_size = 0;     // 0 without a tokenizer
   int max_batch = 0;
   int max_queue = 0;
-  int max_prompt_tokens = 0;
   size_t max_session_blob_bytes = 0;  // the largest blob ImportSession can accept
 };
 

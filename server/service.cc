@@ -151,14 +151,8 @@ grpc::ServerUnaryReactor* MambaServeService::ImportSession(grpc::CallbackServerC
   if (!engine.ok()) return Finished(context, engine.status());
   absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
   if (!id.ok()) return Finished(context, id.status());
+  // The engine refuses a blob larger than any session of this model before decoding it.
   const std::string& blob = request->blob();
-  const size_t limit = (*engine)->info().max_session_blob_bytes;
-  if (blob.size() > limit) {
-    return Finished(context,
-                    absl::InvalidArgumentError(absl::StrCat(
-                        "session blob is ", blob.size(),
-                        " bytes; a session of this model encodes to at most ", limit, " bytes")));
-  }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // The request (and so the blob) lives until the call finishes, which is after the callback.
   (*engine)->ImportSession(*id, {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()},

@@ -508,9 +508,17 @@ absl::StatusOr<SessionSnapshot> SessionManager::Snapshot(const std::string& id) 
 
 absl::StatusOr<std::string> SessionManager::Export(const std::string& id) {
   ASSIGN_OR_RETURN(SessionSnapshot snapshot, Snapshot(id));
+  return EncodeSnapshot(snapshot);
+}
+
+absl::StatusOr<std::string> SessionManager::EncodeSnapshot(const SessionSnapshot& snapshot) const {
   static const std::vector<uint8_t> kNoState;
-  return EncodeSessionBlob(fingerprint_, snapshot.length, snapshot.pending_tokens,
-                           snapshot.state ? *snapshot.state : kNoState);
+  try {
+    return EncodeSessionBlob(fingerprint_, snapshot.length, snapshot.pending_tokens,
+                             snapshot.state ? *snapshot.state : kNoState);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("out of host memory encoding the session");
+  }
 }
 
 int SessionManager::ExpireIdle() {

@@ -117,12 +117,13 @@ class SessionManager {
   void RollBackTurn(const std::string& id);
   // The session as of now, reading a resident state from its slot. FailedPrecondition while busy.
   absl::StatusOr<SessionSnapshot> Snapshot(const std::string& id);
-  absl::StatusOr<std::string> Export(const std::string& id);  // Snapshot + EncodeSessionBlob
+  absl::StatusOr<std::string> Export(const std::string& id);  // Snapshot + EncodeSnapshot
+  // The blob of `snapshot` (any thread); ResourceExhausted when host memory runs out.
+  absl::StatusOr<std::string> EncodeSnapshot(const SessionSnapshot& snapshot) const;
   // Expires idle sessions past the TTL; returns how many.
   int ExpireIdle();
 
   int num_slots() const { return static_cast<int>(slot_owner_.size()); }
-  const std::string& fingerprint() const { return fingerprint_; }
   size_t TombstoneEntriesForTest() const {
     std::lock_guard<std::mutex> lock(mu_);
     return tombstone_order_.size();
