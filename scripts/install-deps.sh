@@ -16,7 +16,7 @@ build_packages=(
 other_packages=(
   ccache git clang-format
   python3-numpy python3-grpcio python3-protobuf python3-venv
-  prometheus python3-matplotlib python3-yaml nginx
+  prometheus python3-matplotlib python3-yaml nginx curl
 )
 
 packages=("${build_packages[@]}")
