@@ -139,6 +139,7 @@ void GenerateReactor::OnEventsReady() {
 }
 
 void GenerateReactor::OnWriteDone(bool ok) {
+  { std::lock_guard<std::mutex> lock(mu_); }  // see WriteNext: the previous holder's work
   if (!ok) {
     broken_ = true;
     stream_->Cancel();
@@ -165,8 +166,9 @@ void GenerateReactor::WriteNext() {
       if (broken_) continue;  // the client is gone: drop until the final event
       Serialize(*event);
       {
-        // Publishes this holder's work to whoever holds the claim next. gRPC orders StartWrite
-        // before OnWriteDone too, but inside a library ThreadSanitizer cannot see into.
+        // Publishes this holder's work to OnWriteDone, which takes mu_ first. gRPC orders
+        // StartWrite before OnWriteDone too, but inside a library ThreadSanitizer cannot see into
+        // (tests/tsan.supp covers gRPC's own read of buffer_ inside StartWrite).
         std::lock_guard<std::mutex> lock(mu_);
       }
       StartWrite(&buffer_);  // the claim passes to OnWriteDone

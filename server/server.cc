@@ -12,9 +12,9 @@
 #include "engine/base/log.h"
 #include "engine/base/status_macros.h"
 #include "server/grpc_endpoint.h"
-#include "server/metrics/http_exposer.h"
+#include "server/metrics/collection.h"
+#include "server/metrics/metrics_endpoint.h"
 #include "server/metrics/process_metrics.h"
-#include "server/metrics/registry.h"
 #include "server/metrics/serving_metrics.h"
 #include "server/service.h"
 #include "server/serving_metrics_adapter.h"
@@ -42,9 +42,9 @@ void WritePortFile(const std::string& path, int port) {
 class MetricsPlumbing {
  public:
   explicit MetricsPlumbing(const std::string& listen) {
-    metrics::AddProcessCollector(&registry_);
+    collection_->AddCollector(std::make_shared<metrics::ProcessCollector>());
     if (listen.empty()) return;
-    auto started = metrics::HttpExposer::Start(&registry_, {.listen = listen});
+    auto started = metrics::MetricsEndpoint::Start(collection_, listen);
     if (!started.ok()) {
       LogWarning("serving without metrics: ", started.status().message());
       return;
@@ -58,10 +58,10 @@ class MetricsPlumbing {
   void Attach(Engine* engine, MambaServeService* service, const std::string& model_name) {
     const BackendInfo& backend = engine->info().backend;
     auto created = metrics::ServingMetrics::Create(
-        &registry_, {.model_name = model_name,
-                     .version = MAMBASERVE_VERSION,
-                     .backend = backend.name,
-                     .dtype = absl::AsciiStrToLower(DTypeName(backend.weight_dtype))});
+        collection_.get(), {.model_name = model_name,
+                            .version = MAMBASERVE_VERSION,
+                            .backend = backend.name,
+                            .dtype = absl::AsciiStrToLower(DTypeName(backend.weight_dtype))});
     if (!created.ok()) {
       LogWarning("serving without request metrics: ", created.status().message());
       return;
@@ -72,7 +72,7 @@ class MetricsPlumbing {
     service->SetMetrics(serving_.get());
   }
 
-  // Per-step histograms, called on the scheduler thread: lock-free.
+  // Per-step histograms, called on the scheduler thread: three uncontended observations.
   void StepCompleted(const SchedulerStats& s) {
     if (serving_) serving_->StepCompleted(s.batch_size, s.step_tokens, s.step_seconds);
   }
@@ -83,8 +83,8 @@ class MetricsPlumbing {
   }
 
  private:
-  metrics::Registry registry_;
-  std::unique_ptr<metrics::HttpExposer> endpoint_;
+  std::shared_ptr<metrics::Collection> collection_ = std::make_shared<metrics::Collection>();
+  std::unique_ptr<metrics::MetricsEndpoint> endpoint_;
   std::unique_ptr<metrics::ServingMetrics> serving_;
   std::shared_ptr<SchedulerStatsSource> stats_source_;
 };

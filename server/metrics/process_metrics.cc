@@ -21,11 +21,15 @@ std::string ReadFile(const char* path) {
   return buffer.str();
 }
 
-void AddGauge(std::vector<FamilySnapshot>* out, std::string name, std::string help, double value,
-              MetricType type = MetricType::kGauge) {
-  FamilySnapshot family{std::move(name), std::move(help), type, {}};
-  family.samples.push_back({{}, value, {}});
-  out->push_back(std::move(family));
+void AddGauge(std::vector<prometheus::MetricFamily>* out, std::string name, std::string help,
+              double value, prometheus::MetricType type = prometheus::MetricType::Gauge) {
+  prometheus::ClientMetric sample;
+  if (type == prometheus::MetricType::Counter) {
+    sample.counter.value = value;
+  } else {
+    sample.gauge.value = value;
+  }
+  out->push_back({std::move(name), std::move(help), type, {std::move(sample)}});
 }
 
 // Boot time, from /proc/stat's "btime" line.
@@ -70,7 +74,9 @@ bool ParseStat(const std::string& stat, double ticks_per_second, double* cpu_sec
   return true;
 }
 
-void CollectProcessMetrics(std::vector<FamilySnapshot>* out) {
+std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
+  std::vector<prometheus::MetricFamily> families;
+  std::vector<prometheus::MetricFamily>* out = &families;
   double virtual_bytes = 0, resident_bytes = 0;
   if (ParseStatm(ReadFile("/proc/self/statm"), sysconf(_SC_PAGESIZE), &virtual_bytes,
                  &resident_bytes)) {
@@ -82,7 +88,7 @@ void CollectProcessMetrics(std::vector<FamilySnapshot>* out) {
   double cpu_seconds = 0, start_ticks = 0, btime = 0;
   if (ParseStat(ReadFile("/proc/self/stat"), ticks, &cpu_seconds, &start_ticks)) {
     AddGauge(out, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
-             cpu_seconds, MetricType::kCounter);
+             cpu_seconds, prometheus::MetricType::Counter);
     if (BootTimeSeconds(&btime)) {
       AddGauge(out, "process_start_time_seconds",
                "Start time of the process since unix epoch in seconds.",
@@ -101,8 +107,7 @@ void CollectProcessMetrics(std::vector<FamilySnapshot>* out) {
     AddGauge(out, "process_max_fds", "Maximum number of open file descriptors.",
              static_cast<double>(limit.rlim_cur));
   }
+  return families;
 }
-
-void AddProcessCollector(Registry* registry) { registry->AddCollector(CollectProcessMetrics); }
 
 }  // namespace mambaserve::metrics

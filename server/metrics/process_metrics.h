@@ -1,20 +1,23 @@
 // The standard process_* metrics every Prometheus client library exports (same names, so existing
-// process dashboards work), read from /proc/self at scrape time.
+// process dashboards work), read from /proc/self at scrape time. prometheus-cpp has no process
+// collector of its own.
 #pragma once
 
 #include <string>
 #include <vector>
 
-#include "server/metrics/metric_family.h"
-#include "server/metrics/registry.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
 
 namespace mambaserve::metrics {
 
 // process_resident_memory_bytes, process_virtual_memory_bytes (from /proc/self/statm),
 // process_cpu_seconds_total, process_start_time_seconds (/proc/self/stat), process_open_fds,
 // process_max_fds. A file that cannot be read leaves its metrics out of that scrape.
-void CollectProcessMetrics(std::vector<FamilySnapshot>* out);
-void AddProcessCollector(Registry* registry);
+class ProcessCollector final : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override;
+};
 
 // Parsed pieces, exposed for tests. statm: "size resident shared text lib data dt" in pages.
 bool ParseStatm(const std::string& statm, long page_size, double* virtual_bytes,

@@ -1,6 +1,8 @@
 #include "server/metrics/serving_metrics.h"
 
 #include <algorithm>
+#include <exception>
+#include <mutex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -11,23 +13,51 @@ namespace {
 constexpr size_t kMaxRejectionReasons = 16;
 constexpr size_t kMaxGrpcSeries = 256;  // methods x 17 codes
 
-template <typename T>
-absl::Status Assign(absl::StatusOr<T> result, T* out) {
-  if (!result.ok()) return result.status();
-  *out = *result;
-  return absl::OkStatus();
+prometheus::ClientMetric Sample(prometheus::MetricType type, prometheus::Labels labels,
+                                double value) {
+  prometheus::ClientMetric sample;
+  for (auto& [name, label_value] : labels) sample.label.push_back({name, label_value});
+  if (type == prometheus::MetricType::Counter) {
+    sample.counter.value = value;
+  } else {
+    sample.gauge.value = value;
+  }
+  return sample;
 }
 
-Labels ModelLabel(const std::string& model_name) { return {{"model_name", model_name}}; }
-
-void AddScalar(std::vector<FamilySnapshot>* out, std::string name, std::string help,
-               MetricType type, const Labels& labels, double value) {
-  FamilySnapshot family{std::move(name), std::move(help), type, {}};
-  family.samples.push_back({labels, value, {}});
-  out->push_back(std::move(family));
+// `n` observations of `value`. prometheus-cpp's ObserveMultiple walks every bucket and needs a
+// vector, so a handful of tokens that arrived together are cheaper observed one by one.
+void ObserveMany(prometheus::Histogram& histogram, const std::vector<double>& bounds, double value,
+                 uint64_t n) {
+  if (n <= 16) {
+    for (uint64_t i = 0; i < n; ++i) histogram.Observe(value);
+    return;
+  }
+  std::vector<double> increments(bounds.size() + 1, 0.0);
+  const size_t bucket = std::lower_bound(bounds.begin(), bounds.end(), value) - bounds.begin();
+  increments[bucket] = static_cast<double>(n);
+  histogram.ObserveMultiple(increments, value * static_cast<double>(n));
 }
 
 }  // namespace
+
+// The engine families, computed from the scheduler's published snapshot at scrape time.
+class EngineCollector final : public prometheus::Collectable {
+ public:
+  explicit EngineCollector(std::string model_name) : model_name_(std::move(model_name)) {}
+
+  void SetSource(std::shared_ptr<const EngineStatsSource> source) {
+    std::lock_guard<std::mutex> lock(mu_);
+    source_ = std::move(source);
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const std::string model_name_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const EngineStatsSource> source_;  // guarded by mu_
+};
 
 std::string_view FinishReasonLabel(FinishReason reason) {
   switch (reason) {
@@ -102,159 +132,128 @@ const std::vector<double>& StepDurationBuckets() {
   return kBounds;
 }
 
+std::vector<double> OneTwoFiveBuckets(double max_value) {
+  std::vector<double> bounds;
+  for (double decade = 1;; decade *= 10) {
+    for (double mantissa : {1.0, 2.0, 5.0}) {
+      const double bound = mantissa * decade;
+      if (bound > max_value) return bounds;
+      bounds.push_back(bound);
+    }
+  }
+}
+
 absl::StatusOr<std::unique_ptr<ServingMetrics>> ServingMetrics::Create(
-    Registry* registry, const ServingMetricsOptions& options) {
+    Collection* collection, const ServingMetricsOptions& options) {
   if (options.max_model_len < 1) {
     return absl::InvalidArgumentError("serving metrics: max_model_len must be at least 1");
   }
   std::unique_ptr<ServingMetrics> metrics(new ServingMetrics(options));
-  if (absl::Status s = metrics->Register(registry); !s.ok()) return s;
+  try {
+    metrics->Register(collection);
+  } catch (const std::exception& e) {  // a name registered twice, or an invalid name
+    return absl::AlreadyExistsError(absl::StrCat("serving metrics: ", e.what()));
+  }
   return metrics;
 }
 
-absl::Status ServingMetrics::Register(Registry* registry) {
-  const std::string& model = options_.model_name;
-  auto counter = [&](const std::string& name, const std::string& help,
-                     Counter** out) -> absl::Status {
-    Family<Counter>* family = nullptr;
-    if (absl::Status s = Assign(registry->AddCounter(name, help, {"model_name"}), &family);
-        !s.ok()) {
-      return s;
-    }
-    *out = &family->WithLabels({model});
-    return absl::OkStatus();
+void ServingMetrics::Register(Collection* collection) {
+  prometheus::Registry& registry = collection->registry();
+  const prometheus::Labels model = {{"model_name", options_.model_name}};
+  auto counter = [&](const std::string& name, const std::string& help) {
+    return &prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add(model);
   };
   auto histogram = [&](const std::string& name, const std::string& help,
-                       const std::vector<double>& bounds, Histogram** out) -> absl::Status {
-    Family<Histogram>* family = nullptr;
-    if (absl::Status s =
-            Assign(registry->AddHistogram(name, help, {"model_name"}, bounds), &family);
-        !s.ok()) {
-      return s;
-    }
-    *out = &family->WithLabels({model});
-    return absl::OkStatus();
+                       const std::vector<double>& bounds) {
+    return &prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add(model,
+                                                                                      bounds);
   };
-  const std::vector<double> token_buckets =
-      OneTwoFiveBuckets(static_cast<double>(options_.max_model_len));
+  token_buckets_ = OneTwoFiveBuckets(static_cast<double>(options_.max_model_len));
 
   // vLLM-compatible.
-  absl::Status s =
-      counter("vllm:prompt_tokens_total", "Number of prefill tokens processed.", &prompt_tokens_);
-  if (s.ok()) {
-    s = counter("vllm:generation_tokens_total", "Number of generation tokens processed.",
-                &generation_tokens_);
+  prompt_tokens_ = counter("vllm:prompt_tokens_total", "Number of prefill tokens processed.");
+  generation_tokens_ =
+      counter("vllm:generation_tokens_total", "Number of generation tokens processed.");
+  auto& success = prometheus::BuildCounter()
+                      .Name("vllm:request_success_total")
+                      .Help("Count of successfully processed requests.")
+                      .Register(registry);
+  for (FinishReason r : {FinishReason::kStop, FinishReason::kLength, FinishReason::kAbort}) {
+    success_[static_cast<int>(r)] =
+        &success.Add({{"model_name", options_.model_name},
+                      {"finished_reason", std::string(FinishReasonLabel(r))}});
   }
-  if (s.ok()) {
-    Family<Counter>* success = nullptr;
-    s = Assign(registry->AddCounter("vllm:request_success_total",
-                                    "Count of successfully processed requests.",
-                                    {"model_name", "finished_reason"}),
-               &success);
-    if (s.ok()) {
-      for (FinishReason r : {FinishReason::kStop, FinishReason::kLength, FinishReason::kAbort}) {
-        success_[static_cast<int>(r)] = &success->WithLabels({model, FinishReasonLabel(r)});
-      }
-    }
-  }
-  if (s.ok()) {
-    s = histogram("vllm:time_to_first_token_seconds",
-                  "Histogram of time to first token in seconds.", TimeToFirstTokenBuckets(),
-                  &ttft_);
-  }
-  if (s.ok()) {
-    s = histogram("vllm:inter_token_latency_seconds",
-                  "Histogram of inter-token latency in seconds.", InterTokenLatencyBuckets(),
-                  &inter_token_);
-  }
-  if (s.ok()) {
-    s = histogram("vllm:time_per_output_token_seconds",
-                  "Histogram of time per output token in seconds (same observations as "
-                  "vllm:inter_token_latency_seconds; kept for older dashboards).",
-                  InterTokenLatencyBuckets(), &time_per_output_token_);
-  }
-  if (s.ok()) {
-    s = histogram("vllm:e2e_request_latency_seconds",
-                  "Histogram of e2e request latency in seconds.", RequestLatencyBuckets(), &e2e_);
-  }
-  if (s.ok()) {
-    s = histogram("vllm:request_queue_time_seconds",
-                  "Histogram of time spent in WAITING phase for request.", RequestLatencyBuckets(),
-                  &queue_);
-  }
-  if (s.ok()) {
-    s = histogram("vllm:request_inference_time_seconds",
-                  "Histogram of time spent in RUNNING phase for request.", RequestLatencyBuckets(),
-                  &inference_);
-  }
-  if (s.ok()) {
-    s = histogram("vllm:request_prefill_time_seconds",
-                  "Histogram of time spent in PREFILL phase for request.", RequestLatencyBuckets(),
-                  &prefill_);
-  }
-  if (s.ok()) {
-    s = histogram("vllm:request_decode_time_seconds",
-                  "Histogram of time spent in DECODE phase for request.", RequestLatencyBuckets(),
-                  &decode_);
-  }
-  if (s.ok()) {
-    s = histogram("vllm:request_prompt_tokens", "Number of prefill tokens processed.",
-                  token_buckets, &prompt_tokens_per_request_);
-  }
-  if (s.ok()) {
-    s = histogram("vllm:request_generation_tokens", "Number of generation tokens processed.",
-                  token_buckets, &generation_tokens_per_request_);
-  }
+  ttft_ = histogram("vllm:time_to_first_token_seconds",
+                    "Histogram of time to first token in seconds.", TimeToFirstTokenBuckets());
+  inter_token_ =
+      histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
+                InterTokenLatencyBuckets());
+  time_per_output_token_ =
+      histogram("vllm:time_per_output_token_seconds",
+                "Histogram of time per output token in seconds (same observations as "
+                "vllm:inter_token_latency_seconds; kept for older dashboards).",
+                InterTokenLatencyBuckets());
+  e2e_ = histogram("vllm:e2e_request_latency_seconds",
+                   "Histogram of e2e request latency in seconds.", RequestLatencyBuckets());
+  queue_ =
+      histogram("vllm:request_queue_time_seconds",
+                "Histogram of time spent in WAITING phase for request.", RequestLatencyBuckets());
+  inference_ =
+      histogram("vllm:request_inference_time_seconds",
+                "Histogram of time spent in RUNNING phase for request.", RequestLatencyBuckets());
+  prefill_ =
+      histogram("vllm:request_prefill_time_seconds",
+                "Histogram of time spent in PREFILL phase for request.", RequestLatencyBuckets());
+  decode_ =
+      histogram("vllm:request_decode_time_seconds",
+                "Histogram of time spent in DECODE phase for request.", RequestLatencyBuckets());
+  prompt_tokens_per_request_ = histogram("vllm:request_prompt_tokens",
+                                         "Number of prefill tokens processed.", token_buckets_);
+  generation_tokens_per_request_ = histogram(
+      "vllm:request_generation_tokens", "Number of generation tokens processed.", token_buckets_);
 
   // mambaserve's own.
-  if (s.ok()) {
-    s = counter("mambaserve_requests_admitted_total",
-                "Requests accepted into the scheduler's waiting queue.", &admitted_);
-  }
-  if (s.ok()) {
-    s = Assign(registry->AddCounter("mambaserve_admission_rejections_total",
-                                    "Requests refused at admission, by reason.",
-                                    {"model_name", "reason"}, kMaxRejectionReasons),
-               &rejections_);
-  }
-  if (s.ok()) {
-    s = Assign(registry->AddCounter("mambaserve_grpc_requests_total",
-                                    "Completed gRPC calls, by method and status code.",
-                                    {"model_name", "method", "code"}, kMaxGrpcSeries),
-               &grpc_requests_);
-  }
-  if (s.ok()) {
-    s = histogram("mambaserve_scheduler_step_batch_size", "Sequences per scheduler step.",
-                  StepBatchSizeBuckets(), &step_batch_size_);
-  }
-  if (s.ok()) {
-    s = histogram("mambaserve_scheduler_step_tokens",
-                  "Tokens per scheduler step (prefill chunks plus one per decoding sequence).",
-                  StepTokensBuckets(), &step_tokens_);
-  }
-  if (s.ok()) {
-    s = histogram("mambaserve_scheduler_step_duration_seconds",
-                  "Wall time of one scheduler step (forward pass and sampling).",
-                  StepDurationBuckets(), &step_duration_);
-  }
-  if (s.ok()) {
-    Family<Gauge>* build_info = nullptr;
-    s = Assign(registry->AddGauge("mambaserve_build_info",
-                                  "Always 1; labels describe the running build and model.",
-                                  {"model_name", "version", "backend", "dtype"}),
-               &build_info);
-    if (s.ok()) {
-      build_info->WithLabels({model, options_.version, options_.backend, options_.dtype}).Set(1);
-    }
-  }
-  if (!s.ok()) return s;
-  registry->AddCollector([this](std::vector<FamilySnapshot>* out) { CollectEngine(out); });
-  return absl::OkStatus();
+  admitted_ = counter("mambaserve_requests_admitted_total",
+                      "Requests accepted into the scheduler's waiting queue.");
+  rejections_ = std::make_unique<CappedFamily<prometheus::Counter>>(
+      *collection,
+      prometheus::BuildCounter()
+          .Name("mambaserve_admission_rejections_total")
+          .Help("Requests refused at admission, by reason.")
+          .Register(registry),
+      std::vector<std::string>{"model_name", "reason"}, kMaxRejectionReasons);
+  grpc_requests_ = std::make_unique<CappedFamily<prometheus::Counter>>(
+      *collection,
+      prometheus::BuildCounter()
+          .Name("mambaserve_grpc_requests_total")
+          .Help("Completed gRPC calls, by method and status code.")
+          .Register(registry),
+      std::vector<std::string>{"model_name", "method", "code"}, kMaxGrpcSeries);
+  step_batch_size_ = histogram("mambaserve_scheduler_step_batch_size",
+                               "Sequences per scheduler step.", StepBatchSizeBuckets());
+  step_tokens_ =
+      histogram("mambaserve_scheduler_step_tokens",
+                "Tokens per scheduler step (prefill chunks plus one per decoding sequence).",
+                StepTokensBuckets());
+  step_duration_ = histogram("mambaserve_scheduler_step_duration_seconds",
+                             "Wall time of one scheduler step (forward pass and sampling).",
+                             StepDurationBuckets());
+  prometheus::BuildGauge()
+      .Name("mambaserve_build_info")
+      .Help("Always 1; labels describe the running build and model.")
+      .Register(registry)
+      .Add({{"model_name", options_.model_name},
+            {"version", options_.version},
+            {"backend", options_.backend},
+            {"dtype", options_.dtype}})
+      .Set(1);
+
+  engine_ = std::make_shared<EngineCollector>(options_.model_name);
+  collection->AddCollector(engine_);
 }
 
 void ServingMetrics::SetEngineStatsSource(std::shared_ptr<const EngineStatsSource> source) {
-  std::lock_guard<std::mutex> lock(source_mu_);
-  source_ = std::move(source);
+  engine_->SetSource(std::move(source));
 }
 
 void ServingMetrics::RequestAdmitted() { admitted_->Increment(); }
@@ -275,8 +274,8 @@ void ServingMetrics::FirstToken(double ttft_seconds) {
 void ServingMetrics::NextTokens(int64_t n, double seconds_since_previous) {
   if (n <= 0) return;
   const double each = seconds_since_previous / static_cast<double>(n);
-  inter_token_->ObserveMany(each, static_cast<uint64_t>(n));
-  time_per_output_token_->ObserveMany(each, static_cast<uint64_t>(n));
+  ObserveMany(*inter_token_, InterTokenLatencyBuckets(), each, static_cast<uint64_t>(n));
+  ObserveMany(*time_per_output_token_, InterTokenLatencyBuckets(), each, static_cast<uint64_t>(n));
   generation_tokens_->Increment(static_cast<double>(n));
 }
 
@@ -301,98 +300,106 @@ void ServingMetrics::StepCompleted(int64_t batch_size, int64_t tokens, double se
   step_duration_->Observe(seconds);
 }
 
-void ServingMetrics::CollectEngine(std::vector<FamilySnapshot>* out) const {
+std::vector<prometheus::MetricFamily> EngineCollector::Collect() const {
+  using prometheus::MetricType;
   std::shared_ptr<const EngineStatsSource> source;
   {
-    std::lock_guard<std::mutex> lock(source_mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     source = source_;
   }
-  if (source == nullptr) return;
+  std::vector<prometheus::MetricFamily> out;
+  if (source == nullptr) return out;
   const EngineStats stats = source->Snapshot();
-  const Labels model = ModelLabel(options_.model_name);
   auto with = [&](std::string name, std::string value) {
-    Labels labels = model;
-    labels.emplace_back(std::move(name), std::move(value));
-    return labels;
+    return prometheus::Labels{{"model_name", model_name_}, {std::move(name), std::move(value)}};
+  };
+  auto scalar = [&](std::string name, std::string help, double value,
+                    MetricType type = MetricType::Gauge) {
+    out.push_back({std::move(name),
+                   std::move(help),
+                   type,
+                   {Sample(type, {{"model_name", model_name_}}, value)}});
   };
   const double slots_in_use = static_cast<double>(stats.slots_active + stats.slots_idle_resident);
   const double usage =
       stats.slots_total > 0 ? slots_in_use / static_cast<double>(stats.slots_total) : 0.0;
 
-  AddScalar(out, "vllm:num_requests_running", "Number of requests in model execution batches.",
-            MetricType::kGauge, model, static_cast<double>(stats.requests_running));
-  AddScalar(out, "vllm:num_requests_waiting", "Number of requests waiting to be processed.",
-            MetricType::kGauge, model, static_cast<double>(stats.requests_waiting));
-  AddScalar(out, "vllm:kv_cache_usage_perc",
-            "Fraction of SSM state slots in use (running or idle-resident sessions). "
-            "1 means 100 percent usage.",
-            MetricType::kGauge, model, usage);
-  AddScalar(out, "vllm:gpu_cache_usage_perc", "Same as vllm:kv_cache_usage_perc (older vLLM name).",
-            MetricType::kGauge, model, usage);
+  scalar("vllm:num_requests_running", "Number of requests in model execution batches.",
+         static_cast<double>(stats.requests_running));
+  scalar("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+         static_cast<double>(stats.requests_waiting));
+  scalar("vllm:kv_cache_usage_perc",
+         "Fraction of SSM state slots in use (running or idle-resident sessions). "
+         "1 means 100 percent usage.",
+         usage);
+  scalar("vllm:gpu_cache_usage_perc", "Same as vllm:kv_cache_usage_perc (older vLLM name).", usage);
 
-  AddScalar(out, "mambaserve_state_slots_capacity",
-            "State slots reserved at start (fixed: memory does not grow with tokens).",
-            MetricType::kGauge, model, static_cast<double>(stats.slots_total));
+  scalar("mambaserve_state_slots_capacity",
+         "State slots reserved at start (fixed: memory does not grow with tokens).",
+         static_cast<double>(stats.slots_total));
   {
-    FamilySnapshot slots{"mambaserve_state_slots", "State slots by state.", MetricType::kGauge, {}};
     const int64_t free_slots =
         std::max<int64_t>(0, stats.slots_total - stats.slots_active - stats.slots_idle_resident);
-    slots.samples.push_back({with("state", "active"), static_cast<double>(stats.slots_active), {}});
-    slots.samples.push_back(
-        {with("state", "idle_resident"), static_cast<double>(stats.slots_idle_resident), {}});
-    slots.samples.push_back({with("state", "free"), static_cast<double>(free_slots), {}});
-    out->push_back(std::move(slots));
+    out.push_back(
+        {"mambaserve_state_slots",
+         "State slots by state.",
+         MetricType::Gauge,
+         {Sample(MetricType::Gauge, with("state", "active"),
+                 static_cast<double>(stats.slots_active)),
+          Sample(MetricType::Gauge, with("state", "idle_resident"),
+                 static_cast<double>(stats.slots_idle_resident)),
+          Sample(MetricType::Gauge, with("state", "free"), static_cast<double>(free_slots))}});
   }
   if (stats.sessions_live >= 0) {
-    AddScalar(out, "mambaserve_sessions", "Live sessions (resident, parked or not yet used).",
-              MetricType::kGauge, model, static_cast<double>(stats.sessions_live));
+    scalar("mambaserve_sessions", "Live sessions (resident, parked or not yet used).",
+           static_cast<double>(stats.sessions_live));
   }
-  AddScalar(out, "mambaserve_sessions_parked_on_host",
-            "Idle sessions whose state was moved to host memory to free a slot.",
-            MetricType::kGauge, model, static_cast<double>(stats.sessions_parked_on_host));
-  AddScalar(out, "mambaserve_state_bytes_per_session",
-            "Bytes of one session's state (conv + SSM), independent of its length.",
-            MetricType::kGauge, model, static_cast<double>(stats.state_bytes_per_session));
-  AddScalar(out, "mambaserve_state_pool_bytes", "Device memory reserved for all state slots.",
-            MetricType::kGauge, model, static_cast<double>(stats.state_pool_bytes));
+  scalar("mambaserve_sessions_parked_on_host",
+         "Idle sessions whose state was moved to host memory to free a slot.",
+         static_cast<double>(stats.sessions_parked_on_host));
+  scalar("mambaserve_state_bytes_per_session",
+         "Bytes of one session's state (conv + SSM), independent of its length.",
+         static_cast<double>(stats.state_bytes_per_session));
+  scalar("mambaserve_state_pool_bytes", "Device memory reserved for all state slots.",
+         static_cast<double>(stats.state_pool_bytes));
   {
-    FamilySnapshot memory{"mambaserve_state_memory_bytes",
-                          "State memory holding live sessions, by location.",
-                          MetricType::kGauge,
-                          {}};
     const double per = static_cast<double>(stats.state_bytes_per_session);
-    memory.samples.push_back({with("location", "device"), slots_in_use * per, {}});
     const double host = stats.state_host_bytes >= 0
                             ? static_cast<double>(stats.state_host_bytes)
                             : static_cast<double>(stats.sessions_parked_on_host) * per;
-    memory.samples.push_back({with("location", "host"), host, {}});
-    out->push_back(std::move(memory));
+    out.push_back({"mambaserve_state_memory_bytes",
+                   "State memory holding live sessions, by location.",
+                   MetricType::Gauge,
+                   {Sample(MetricType::Gauge, with("location", "device"), slots_in_use * per),
+                    Sample(MetricType::Gauge, with("location", "host"), host)}});
   }
   if (stats.device_memory_used_bytes >= 0) {
-    AddScalar(out, "mambaserve_device_memory_used_bytes",
-              "Device memory in use by this process, as the backend reports it.",
-              MetricType::kGauge, model, static_cast<double>(stats.device_memory_used_bytes));
+    scalar("mambaserve_device_memory_used_bytes",
+           "Device memory in use by this process, as the backend reports it.",
+           static_cast<double>(stats.device_memory_used_bytes));
   }
   if (stats.device_memory_total_bytes >= 0) {
-    AddScalar(out, "mambaserve_device_memory_total_bytes", "Total memory of the device.",
-              MetricType::kGauge, model, static_cast<double>(stats.device_memory_total_bytes));
+    scalar("mambaserve_device_memory_total_bytes", "Total memory of the device.",
+           static_cast<double>(stats.device_memory_total_bytes));
   }
   {
-    FamilySnapshot events{"mambaserve_session_events_total",
-                          "Session lifecycle events: created, resumed, parked (device to host), "
-                          "restored (host to device), evicted, expired.",
-                          MetricType::kCounter,
-                          {}};
+    prometheus::MetricFamily events{"mambaserve_session_events_total",
+                                    "Session lifecycle events: created, resumed, parked (device to "
+                                    "host), restored (host to device), evicted, expired.",
+                                    MetricType::Counter,
+                                    {}};
     const std::pair<const char*, int64_t> kEvents[] = {
         {"created", stats.sessions_created}, {"resumed", stats.sessions_resumed},
         {"parked", stats.sessions_parked},   {"restored", stats.sessions_restored},
         {"evicted", stats.sessions_evicted}, {"expired", stats.sessions_expired}};
     for (const auto& [event, n] : kEvents) {
       if (n < 0) continue;  // not counted by this engine
-      events.samples.push_back({with("event", event), static_cast<double>(n), {}});
+      events.metric.push_back(
+          Sample(MetricType::Counter, with("event", event), static_cast<double>(n)));
     }
-    out->push_back(std::move(events));
+    out.push_back(std::move(events));
   }
+  return out;
 }
 
 double RequestTimer::SteadySeconds() {

@@ -1,13 +1,14 @@
 // The serving metrics of one mambaserve process: vLLM-compatible series (same names, types, units,
 // buckets and `model_name` label, so existing vLLM dashboards work) and mambaserve's own.
 //
-// Two feeds, neither of which can block the scheduler:
-//  - the request path calls the event methods below (lock-free atomics, except the first lookup of
-//    a new label value, which takes a family's short mutex);
+// The feeds, none of which can block the scheduler:
+//  - the request path calls the event methods below (prometheus-cpp counters are atomics, its
+//    histograms take one short uncontended mutex per observation; a labelled family's lookup takes
+//    another);
 //  - engine state (running/waiting, slots, sessions) is read at scrape time from an
 //    EngineStatsSource that returns the scheduler's last published snapshot;
-//  - the scheduler thread reports each step with StepCompleted(): relaxed atomic adds only, no lock
-//    and no allocation, so it costs the scheduler no more than publishing its snapshot.
+//  - the scheduler thread reports each step with StepCompleted(): three histogram observations, no
+//    allocation (bench/metrics_bench measures it against a step).
 #pragma once
 
 #include <chrono>
@@ -20,8 +21,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "prometheus/counter.h"
+#include "prometheus/histogram.h"
+#include "server/metrics/capped_family.h"
+#include "server/metrics/collection.h"
 #include "server/metrics/engine_stats.h"
-#include "server/metrics/registry.h"
 
 namespace mambaserve::metrics {
 
@@ -66,12 +70,17 @@ const std::vector<double>& RequestLatencyBuckets();     // e2e, queue, inference
 const std::vector<double>& StepBatchSizeBuckets();
 const std::vector<double>& StepTokensBuckets();
 const std::vector<double>& StepDurationBuckets();
+// 1, 2, 5, 10, 20, 50, ... up to and including `max_value` (vLLM's token-count buckets).
+std::vector<double> OneTwoFiveBuckets(double max_value);
+
+class EngineCollector;
 
 class ServingMetrics {
  public:
-  // Registers every family in `registry` (which must outlive this object).
+  // Registers every family in `collection` (which must outlive this object); fails if they are
+  // registered there already.
   static absl::StatusOr<std::unique_ptr<ServingMetrics>> Create(
-      Registry* registry, const ServingMetricsOptions& options);
+      Collection* collection, const ServingMetricsOptions& options);
 
   // The engine snapshot the scrape reads; until one is set the engine families are left out.
   void SetEngineStatsSource(std::shared_ptr<const EngineStatsSource> source);
@@ -87,40 +96,39 @@ class ServingMetrics {
   void RequestFinished(const FinishedRequest& request);
   void GrpcCallCompleted(std::string_view method, int code);
 
-  // One scheduler step: sequences in it, tokens fed (prefill + decode), wall time. Lock-free.
+  // One scheduler step: sequences in it, tokens fed (prefill + decode), wall time.
   void StepCompleted(int64_t batch_size, int64_t tokens, double seconds);
 
   const std::string& model_name() const { return options_.model_name; }
 
  private:
   explicit ServingMetrics(const ServingMetricsOptions& options) : options_(options) {}
-  absl::Status Register(Registry* registry);
-  void CollectEngine(std::vector<FamilySnapshot>* out) const;
+  void Register(Collection* collection);  // throws what prometheus-cpp throws
 
   const ServingMetricsOptions options_;
+  std::vector<double> token_buckets_;
 
-  Counter* prompt_tokens_ = nullptr;
-  Counter* generation_tokens_ = nullptr;
-  Counter* success_[3] = {nullptr, nullptr, nullptr};  // by FinishReason
-  Histogram* ttft_ = nullptr;
-  Histogram* inter_token_ = nullptr;
-  Histogram* time_per_output_token_ = nullptr;
-  Histogram* e2e_ = nullptr;
-  Histogram* queue_ = nullptr;
-  Histogram* inference_ = nullptr;
-  Histogram* prefill_ = nullptr;
-  Histogram* decode_ = nullptr;
-  Histogram* prompt_tokens_per_request_ = nullptr;
-  Histogram* generation_tokens_per_request_ = nullptr;
-  Counter* admitted_ = nullptr;
-  Family<Counter>* rejections_ = nullptr;
-  Family<Counter>* grpc_requests_ = nullptr;
-  Histogram* step_batch_size_ = nullptr;
-  Histogram* step_tokens_ = nullptr;
-  Histogram* step_duration_ = nullptr;
+  prometheus::Counter* prompt_tokens_ = nullptr;
+  prometheus::Counter* generation_tokens_ = nullptr;
+  prometheus::Counter* success_[3] = {nullptr, nullptr, nullptr};  // by FinishReason
+  prometheus::Histogram* ttft_ = nullptr;
+  prometheus::Histogram* inter_token_ = nullptr;
+  prometheus::Histogram* time_per_output_token_ = nullptr;
+  prometheus::Histogram* e2e_ = nullptr;
+  prometheus::Histogram* queue_ = nullptr;
+  prometheus::Histogram* inference_ = nullptr;
+  prometheus::Histogram* prefill_ = nullptr;
+  prometheus::Histogram* decode_ = nullptr;
+  prometheus::Histogram* prompt_tokens_per_request_ = nullptr;
+  prometheus::Histogram* generation_tokens_per_request_ = nullptr;
+  prometheus::Counter* admitted_ = nullptr;
+  std::unique_ptr<CappedFamily<prometheus::Counter>> rejections_;
+  std::unique_ptr<CappedFamily<prometheus::Counter>> grpc_requests_;
+  prometheus::Histogram* step_batch_size_ = nullptr;
+  prometheus::Histogram* step_tokens_ = nullptr;
+  prometheus::Histogram* step_duration_ = nullptr;
 
-  mutable std::mutex source_mu_;
-  std::shared_ptr<const EngineStatsSource> source_;  // guarded by source_mu_
+  std::shared_ptr<EngineCollector> engine_;  // also held by the collection
 };
 
 // Times one request and reports its events to ServingMetrics. Owned by the request; used by one

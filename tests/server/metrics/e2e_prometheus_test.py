@@ -64,6 +64,11 @@ EXPECTED_TYPES = {
     "process_cpu_seconds_total": "counter",
 }
 
+# prometheus-cpp's exposer adds these to every /metrics; nothing else outside vllm:, mambaserve_ and
+# process_ may appear.
+EXPOSER_FAMILIES = {"exposer_transferred_bytes_total", "exposer_scrapes_total",
+                    "exposer_request_latencies"}
+
 _COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)")
 
 
@@ -125,6 +130,13 @@ def promtool_check_metrics(body):
                 if line.strip() and not re.match(r"^vllm:\S+ metric names should not contain ':'$",
                                                  line)]
     return result.returncode in (0, 3) and not problems, problems
+
+
+def foreign_families(body):
+    """Families on a live /metrics that are neither mambaserve's nor prometheus-cpp's exposer's."""
+    names = set(re.findall(r"^# TYPE (\S+) ", body, re.M))
+    ours = {n for n in names if n.startswith(("vllm:", "mambaserve_", "process_"))}
+    return (names - ours) ^ EXPOSER_FAMILIES
 
 
 def main():
@@ -193,8 +205,11 @@ def main():
             "increase() over the run has data")
 
         # 3. promtool check metrics on the live body.
-        ok, problems = promtool_check_metrics(prom_stack.http_get(stack.metrics_url))
+        body = prom_stack.http_get(stack.metrics_url)
+        ok, problems = promtool_check_metrics(body)
         checks.check(ok, f"promtool check metrics: {problems}")
+        checks.check(not foreign_families(body), f"unexpected or missing families: "
+                      f"{foreign_families(body)}")
 
         # 4. Rules: loaded healthy; recorded series, rule queries, alert conditions return data.
         rules = [r for g in stack.api("rules")["groups"] for r in g["rules"]]

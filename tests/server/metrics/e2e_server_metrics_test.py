@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import prom_stack  # noqa: E402
 from e2e_prometheus_test import (DASHBOARD, EXPECTED_TYPES, Checks,  # noqa: E402
-                                 promtool_check_metrics, with_bool)
+                                 foreign_families, promtool_check_metrics, with_bool)
 
 MODEL = "tiny-mamba"
 CPU_ABSENT = ("mambaserve_device_memory_used_bytes", "mambaserve_device_memory_total_bytes")
@@ -129,8 +129,11 @@ def main():
         checks.equal(stack.value(f'mambaserve_build_info{{{m},backend="cpu"}}'), 1,
                      "mambaserve_build_info{backend=cpu}")
 
-        ok, problems = promtool_check_metrics(prom_stack.http_get(stack.metrics_url))
+        body = prom_stack.http_get(stack.metrics_url)
+        ok, problems = promtool_check_metrics(body)
         checks.check(ok, f"promtool check metrics: {problems}")
+        checks.check(not foreign_families(body), f"unexpected or missing families: "
+                     f"{foreign_families(body)}")
 
         rules = [r for g in stack.api("rules")["groups"] for r in g["rules"]]
         for rule in rules:

@@ -24,9 +24,9 @@
 #include <thread>
 #include <vector>
 
-#include "server/metrics/http_exposer.h"
+#include "server/metrics/collection.h"
+#include "server/metrics/metrics_endpoint.h"
 #include "server/metrics/process_metrics.h"
-#include "server/metrics/registry.h"
 #include "server/metrics/serving_metrics.h"
 
 namespace mambaserve::metrics {
@@ -268,27 +268,27 @@ int Main(int argc, char** argv) {
     }
   }
 
-  Registry registry;
-  auto metrics = ServingMetrics::Create(&registry, {.model_name = flags.model_name,
-                                                    .version = "0.1.0",
-                                                    .backend = "cuda",
-                                                    .dtype = "bf16",
-                                                    .max_model_len = 1000000});
+  auto collection = std::make_shared<Collection>();
+  auto metrics = ServingMetrics::Create(collection.get(), {.model_name = flags.model_name,
+                                                           .version = "0.1.0",
+                                                           .backend = "cuda",
+                                                           .dtype = "bf16",
+                                                           .max_model_len = 1000000});
   if (!metrics.ok()) {
     std::cerr << metrics.status() << "\n";
     return 1;
   }
-  AddProcessCollector(&registry);
+  collection->AddCollector(std::make_shared<ProcessCollector>());
   auto engine = std::make_shared<SimulatedEngine>();
   (*metrics)->SetEngineStatsSource(engine);
   (*metrics)->GrpcCallCompleted("GetModelInfo", 0);
   (*metrics)->GrpcCallCompleted("DeleteSession", 5);
 
-  std::unique_ptr<HttpExposer> exposer;
+  std::unique_ptr<MetricsEndpoint> exposer;
   if (!flags.dump) {
     signal(SIGTERM, OnSignal);
     signal(SIGINT, OnSignal);
-    auto started = HttpExposer::Start(&registry, {.listen = flags.listen});
+    auto started = MetricsEndpoint::Start(collection, flags.listen);
     if (!started.ok()) {
       std::cerr << started.status() << "\n";
       return 1;
@@ -325,7 +325,7 @@ int Main(int argc, char** argv) {
   for (auto& w : workers) w.join();
 
   if (flags.dump) {
-    std::cout << registry.Serialize();
+    std::cout << collection->Serialize();
     return 0;
   }
   if (!flags.summary.empty()) WriteFileAtomically(flags.summary, ToJson(totals));

@@ -30,20 +30,18 @@ TEST(ProcessMetricsTest, ParseStatWithAwkwardCommand) {
 }
 
 TEST(ProcessMetricsTest, CollectsFromProcSelf) {
-  std::vector<FamilySnapshot> families;
-  CollectProcessMetrics(&families);
-  std::map<std::string, FamilySnapshot> by_name;
-  for (auto& f : families) by_name[f.name] = f;
+  std::map<std::string, prometheus::MetricFamily> by_name;
+  for (auto& f : ProcessCollector().Collect()) by_name[f.name] = f;
+  auto gauge = [&](const std::string& name) { return by_name.at(name).metric.at(0).gauge.value; };
   ASSERT_TRUE(by_name.count("process_resident_memory_bytes"));
-  EXPECT_GT(by_name["process_resident_memory_bytes"].samples[0].value, 1 << 20);
-  EXPECT_GT(by_name["process_virtual_memory_bytes"].samples[0].value,
-            by_name["process_resident_memory_bytes"].samples[0].value);
+  EXPECT_GT(gauge("process_resident_memory_bytes"), 1 << 20);
+  EXPECT_GT(gauge("process_virtual_memory_bytes"), gauge("process_resident_memory_bytes"));
   ASSERT_TRUE(by_name.count("process_cpu_seconds_total"));
-  EXPECT_EQ(by_name["process_cpu_seconds_total"].type, MetricType::kCounter);
+  EXPECT_EQ(by_name["process_cpu_seconds_total"].type, prometheus::MetricType::Counter);
   ASSERT_TRUE(by_name.count("process_start_time_seconds"));
-  EXPECT_GT(by_name["process_start_time_seconds"].samples[0].value, 1.5e9);
+  EXPECT_GT(gauge("process_start_time_seconds"), 1.5e9);
   ASSERT_TRUE(by_name.count("process_open_fds"));
-  EXPECT_GE(by_name["process_open_fds"].samples[0].value, 3);
+  EXPECT_GE(gauge("process_open_fds"), 3);
   ASSERT_TRUE(by_name.count("process_max_fds"));
 }
 

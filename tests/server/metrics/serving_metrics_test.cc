@@ -1,11 +1,11 @@
 #include "server/metrics/serving_metrics.h"
 
+#include <cmath>
 #include <map>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/metrics/text_format.h"
 
 namespace mambaserve::metrics {
 namespace {
@@ -34,96 +34,125 @@ class FixedSource : public EngineStatsSource {
   EngineStats stats_;
 };
 
-// Family name -> (type, samples) from a collection.
-std::map<std::string, FamilySnapshot> ByName(const Registry& registry) {
-  std::map<std::string, FamilySnapshot> out;
-  for (auto& f : registry.Collect()) out[f.name] = f;
+using Families = std::map<std::string, prometheus::MetricFamily>;
+
+// Family name -> family, from a scrape of the collection.
+Families ByName(const Collection& collection) {
+  Families out;
+  for (auto& f : collection.Collect()) out[f.name] = f;
   return out;
 }
 
-double Value(const std::map<std::string, FamilySnapshot>& families, const std::string& name,
-             const std::string& label = "", const std::string& label_value = "") {
-  const FamilySnapshot& f = families.at(name);
-  for (const Sample& s : f.samples) {
-    if (label.empty()) return s.value;
-    for (const auto& [k, v] : s.labels) {
-      if (k == label && v == label_value) return s.value;
-    }
+bool HasLabel(const prometheus::ClientMetric& sample, const std::string& name,
+              const std::string& value) {
+  for (const auto& label : sample.label) {
+    if (label.name == name && label.value == value) return true;
+  }
+  return false;
+}
+
+double Value(const Families& families, const std::string& name, const std::string& label = "",
+             const std::string& label_value = "") {
+  const prometheus::MetricFamily& f = families.at(name);
+  for (const prometheus::ClientMetric& s : f.metric) {
+    if (!label.empty() && !HasLabel(s, label, label_value)) continue;
+    return f.type == prometheus::MetricType::Counter ? s.counter.value : s.gauge.value;
   }
   ADD_FAILURE() << name << "{" << label << "=" << label_value << "} not found";
   return -1;
 }
 
-HistogramData Hist(const std::map<std::string, FamilySnapshot>& families, const std::string& name) {
-  return families.at(name).samples.at(0).histogram;
+// A histogram's state with per-bucket (not cumulative) counts; the last is (max bound, +Inf].
+struct HistogramData {
+  std::vector<double> upper_bounds;
+  std::vector<uint64_t> bucket_counts;
+  double sum = 0;
+  uint64_t observations = 0;
+  uint64_t count() const { return observations; }
+};
+
+HistogramData Hist(const Families& families, const std::string& name) {
+  const prometheus::ClientMetric::Histogram& h = families.at(name).metric.at(0).histogram;
+  HistogramData out;
+  uint64_t previous = 0;
+  for (const auto& bucket : h.bucket) {
+    if (!std::isinf(bucket.upper_bound)) out.upper_bounds.push_back(bucket.upper_bound);
+    out.bucket_counts.push_back(bucket.cumulative_count - previous);
+    previous = bucket.cumulative_count;
+  }
+  out.sum = h.sample_sum;
+  out.observations = h.sample_count;
+  EXPECT_EQ(previous, h.sample_count) << name << ": the +Inf bucket is the count";
+  return out;
 }
 
 class ServingMetricsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto metrics = ServingMetrics::Create(&registry_, {.model_name = "falcon-mamba-7b",
-                                                       .version = "0.1.0",
-                                                       .backend = "cuda",
-                                                       .dtype = "bf16",
-                                                       .max_model_len = 4096});
+    auto metrics = ServingMetrics::Create(&collection_, {.model_name = "falcon-mamba-7b",
+                                                         .version = "0.1.0",
+                                                         .backend = "cuda",
+                                                         .dtype = "bf16",
+                                                         .max_model_len = 4096});
     ASSERT_TRUE(metrics.ok()) << metrics.status();
     metrics_ = std::move(*metrics);
   }
 
-  Registry registry_;
+  Collection collection_;
   std::unique_ptr<ServingMetrics> metrics_;
   FakeClock clock_;
 };
 
 TEST_F(ServingMetricsTest, VllmFamiliesHaveTheirTypesAndModelLabel) {
-  const auto families = ByName(registry_);
-  const std::map<std::string, MetricType> expected = {
-      {"vllm:prompt_tokens_total", MetricType::kCounter},
-      {"vllm:generation_tokens_total", MetricType::kCounter},
-      {"vllm:request_success_total", MetricType::kCounter},
-      {"vllm:time_to_first_token_seconds", MetricType::kHistogram},
-      {"vllm:inter_token_latency_seconds", MetricType::kHistogram},
-      {"vllm:time_per_output_token_seconds", MetricType::kHistogram},
-      {"vllm:e2e_request_latency_seconds", MetricType::kHistogram},
-      {"vllm:request_queue_time_seconds", MetricType::kHistogram},
-      {"vllm:request_inference_time_seconds", MetricType::kHistogram},
-      {"vllm:request_prefill_time_seconds", MetricType::kHistogram},
-      {"vllm:request_decode_time_seconds", MetricType::kHistogram},
-      {"vllm:request_prompt_tokens", MetricType::kHistogram},
-      {"vllm:request_generation_tokens", MetricType::kHistogram},
-      {"mambaserve_build_info", MetricType::kGauge},
+  const auto families = ByName(collection_);
+  const std::map<std::string, prometheus::MetricType> expected = {
+      {"vllm:prompt_tokens_total", prometheus::MetricType::Counter},
+      {"vllm:generation_tokens_total", prometheus::MetricType::Counter},
+      {"vllm:request_success_total", prometheus::MetricType::Counter},
+      {"vllm:time_to_first_token_seconds", prometheus::MetricType::Histogram},
+      {"vllm:inter_token_latency_seconds", prometheus::MetricType::Histogram},
+      {"vllm:time_per_output_token_seconds", prometheus::MetricType::Histogram},
+      {"vllm:e2e_request_latency_seconds", prometheus::MetricType::Histogram},
+      {"vllm:request_queue_time_seconds", prometheus::MetricType::Histogram},
+      {"vllm:request_inference_time_seconds", prometheus::MetricType::Histogram},
+      {"vllm:request_prefill_time_seconds", prometheus::MetricType::Histogram},
+      {"vllm:request_decode_time_seconds", prometheus::MetricType::Histogram},
+      {"vllm:request_prompt_tokens", prometheus::MetricType::Histogram},
+      {"vllm:request_generation_tokens", prometheus::MetricType::Histogram},
+      {"mambaserve_build_info", prometheus::MetricType::Gauge},
   };
   for (const auto& [name, type] : expected) {
     ASSERT_TRUE(families.count(name)) << name;
     EXPECT_EQ(families.at(name).type, type) << name;
-    for (const Sample& s : families.at(name).samples) {
-      ASSERT_FALSE(s.labels.empty()) << name;
-      EXPECT_EQ(s.labels[0],
-                (std::pair<std::string, std::string>("model_name", "falcon-mamba-7b")));
+    for (const prometheus::ClientMetric& s : families.at(name).metric) {
+      EXPECT_TRUE(HasLabel(s, "model_name", "falcon-mamba-7b")) << name;
     }
   }
   // The three finish reasons exist from the start, at zero, like vLLM's.
-  EXPECT_EQ(families.at("vllm:request_success_total").samples.size(), 3u);
+  EXPECT_EQ(families.at("vllm:request_success_total").metric.size(), 3u);
   EXPECT_EQ(Value(families, "vllm:request_success_total", "finished_reason", "abort"), 0);
   // Engine families are absent until a source is set.
   EXPECT_FALSE(families.count("vllm:num_requests_running"));
 }
 
 TEST_F(ServingMetricsTest, BucketsAreVllms) {
-  const auto families = ByName(registry_);
+  const auto families = ByName(collection_);
   EXPECT_EQ(Hist(families, "vllm:time_to_first_token_seconds").upper_bounds.size(), 22u);
   EXPECT_EQ(Hist(families, "vllm:inter_token_latency_seconds").upper_bounds.size(), 19u);
   EXPECT_EQ(Hist(families, "vllm:e2e_request_latency_seconds").upper_bounds.size(), 21u);
   EXPECT_EQ(Hist(families, "vllm:request_prompt_tokens").upper_bounds,
             (std::vector<double>{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000}));
-  const std::string text = registry_.Serialize();
+  // prometheus-cpp writes bounds as `le="2560"` (Python's client: `le="2560.0"`); Prometheus
+  // parses both as the same number, so histogram_quantile is unaffected.
+  const std::string text = collection_.Serialize();
   EXPECT_THAT(text, HasSubstr("vllm:time_to_first_token_seconds_bucket{model_name=\"falcon-mamba-"
-                              "7b\",le=\"2560.0\"} 0.0\n"));
+                              "7b\",le=\"2560\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("vllm:e2e_request_latency_seconds_bucket{model_name=\"falcon-mamba-"
-                              "7b\",le=\"7680.0\"} 0.0\n"));
-  EXPECT_THAT(text,
-              HasSubstr("mambaserve_build_info{model_name=\"falcon-mamba-7b\",version=\"0.1.0\","
-                        "backend=\"cuda\",dtype=\"bf16\"} 1.0\n"));
+                              "7b\",le=\"7680\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("vllm:time_to_first_token_seconds_bucket{model_name=\"falcon-mamba-"
+                              "7b\",le=\"+Inf\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("mambaserve_build_info{backend=\"cuda\",dtype=\"bf16\","
+                              "model_name=\"falcon-mamba-7b\",version=\"0.1.0\"} 1\n"));
 }
 
 TEST_F(ServingMetricsTest, RequestTimerReportsEveryPhase) {
@@ -142,7 +171,7 @@ TEST_F(ServingMetricsTest, RequestTimerReportsEveryPhase) {
     timer.Finish(FinishReason::kLength);
     timer.Finish(FinishReason::kStop);  // ignored
   }
-  const auto f = ByName(registry_);
+  const auto f = ByName(collection_);
   EXPECT_EQ(Value(f, "vllm:prompt_tokens_total"), 120);
   EXPECT_EQ(Value(f, "vllm:generation_tokens_total"), 13);
   EXPECT_EQ(Value(f, "vllm:request_success_total", "finished_reason", "length"), 1);
@@ -176,7 +205,7 @@ TEST_F(ServingMetricsTest, QueueTimeReportedWithTheFinalEvent) {
     timer.ScheduledAfter(0.3);  // the scheduler says: admitted 0.3 s after arrival
     timer.Finish(FinishReason::kStop);
   }
-  const auto f = ByName(registry_);
+  const auto f = ByName(collection_);
   EXPECT_NEAR(Hist(f, "vllm:request_queue_time_seconds").sum, 0.3, 1e-9);
   EXPECT_NEAR(Hist(f, "vllm:request_prefill_time_seconds").sum, 0.1, 1e-9);
   EXPECT_NEAR(Hist(f, "vllm:request_decode_time_seconds").sum, 0.1, 1e-9);
@@ -195,7 +224,7 @@ TEST_F(ServingMetricsTest, DroppedTimerCountsAsAbortAndQueuedPromptIsNotCounted)
     cut_in_prefill.Scheduled();
     clock_.Advance(1);
   }
-  const auto f = ByName(registry_);
+  const auto f = ByName(collection_);
   EXPECT_EQ(Value(f, "vllm:request_success_total", "finished_reason", "abort"), 2);
   EXPECT_EQ(Value(f, "vllm:prompt_tokens_total"), 70);
   EXPECT_EQ(Value(f, "vllm:generation_tokens_total"), 0);
@@ -212,13 +241,21 @@ TEST_F(ServingMetricsTest, RejectionsAndGrpcCodesAreBounded) {
   metrics_->GrpcCallCompleted("Generate", 0);
   metrics_->GrpcCallCompleted("Generate", 8);
   metrics_->GrpcCallCompleted("Generate", 99);
-  const auto f = ByName(registry_);
+  const auto f = ByName(collection_);
   EXPECT_EQ(Value(f, "mambaserve_requests_admitted_total"), 1);
   EXPECT_EQ(Value(f, "mambaserve_admission_rejections_total", "reason", "queue_full"), 2);
-  EXPECT_LE(f.at("mambaserve_admission_rejections_total").samples.size(), 17u);
+  EXPECT_LE(f.at("mambaserve_admission_rejections_total").metric.size(), 17u);
   EXPECT_EQ(Value(f, "mambaserve_grpc_requests_total", "code", "RESOURCE_EXHAUSTED"), 1);
   EXPECT_EQ(Value(f, "mambaserve_grpc_requests_total", "code", "UNKNOWN"), 1);
   EXPECT_EQ(GrpcCodeName(16), "UNAUTHENTICATED");
+  // 16 reasons fit (queue_full and reason_0..14); the other 85 merged into one series.
+  EXPECT_EQ(Value(f, "mambaserve_admission_rejections_total", "reason", "__overflow__"), 85);
+  EXPECT_EQ(Value(f, "mambaserve_metric_label_overflow_total", "metric",
+                  "mambaserve_admission_rejections_total"),
+            85);
+  EXPECT_EQ(Value(f, "mambaserve_metric_label_overflow_total", "metric",
+                  "mambaserve_grpc_requests_total"),
+            0);
 }
 
 TEST_F(ServingMetricsTest, EngineSnapshotIsReadAtScrapeTime) {
@@ -239,7 +276,7 @@ TEST_F(ServingMetricsTest, EngineSnapshotIsReadAtScrapeTime) {
   stats.state_host_bytes = 3900;  // the engine's own count wins over parked x per-session
   metrics_->SetEngineStatsSource(std::make_shared<FixedSource>(stats));
 
-  const auto f = ByName(registry_);
+  const auto f = ByName(collection_);
   EXPECT_EQ(Value(f, "vllm:num_requests_running"), 5);
   EXPECT_EQ(Value(f, "vllm:num_requests_waiting"), 2);
   EXPECT_DOUBLE_EQ(Value(f, "vllm:kv_cache_usage_perc"), 0.75);
@@ -255,18 +292,32 @@ TEST_F(ServingMetricsTest, EngineSnapshotIsReadAtScrapeTime) {
   EXPECT_EQ(Value(f, "mambaserve_device_memory_used_bytes"), 123);
   EXPECT_EQ(Value(f, "mambaserve_session_events_total", "event", "created"), 10);
   EXPECT_EQ(Value(f, "mambaserve_session_events_total", "event", "evicted"), 3);
-  EXPECT_EQ(f.at("mambaserve_session_events_total").type, MetricType::kCounter);
+  EXPECT_EQ(f.at("mambaserve_session_events_total").type, prometheus::MetricType::Counter);
   // Events the engine does not count (-1) are left out rather than exported as 0.
-  EXPECT_EQ(f.at("mambaserve_session_events_total").samples.size(), 2u);
+  EXPECT_EQ(f.at("mambaserve_session_events_total").metric.size(), 2u);
 
   metrics_->SetEngineStatsSource(nullptr);
-  EXPECT_FALSE(ByName(registry_).count("vllm:num_requests_running"));
+  EXPECT_FALSE(ByName(collection_).count("vllm:num_requests_running"));
+}
+
+TEST_F(ServingMetricsTest, ManyTokensAtOnceAreEachObserved) {
+  metrics_->NextTokens(3, 0.06);  // observed one by one
+  metrics_->NextTokens(40, 0.8);  // observed in one call
+  const auto f = ByName(collection_);
+  for (const char* name :
+       {"vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"}) {
+    const HistogramData h = Hist(f, name);
+    EXPECT_EQ(h.count(), 43u) << name;
+    EXPECT_EQ(h.bucket_counts[1], 43u) << name;  // 0.02 s each: (0.01, 0.025]
+    EXPECT_NEAR(h.sum, 0.86, 1e-9) << name;
+  }
+  EXPECT_EQ(Value(f, "vllm:generation_tokens_total"), 43);
 }
 
 TEST_F(ServingMetricsTest, StepHistograms) {
   metrics_->StepCompleted(5, 300, 0.004);
   metrics_->StepCompleted(64, 64, 0.03);
-  const auto f = ByName(registry_);
+  const auto f = ByName(collection_);
   const HistogramData batch = Hist(f, "mambaserve_scheduler_step_batch_size");
   EXPECT_EQ(batch.count(), 2u);
   EXPECT_EQ(batch.bucket_counts[3], 1u);  // 5 in (4, 8]
@@ -277,17 +328,17 @@ TEST_F(ServingMetricsTest, StepHistograms) {
 
 TEST_F(ServingMetricsTest, CpuBackendHasNoDeviceMemorySeries) {
   metrics_->SetEngineStatsSource(std::make_shared<FixedSource>(EngineStats{}));
-  const auto f = ByName(registry_);
+  const auto f = ByName(collection_);
   EXPECT_FALSE(f.count("mambaserve_device_memory_used_bytes"));
   EXPECT_DOUBLE_EQ(Value(f, "vllm:kv_cache_usage_perc"), 0);  // no slots: 0, not NaN
   EXPECT_FALSE(f.count("mambaserve_sessions"));
 }
 
-TEST(ServingMetricsCreateTest, TwoFacadesCannotShareARegistry) {
-  Registry registry;
-  ASSERT_TRUE(ServingMetrics::Create(&registry, {}).ok());
-  EXPECT_FALSE(ServingMetrics::Create(&registry, {}).ok());
-  Registry other;
+TEST(ServingMetricsCreateTest, TwoFacadesCannotShareACollection) {
+  Collection collection;
+  ASSERT_TRUE(ServingMetrics::Create(&collection, {}).ok());
+  EXPECT_FALSE(ServingMetrics::Create(&collection, {}).ok());
+  Collection other;
   ServingMetricsOptions options;
   options.max_model_len = 0;
   EXPECT_FALSE(ServingMetrics::Create(&other, options).ok());
