@@ -91,13 +91,10 @@ int Main(int argc, char** argv) {
       NanosPerCall(iterations, [&](int64_t) { metrics.NextTokens(4, 0.08); });
   result["grpc_call_completed_ns"] =
       NanosPerCall(iterations, [&](int64_t) { metrics.GrpcCallCompleted("Generate", 0); });
-  result["step_completed_with_2_writers_ns"] =
-      NanosPerCallUnderLoad(metrics, 2, iterations, step);
+  result["step_completed_with_2_writers_ns"] = NanosPerCallUnderLoad(metrics, 2, iterations, step);
   const int64_t scrapes = 200;
-  result["scrape_us"] = NanosPerCall(scrapes, [&](int64_t) {
-                          static_cast<void>(collection->Serialize());
-                        }) /
-                        1000.0;
+  result["scrape_us"] =
+      NanosPerCall(scrapes, [&](int64_t) { static_cast<void>(collection->Serialize()); }) / 1000.0;
   result["exposition_bytes"] = collection->Serialize().size();
 
   std::filesystem::create_directories(std::filesystem::path(out_path).parent_path());

@@ -1,6 +1,7 @@
 // mambactl: command-line client for a mambaserve server.
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -12,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -267,19 +269,40 @@ int Session(MambaServe::Stub& stub, const Args& args) {
     }
     mambaserve::v1::ExportSessionRequest request;
     request.set_session_id(id);
-    mambaserve::v1::ExportSessionResponse response;
-    status = stub.ExportSession(&context, request, &response);
-    if (status.ok()) {
-      std::ofstream out(args.Get("out"), std::ios::binary);
-      out << response.blob();
-      out.close();
-      if (!out) {
-        std::cerr << "mambactl: cannot write " << args.Get("out") << "\n";
-        return 1;
-      }
-      std::cout << "wrote " << response.blob().size() << " bytes (format "
-                << response.format_version() << ", model " << response.model_fingerprint()
-                << ") to " << args.Get("out") << "\n";
+    // The blob arrives in chunks; it is written next to the target and renamed into place only
+    // when the whole stream arrived, so a failed export never leaves a truncated file behind.
+    const std::string path = args.Get("out");
+    const std::string partial = path + ".partial";
+    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+    if (!out) {
+      std::cerr << "mambactl: cannot write " << path << "\n";
+      return 1;
+    }
+    auto reader = stub.ExportSession(&context, request);
+    mambaserve::v1::ExportSessionResponse response, first;
+    uint64_t received = 0;
+    for (bool is_first = true; reader->Read(&response); is_first = false) {
+      if (is_first) first = response;
+      out.write(response.blob_chunk().data(),
+                static_cast<std::streamsize>(response.blob_chunk().size()));
+      received += response.blob_chunk().size();
+    }
+    status = reader->Finish();
+    out.close();
+    if (status.ok() && received != first.blob_bytes()) {
+      status = grpc::Status(
+          grpc::StatusCode::DATA_LOSS,
+          absl::StrCat("received ", received, " of ", first.blob_bytes(), " blob bytes"));
+    }
+    if (!status.ok()) {
+      std::remove(partial.c_str());
+    } else if (!out || std::rename(partial.c_str(), path.c_str()) != 0) {
+      std::remove(partial.c_str());
+      std::cerr << "mambactl: cannot write " << path << "\n";
+      return 1;
+    } else {
+      std::cout << "wrote " << received << " bytes (format " << first.format_version() << ", model "
+                << first.model_fingerprint() << ") to " << path << "\n";
     }
   } else if (verb == "import") {
     std::ifstream in(args.Get("in"), std::ios::binary);
@@ -289,10 +312,21 @@ int Session(MambaServe::Stub& stub, const Args& args) {
     }
     std::stringstream bytes;
     bytes << in.rdbuf();
+    const std::string blob = bytes.str();
+    auto writer = stub.ImportSession(&context, &session);
     mambaserve::v1::ImportSessionRequest request;
     request.set_session_id(id);
-    request.set_blob(bytes.str());
-    status = stub.ImportSession(&context, request, &session);
+    constexpr size_t kChunk = size_t{1} << 20;
+    // A refused import ends the call early: the remaining writes fail and Finish says why.
+    size_t offset = 0;
+    do {
+      request.set_blob_chunk(blob.substr(offset, kChunk));
+      offset += kChunk;
+      if (!writer->Write(request)) break;
+      request.clear_session_id();  // the first message names the session
+    } while (offset < blob.size());
+    writer->WritesDone();
+    status = writer->Finish();
     if (status.ok()) PrintSession(session);
   } else {
     std::cerr << kUsage;

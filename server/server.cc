@@ -118,10 +118,10 @@ absl::Status RunServer(const ServeOptions& options) {
   MetricsPlumbing& metrics = *metrics_owner;
   MambaServeService service(options.limits, model_name);
 
-  // Prompts as text are bounded by max_prompt_tokens * 64 bytes; session blobs by the import limit.
+  // Prompts as text are bounded by max_prompt_tokens * 64 bytes; session blobs arrive in chunks
+  // of gRPC's default 4 MiB at most.
   const int64_t max_receive = std::max<int64_t>(
-      {int64_t{4} << 20, int64_t{options.limits.max_prompt_tokens} * 64 + (int64_t{1} << 16),
-       options.max_import_bytes});
+      int64_t{4} << 20, int64_t{options.limits.max_prompt_tokens} * 64 + (int64_t{1} << 16));
   ASSIGN_OR_RETURN(
       GrpcEndpoint grpc,
       StartGrpcEndpoint(&service, {.listen = options.listen, .max_receive_bytes = max_receive}));

@@ -20,7 +20,6 @@ struct ServeOptions {
   std::function<absl::Status()> prepare_model;
   std::string listen = "127.0.0.1:50051";
   std::string port_file;  // if set, the bound port is written here once listening
-  int64_t max_import_bytes = int64_t{64} << 20;  // the largest ImportSession request
   int shutdown_grace_s = 10;
   // Prometheus /metrics on its own HTTP port; empty disables. A port that cannot be bound is
   // logged and serving goes on without metrics.

@@ -3,8 +3,8 @@
 #include "absl/strings/str_cat.h"
 #include "engine/base/log.h"
 #include "engine/base/status_macros.h"
-#include "engine/serving/session_blob.h"
 #include "server/generate_reactor.h"
+#include "server/session_transfer.h"
 
 namespace mambaserve {
 namespace {
@@ -123,47 +123,14 @@ grpc::ServerUnaryReactor* MambaServeService::DeleteSession(grpc::CallbackServerC
   return reactor;
 }
 
-grpc::ServerUnaryReactor* MambaServeService::ExportSession(grpc::CallbackServerContext* context,
-                                                           const v1::ExportSessionRequest* request,
-                                                           v1::ExportSessionResponse* response) {
-  absl::StatusOr<Engine*> engine = ReadyEngine();
-  if (!engine.ok()) return Finished(context, engine.status());
-  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
-  if (!id.ok()) return Finished(context, id.status());
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->ExportSession(
-      *id, [reactor, response, id = *id,
-            fingerprint = (*engine)->info().fingerprint](absl::StatusOr<std::string> blob) {
-        FinishWith(reactor, std::move(blob), [&](std::string bytes) {
-          response->set_blob(std::move(bytes));
-          response->set_model_fingerprint(fingerprint);
-          response->set_format_version(kSessionBlobVersion);
-          LogInfo("ExportSession session=", id, " bytes=", response->blob().size());
-        });
-      });
-  return reactor;
+grpc::ServerWriteReactor<v1::ExportSessionResponse>* MambaServeService::ExportSession(
+    grpc::CallbackServerContext* context, const v1::ExportSessionRequest* request) {
+  return StartExportSession(this, context, request);
 }
 
-grpc::ServerUnaryReactor* MambaServeService::ImportSession(grpc::CallbackServerContext* context,
-                                                           const v1::ImportSessionRequest* request,
-                                                           v1::Session* response) {
-  absl::StatusOr<Engine*> engine = AcceptingEngine("import the session");
-  if (!engine.ok()) return Finished(context, engine.status());
-  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
-  if (!id.ok()) return Finished(context, id.status());
-  // The engine refuses a blob larger than any session of this model before decoding it.
-  const std::string& blob = request->blob();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  // The request (and so the blob) lives until the call finishes, which is after the callback.
-  (*engine)->ImportSession(*id, {reinterpret_cast<const uint8_t*>(blob.data()), blob.size()},
-                           [reactor, response](absl::StatusOr<SessionInfo> info) {
-                             if (info.ok())
-                               LogInfo("ImportSession session=", info->id,
-                                       " length=", info->length);
-                             FinishWith(reactor, std::move(info),
-                                        [response](const SessionInfo& i) { ToProto(i, response); });
-                           });
-  return reactor;
+grpc::ServerReadReactor<v1::ImportSessionRequest>* MambaServeService::ImportSession(
+    grpc::CallbackServerContext* context, v1::Session* response) {
+  return StartImportSession(this, context, response);
 }
 
 grpc::ServerUnaryReactor* MambaServeService::Tokenize(grpc::CallbackServerContext* context,

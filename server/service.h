@@ -56,12 +56,10 @@ class MambaServeService final
   grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* context,
                                           const v1::DeleteSessionRequest* request,
                                           v1::DeleteSessionResponse* response) override;
-  grpc::ServerUnaryReactor* ExportSession(grpc::CallbackServerContext* context,
-                                          const v1::ExportSessionRequest* request,
-                                          v1::ExportSessionResponse* response) override;
-  grpc::ServerUnaryReactor* ImportSession(grpc::CallbackServerContext* context,
-                                          const v1::ImportSessionRequest* request,
-                                          v1::Session* response) override;
+  grpc::ServerWriteReactor<v1::ExportSessionResponse>* ExportSession(
+      grpc::CallbackServerContext* context, const v1::ExportSessionRequest* request) override;
+  grpc::ServerReadReactor<v1::ImportSessionRequest>* ImportSession(
+      grpc::CallbackServerContext* context, v1::Session* response) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const v1::TokenizeRequest* request,
                                      v1::TokenizeResponse* response) override;
@@ -72,11 +70,12 @@ class MambaServeService final
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
 
- private:
   // The engine, or the status to answer with while the model loads.
   absl::StatusOr<Engine*> ReadyEngine() const;
   // As ReadyEngine, and UNAVAILABLE while draining: for calls that make new server-side state.
   absl::StatusOr<Engine*> AcceptingEngine(const char* what) const;
+
+ private:
   absl::StatusOr<const Tokenizer*> ReadyTokenizer() const;
 
   const ServiceLimits limits_;

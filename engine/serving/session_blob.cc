@@ -1,146 +1,182 @@
 #include "engine/serving/session_blob.h"
 
+#include <zlib.h>
+
 #include <algorithm>
-#include <array>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
+#include "mambaserve/v1/session_blob.pb.h"
 
 namespace mambaserve {
 namespace {
 
-constexpr char kMagic[4] = {'M', 'S', 'S', 'B'};
-constexpr uint64_t kMaxStateBytes = uint64_t{1} << 34;  // far above any real model's slot
+constexpr char kConvState[] = "conv_state";
+constexpr char kSsmState[] = "ssm_state";
+constexpr char kFloat32[] = "F32";
+// What a version-1 blob (a fixed binary layout) started with.
+constexpr char kVersion1Magic[4] = {'M', 'S', 'S', 'B'};
 
-template <typename T>
-void Put(std::string& out, T value) {
-  uint8_t bytes[sizeof(T)];
-  for (size_t i = 0; i < sizeof(T); ++i)
-    bytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(value) >> (8 * i));
-  out.append(reinterpret_cast<const char*>(bytes), sizeof(T));
-}
-
-class Reader {
- public:
-  explicit Reader(std::span<const uint8_t> bytes) : bytes_(bytes) {}
-  template <typename T>
-  bool Get(T* value) {
-    if (bytes_.size() - pos_ < sizeof(T)) return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<uint64_t>(bytes_[pos_ + i]) << (8 * i);
-    *value = static_cast<T>(v);
-    pos_ += sizeof(T);
-    return true;
-  }
-  bool Take(uint64_t n, std::span<const uint8_t>* out) {
-    if (bytes_.size() - pos_ < n) return false;
-    *out = bytes_.subspan(pos_, n);
-    pos_ += n;
-    return true;
-  }
-  size_t pos() const { return pos_; }
-
- private:
-  std::span<const uint8_t> bytes_;
-  size_t pos_ = 0;
-};
-
-std::array<uint32_t, 256> MakeCrcTable() {
-  std::array<uint32_t, 256> table{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    table[i] = c;
-  }
-  return table;
-}
-
-absl::Status Corrupt(const std::string& why) {
+absl::Status NotABlob(const std::string& why) {
   return absl::InvalidArgumentError(absl::StrCat("session blob is not valid: ", why));
+}
+
+std::string ShapeText(const SessionStateShape& s) {
+  return absl::StrCat("conv [", s.n_layers, ", ", s.d_inner, ", ", s.d_conv - 1, "] + ssm [",
+                      s.n_layers, ", ", s.d_inner, ", ", s.d_state, "]");
+}
+
+void AddTensor(v1::SessionBlob* blob, const char* name, std::initializer_list<int64_t> shape,
+               std::span<const uint8_t> data) {
+  v1::StateTensor* tensor = blob->add_state();
+  tensor->set_name(name);
+  tensor->set_dtype(kFloat32);
+  for (int64_t d : shape) tensor->add_shape(d);
+  tensor->set_data(data.data(), data.size());
+}
+
+// The tensor named `name`: float32 with three positive dimensions whose product matches its data.
+absl::StatusOr<const v1::StateTensor*> FindTensor(const v1::SessionBlob& blob, const char* name) {
+  for (const v1::StateTensor& tensor : blob.state()) {
+    if (tensor.name() != name) continue;
+    if (tensor.dtype() != kFloat32) {
+      return NotABlob(absl::StrCat(name, " has dtype \"", tensor.dtype(), "\"; only F32 is read"));
+    }
+    if (tensor.shape_size() != 3) {
+      return NotABlob(absl::StrCat(name, " has ", tensor.shape_size(), " dimensions, not 3"));
+    }
+    uint64_t elements = 1;
+    for (int64_t d : tensor.shape()) {
+      if (d <= 0 || d > (int64_t{1} << 20))
+        return NotABlob(absl::StrCat(name, " has dimension ", d));
+      elements *= static_cast<uint64_t>(d);
+    }
+    if (elements * 4 != tensor.data().size()) {
+      return NotABlob(absl::StrCat(name, " holds ", tensor.data().size(),
+                                   " bytes; its shape needs ", elements * 4));
+    }
+    return &tensor;
+  }
+  return NotABlob(absl::StrCat("the state has no ", name, " tensor"));
+}
+
+// zlib restarts the CRC when given a null buffer (which an empty vector's data() may be).
+uLong Extend(uLong crc, const void* data, size_t size) {
+  return size == 0 ? crc : crc32_z(crc, static_cast<const Bytef*>(data), size);
+}
+
+// Over everything the blob carries, in a fixed byte order, so that any change to its contents is
+// caught; the field is serialized last, so a truncated blob loses it and is refused too.
+uint32_t ContentChecksum(const std::string& fingerprint, int64_t length,
+                         std::span<const int32_t> pending_tokens, std::span<const uint8_t> state) {
+  uLong crc = Extend(crc32_z(0, nullptr, 0), fingerprint.data(), fingerprint.size());
+  uint8_t bytes[8];
+  for (int i = 0; i < 8; ++i)
+    bytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(length) >> (8 * i));
+  crc = Extend(crc, bytes, 8);
+  for (int32_t t : pending_tokens) {
+    for (int i = 0; i < 4; ++i)
+      bytes[i] = static_cast<uint8_t>(static_cast<uint32_t>(t) >> (8 * i));
+    crc = Extend(crc, bytes, 4);
+  }
+  return static_cast<uint32_t>(Extend(crc, state.data(), state.size()));
+}
+
+// The two tensors into blob->shape and blob->state (conv then ssm, the backends' slot layout).
+absl::Status ReadState(const v1::SessionBlob& message, SessionBlob* blob) {
+  if (message.state_size() != 2) {
+    return NotABlob(absl::StrCat("the state has ", message.state_size(), " tensors, not 2"));
+  }
+  ASSIGN_OR_RETURN(const v1::StateTensor* conv, FindTensor(message, kConvState));
+  ASSIGN_OR_RETURN(const v1::StateTensor* ssm, FindTensor(message, kSsmState));
+  const auto& c = conv->shape();
+  const auto& s = ssm->shape();
+  if (c[0] != s[0] || c[1] != s[1]) {
+    return NotABlob("conv_state and ssm_state disagree on the layer count or d_inner");
+  }
+  blob->shape = {c[0], c[1], c[2] + 1, s[2]};
+  blob->state.reserve(conv->data().size() + ssm->data().size());
+  blob->state.insert(blob->state.end(), conv->data().begin(), conv->data().end());
+  blob->state.insert(blob->state.end(), ssm->data().begin(), ssm->data().end());
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-uint32_t Crc32(std::span<const uint8_t> bytes) {
-  static const std::array<uint32_t, 256> table = MakeCrcTable();
-  uint32_t c = 0xFFFFFFFFu;
-  for (uint8_t b : bytes) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
+SessionStateShape SessionStateShape::Of(const ModelConfig& config) {
+  return {config.n_layers, config.d_inner, config.d_conv, config.d_state};
 }
 
-std::string EncodeSessionBlob(const std::string& model_fingerprint, int64_t length,
-                              std::span<const int32_t> pending_tokens,
+uint32_t Crc32(std::span<const uint8_t> bytes) {
+  return static_cast<uint32_t>(Extend(crc32_z(0, nullptr, 0), bytes.data(), bytes.size()));
+}
+
+std::string EncodeSessionBlob(const std::string& model_fingerprint, const SessionStateShape& shape,
+                              int64_t length, std::span<const int32_t> pending_tokens,
                               std::span<const uint8_t> state) {
-  std::string out;
-  out.reserve(
-      EncodedSessionBlobBytes(model_fingerprint.size(), pending_tokens.size(), state.size()));
-  out.append(kMagic, sizeof(kMagic));
-  Put<uint32_t>(out, kSessionBlobVersion);
-  Put<uint32_t>(out, static_cast<uint32_t>(model_fingerprint.size()));
-  out += model_fingerprint;
-  Put<uint64_t>(out, static_cast<uint64_t>(length));
-  Put<uint32_t>(out, static_cast<uint32_t>(pending_tokens.size()));
-  for (int32_t t : pending_tokens) Put<uint32_t>(out, static_cast<uint32_t>(t));
-  Put<uint64_t>(out, state.size());
-  out.append(reinterpret_cast<const char*>(state.data()), state.size());
-  Put<uint32_t>(out, Crc32({reinterpret_cast<const uint8_t*>(out.data()), out.size()}));
-  return out;
+  v1::SessionBlob blob;
+  blob.set_format_version(kSessionBlobVersion);
+  blob.set_model_fingerprint(model_fingerprint);
+  blob.set_length(length);
+  blob.mutable_pending_tokens()->Add(pending_tokens.begin(), pending_tokens.end());
+  if (!state.empty()) {
+    const auto conv = state.first(static_cast<size_t>(shape.conv_bytes()));
+    const auto ssm = state.subspan(conv.size());
+    AddTensor(&blob, kConvState, {shape.n_layers, shape.d_inner, shape.d_conv - 1}, conv);
+    AddTensor(&blob, kSsmState, {shape.n_layers, shape.d_inner, shape.d_state}, ssm);
+  }
+  blob.set_crc32(ContentChecksum(model_fingerprint, length, pending_tokens, state));
+  return blob.SerializeAsString();
 }
 
 std::string EncodeSessionBlob(const SessionBlob& blob) {
-  return EncodeSessionBlob(blob.model_fingerprint, blob.length, blob.pending_tokens, blob.state);
+  return EncodeSessionBlob(blob.model_fingerprint, blob.shape, blob.length, blob.pending_tokens,
+                           blob.state);
 }
 
 size_t EncodedSessionBlobBytes(size_t fingerprint_bytes, size_t pending_tokens,
                                size_t state_bytes) {
-  // magic, version, fingerprint length + bytes, length, pending count + tokens, state size + bytes,
-  // CRC
-  return sizeof(kMagic) + 4 + 4 + fingerprint_bytes + 8 + 4 + 4 * pending_tokens + 8 + state_bytes +
-         4;
+  // Field tags, lengths and the two tensors' names, dtypes and shapes take well under 256 bytes;
+  // a pending token is a varint of at most 10 bytes (negative int32s are sign-extended).
+  return 256 + fingerprint_bytes + 10 * pending_tokens + state_bytes;
 }
 
 absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes) {
-  if (bytes.size() < sizeof(kMagic) + 4 || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
-    return Corrupt("it does not start with the \"MSSB\" magic (not an exported session)");
+  if (bytes.size() >= sizeof(kVersion1Magic) &&
+      std::memcmp(bytes.data(), kVersion1Magic, sizeof(kVersion1Magic)) == 0) {
+    return NotABlob(absl::StrCat(
+        "it is in format version 1 (the fixed binary layout of earlier releases); this server "
+        "reads version ",
+        kSessionBlobVersion, ": export the session again from a server of this release"));
   }
-  Reader r(bytes.subspan(sizeof(kMagic)));
-  uint32_t version = 0;
-  r.Get(&version);
-  if (version != kSessionBlobVersion) {
-    return Corrupt(absl::StrCat("format version ", version,
-                                " is not supported (this server reads version ",
-                                kSessionBlobVersion, ")"));
+  v1::SessionBlob message;
+  if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()) ||
+      !message.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return NotABlob(
+        "it does not parse as a mambaserve.v1.SessionBlob (not an exported session, "
+        "or truncated)");
   }
-  if (bytes.size() < sizeof(kMagic) + 8) return Corrupt("truncated");
-  const auto body = bytes.first(bytes.size() - 4);
-  uint32_t stored_crc = 0;
-  Reader(bytes.last(4)).Get(&stored_crc);
-  if (Crc32(body) != stored_crc)
-    return Corrupt("checksum mismatch (the bytes were altered or truncated)");
-
+  if (message.format_version() != kSessionBlobVersion) {
+    return NotABlob(absl::StrCat("format version ", message.format_version(),
+                                 " is not supported (this server reads version ",
+                                 kSessionBlobVersion, ")"));
+  }
   SessionBlob blob;
-  uint32_t fp_len = 0, pending = 0;
-  uint64_t length = 0, state_len = 0;
-  std::span<const uint8_t> fp, state;
-  if (!r.Get(&fp_len) || !r.Take(fp_len, &fp)) return Corrupt("truncated in the model fingerprint");
-  blob.model_fingerprint.assign(fp.begin(), fp.end());
-  if (!r.Get(&length) || !r.Get(&pending)) return Corrupt("truncated in the header");
-  blob.length = static_cast<int64_t>(length);
-  for (uint32_t i = 0; i < pending; ++i) {
-    uint32_t t = 0;
-    if (!r.Get(&t)) return Corrupt("truncated in the pending tokens");
-    blob.pending_tokens.push_back(static_cast<int32_t>(t));
+  blob.model_fingerprint = message.model_fingerprint();
+  blob.length = message.length();
+  blob.pending_tokens.assign(message.pending_tokens().begin(), message.pending_tokens().end());
+  if (message.state_size() > 0) RETURN_IF_ERROR(ReadState(message, &blob));
+  if (ContentChecksum(blob.model_fingerprint, blob.length, blob.pending_tokens, blob.state) !=
+      message.crc32()) {
+    return NotABlob("checksum mismatch (the bytes were altered or truncated)");
   }
-  if (!r.Get(&state_len) || state_len > kMaxStateBytes || !r.Take(state_len, &state)) {
-    return Corrupt("truncated in the state");
-  }
-  blob.state.assign(state.begin(), state.end());
-  if (sizeof(kMagic) + r.pos() != body.size()) return Corrupt("trailing bytes after the state");
   return blob;
 }
 
 absl::Status CheckSessionBlobFits(const SessionBlob& blob, const std::string& model_fingerprint,
-                                  int64_t state_bytes, int64_t vocab_size,
+                                  const SessionStateShape& shape, int64_t vocab_size,
                                   size_t max_pending_tokens) {
   if (blob.model_fingerprint != model_fingerprint) {
     return absl::FailedPreconditionError(
@@ -148,10 +184,10 @@ absl::Status CheckSessionBlobFits(const SessionBlob& blob, const std::string& mo
                      blob.model_fingerprint, "); this server runs model ", model_fingerprint,
                      ": import it into a replica of that model"));
   }
-  if (!blob.state.empty() && static_cast<int64_t>(blob.state.size()) != state_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("session blob holds ", blob.state.size(),
-                                                   " state bytes; this model's state is ",
-                                                   state_bytes, " bytes"));
+  if (!blob.state.empty() && !(blob.shape == shape)) {
+    return absl::InvalidArgumentError(absl::StrCat("session blob holds a state of ",
+                                                   ShapeText(blob.shape),
+                                                   "; this model's state is ", ShapeText(shape)));
   }
   if (blob.state.empty() && blob.length != 0) {
     return absl::InvalidArgumentError("session blob has a length but no state");
@@ -164,7 +200,6 @@ absl::Status CheckSessionBlobFits(const SessionBlob& blob, const std::string& mo
   }
   // A pending token is fed before the next turn's prompt: more than a prompt's worth would let one
   // import put a prefill of any size in front of every other request.
-  max_pending_tokens = std::min(max_pending_tokens, kMaxPendingTokens);
   if (blob.pending_tokens.size() > max_pending_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("session blob has ", blob.pending_tokens.size(),
                                                    " pending tokens; at most ", max_pending_tokens,

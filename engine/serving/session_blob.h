@@ -1,11 +1,8 @@
-// The portable form of a session: what ExportSession returns and ImportSession accepts.
-//
-// Layout (all integers little-endian):
-//   magic "MSSB" | u32 format version (1) | u32 fingerprint bytes | fingerprint |
-//   u64 session length (tokens) | u32 pending token count | i32 pending tokens... |
-//   u64 state bytes | state (Backend slot layout) | u32 CRC-32 of every byte before it
-// Pending tokens are generated tokens the state has not consumed yet; the next turn feeds them
-// first.
+// The portable form of a session: what ExportSession returns and ImportSession accepts. The bytes
+// are a serialized mambaserve.v1.SessionBlob (proto/mambaserve/v1/session_blob.proto): format
+// version, model fingerprint, conversation length, pending tokens (generated tokens the state has
+// not consumed yet; the next turn feeds them first) and the state as named float32 tensors with
+// their shapes, under a CRC-32.
 #pragma once
 
 #include <cstdint>
@@ -14,38 +11,54 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/model/model_config.h"
 
 namespace mambaserve {
 
-inline constexpr uint32_t kSessionBlobVersion = 1;
-// Pending tokens the format allows; a server accepts at most its prompt limit
-// (CheckSessionBlobFits).
-inline constexpr size_t kMaxPendingTokens = 1 << 20;
+inline constexpr uint32_t kSessionBlobVersion = 2;
+
+// The state's tensors: conv [layers][d_inner][d_conv - 1] then ssm [layers][d_inner][d_state],
+// float32, in the backends' slot layout.
+struct SessionStateShape {
+  int64_t n_layers = 0;
+  int64_t d_inner = 0;
+  int64_t d_conv = 0;
+  int64_t d_state = 0;
+
+  static SessionStateShape Of(const ModelConfig& config);
+  int64_t conv_bytes() const { return 4 * n_layers * d_inner * (d_conv - 1); }
+  int64_t ssm_bytes() const { return 4 * n_layers * d_inner * d_state; }
+  bool operator==(const SessionStateShape&) const = default;
+};
 
 struct SessionBlob {
   std::string model_fingerprint;
   int64_t length = 0;  // tokens in the conversation so far
   std::vector<int32_t> pending_tokens;
-  std::vector<uint8_t> state;  // config.state_bytes() bytes; empty for a session never used
+  SessionStateShape shape;     // zero for a session never used
+  std::vector<uint8_t> state;  // conv then ssm bytes; empty for a session never used
 };
 
-std::string EncodeSessionBlob(const SessionBlob& blob);
-std::string EncodeSessionBlob(const std::string& model_fingerprint, int64_t length,
-                              std::span<const int32_t> pending_tokens,
+// `state` is empty (a session never used) or shape.conv_bytes() + shape.ssm_bytes() bytes.
+std::string EncodeSessionBlob(const std::string& model_fingerprint, const SessionStateShape& shape,
+                              int64_t length, std::span<const int32_t> pending_tokens,
                               std::span<const uint8_t> state);
-// The size of an encoded blob: what ImportSession may be sent at most for a given model.
+std::string EncodeSessionBlob(const SessionBlob& blob);
+// An upper bound on an encoded blob's size: what ImportSession may be sent at most.
 size_t EncodedSessionBlobBytes(size_t fingerprint_bytes, size_t pending_tokens, size_t state_bytes);
 
-// InvalidArgument for a truncated, corrupt (checksum) or unknown-version blob, with the reason.
+// InvalidArgument, with the reason, for bytes that are not a blob, a version this server does not
+// read, tensors that do not fit together, or a checksum mismatch.
 absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes);
 
 // Checks a decoded blob against the serving model: fingerprint (FailedPrecondition on mismatch),
-// state size, plausible length, finite state, pending tokens in the vocabulary and at most
+// state shape, plausible length, finite state, pending tokens in the vocabulary and at most
 // `max_pending_tokens` of them (InvalidArgument).
 absl::Status CheckSessionBlobFits(const SessionBlob& blob, const std::string& model_fingerprint,
-                                  int64_t state_bytes, int64_t vocab_size,
+                                  const SessionStateShape& shape, int64_t vocab_size,
                                   size_t max_pending_tokens);
 
+// zlib's CRC-32 (the check value of "123456789" is 0xCBF43926).
 uint32_t Crc32(std::span<const uint8_t> bytes);
 
 }  // namespace mambaserve

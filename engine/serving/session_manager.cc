@@ -76,6 +76,7 @@ SessionManager::SessionManager(Backend* backend, std::string model_fingerprint,
       fingerprint_(std::move(model_fingerprint)),
       options_(std::move(options)),
       state_bytes_(backend->config().state_bytes()),
+      state_shape_(SessionStateShape::Of(backend->config())),
       slot_owner_(backend->num_slots(), SlotUse::kFree) {
   if (!options_.now_ms) options_.now_ms = SystemNowMs;
 }
@@ -328,7 +329,7 @@ absl::StatusOr<SessionInfo> SessionManager::Import(const std::string& id,
     return absl::ResourceExhaustedError("out of host memory decoding the session blob");
   }
   ASSIGN_OR_RETURN(SessionBlob blob, std::move(decoded));
-  RETURN_IF_ERROR(CheckSessionBlobFits(blob, fingerprint_, state_bytes_,
+  RETURN_IF_ERROR(CheckSessionBlobFits(blob, fingerprint_, state_shape_,
                                        backend_->config().vocab_size, options_.max_pending_tokens));
   std::lock_guard<std::mutex> lock(mu_);
   return AddLocked(id, &blob);
@@ -366,8 +367,7 @@ SessionGauges SessionManager::Gauges() const {
 }
 
 size_t SessionManager::MaxBlobBytes() const {
-  return EncodedSessionBlobBytes(fingerprint_.size(),
-                                 std::min(options_.max_pending_tokens, kMaxPendingTokens),
+  return EncodedSessionBlobBytes(fingerprint_.size(), options_.max_pending_tokens,
                                  static_cast<size_t>(state_bytes_));
 }
 
@@ -514,7 +514,7 @@ absl::StatusOr<std::string> SessionManager::Export(const std::string& id) {
 absl::StatusOr<std::string> SessionManager::EncodeSnapshot(const SessionSnapshot& snapshot) const {
   static const std::vector<uint8_t> kNoState;
   try {
-    return EncodeSessionBlob(fingerprint_, snapshot.length, snapshot.pending_tokens,
+    return EncodeSessionBlob(fingerprint_, state_shape_, snapshot.length, snapshot.pending_tokens,
                              snapshot.state ? *snapshot.state : kNoState);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("out of host memory encoding the session");

@@ -153,6 +153,7 @@ class SessionManager {
   const std::string fingerprint_;
   SessionManagerOptions options_;
   const int64_t state_bytes_;
+  const SessionStateShape state_shape_;
 
   mutable std::mutex mu_;
   std::vector<SlotUse> slot_owner_;

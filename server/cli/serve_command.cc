@@ -56,7 +56,7 @@ Flag StringFlag(std::string name, std::string help, std::string* target, bool sh
 struct ServeFlags {
   ServeOptions o;
   std::string model, model_cache = DefaultModelCacheDir(), backend = "auto", weight_dtype = "auto";
-  int64_t ttl_s = 3600, host_budget_mb = 1024, stalled_reader_s = 120, max_import_mb = 64;
+  int64_t ttl_s = 3600, host_budget_mb = 1024, stalled_reader_s = 120;
   int max_tokens_limit = 4096;
   std::vector<Flag> table;
 
@@ -120,9 +120,6 @@ struct ServeFlags {
         IntFlag("host-state-budget-mb",
                 "N: host memory for parked session states; oldest evicted beyond", &host_budget_mb,
                 0, int64_t{1} << 30),
-        IntFlag("max-import-mb",
-                "N: largest ImportSession request (a Falcon-Mamba-7B session is 38 MiB)",
-                &max_import_mb, 1, 2047),
         IntFlag("stream-buffer", "N: responses buffered per stream before it pauses",
                 &o.limits.stream_buffer, 1, 1 << 16),
         IntFlag("stalled-reader-timeout-s",
@@ -183,7 +180,6 @@ struct ServeFlags {
     e.scheduler.stalled_reader_timeout_ms = stalled_reader_s * 1000;
     o.limits.sampling.max_tokens = max_tokens_limit;
     o.limits.default_max_tokens = std::min(o.limits.default_max_tokens, max_tokens_limit);
-    o.max_import_bytes = max_import_mb * 1024 * 1024;
     return absl::OkStatus();
   }
 };

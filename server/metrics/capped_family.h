@@ -52,7 +52,8 @@ class CappedFamily {
     }
     overflowed_.Increment();
     if (overflow_ == nullptr) {
-      overflow_ = &Add(std::vector<std::string>(label_names_.size(), std::string(kOverflowLabelValue)));
+      overflow_ =
+          &Add(std::vector<std::string>(label_names_.size(), std::string(kOverflowLabelValue)));
     }
     return *overflow_;
   }

@@ -8,7 +8,8 @@
 namespace mambaserve::metrics {
 
 Collection::Collection()
-    : registry_(std::make_shared<prometheus::Registry>(prometheus::Registry::InsertBehavior::Throw)),
+    : registry_(
+          std::make_shared<prometheus::Registry>(prometheus::Registry::InsertBehavior::Throw)),
       label_overflow_(&prometheus::BuildCounter()
                            .Name("mambaserve_metric_label_overflow_total")
                            .Help("Label combinations merged into the __overflow__ series because a "
@@ -35,6 +36,8 @@ std::vector<prometheus::MetricFamily> Collection::Collect() const {
   return out;
 }
 
-std::string Collection::Serialize() const { return prometheus::TextSerializer().Serialize(Collect()); }
+std::string Collection::Serialize() const {
+  return prometheus::TextSerializer().Serialize(Collect());
+}
 
 }  // namespace mambaserve::metrics

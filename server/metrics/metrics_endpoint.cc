@@ -30,9 +30,9 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   endpoint->collection_ = std::move(collection);
   try {
     // Two threads: Prometheus keeps one connection per target; the second serves a person's curl.
-    endpoint->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-        "listening_ports", listen, "num_threads", "2", "request_timeout_ms", "10000",
-        "enable_keep_alive", "yes"});
+    endpoint->exposer_ = std::make_unique<prometheus::Exposer>(
+        std::vector<std::string>{"listening_ports", listen, "num_threads", "2",
+                                 "request_timeout_ms", "10000", "enable_keep_alive", "yes"});
     endpoint->exposer_->RegisterCollectable(endpoint->collection_);
     const std::vector<int> ports = endpoint->exposer_->GetListeningPorts();
     if (ports.empty()) return absl::UnavailableError("metrics endpoint: no listening port");

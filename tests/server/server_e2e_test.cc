@@ -1,4 +1,5 @@
 // End to end: the real server binary on 127.0.0.1, driven by the C++ client.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
@@ -94,6 +95,46 @@ class ServerE2eTest : public ::testing::Test {
     request.set_session_id(id);
     v1::Session session;
     ASSERT_TRUE(stub_->CreateSession(&context, request, &session).ok());
+  }
+
+  struct Exported {
+    grpc::Status status;
+    std::string blob;
+    v1::ExportSessionResponse first;
+    int chunks = 0;
+    size_t largest_chunk = 0;
+  };
+  Exported ExportBlob(const std::string& id) {
+    grpc::ClientContext context;
+    v1::ExportSessionRequest request;
+    request.set_session_id(id);
+    auto reader = stub_->ExportSession(&context, request);
+    Exported out;
+    v1::ExportSessionResponse response;
+    while (reader->Read(&response)) {
+      if (out.chunks++ == 0) out.first = response;
+      out.blob += response.blob_chunk();
+      out.largest_chunk = std::max(out.largest_chunk, response.blob_chunk().size());
+    }
+    out.status = reader->Finish();
+    return out;
+  }
+  // Sends `blob` in messages of `chunk` bytes, the session id in the first.
+  grpc::Status ImportBlob(const std::string& id, const std::string& blob, size_t chunk,
+                          v1::Session* session) {
+    grpc::ClientContext context;
+    auto writer = stub_->ImportSession(&context, session);
+    v1::ImportSessionRequest request;
+    request.set_session_id(id);
+    size_t offset = 0;
+    do {
+      request.set_blob_chunk(blob.substr(offset, chunk));
+      offset += chunk;
+      if (!writer->Write(request)) break;
+      request.clear_session_id();
+    } while (offset < blob.size());
+    writer->WritesDone();
+    return writer->Finish();
   }
 
   v1::ModelInfo Info() {
@@ -382,13 +423,11 @@ TEST_F(ServerE2eTest, ExportDeleteImportContinuesWithTheSameTokens) {
   first.set_session_id("a");
   ASSERT_TRUE(Run(first).status.ok());
 
-  grpc::ClientContext export_context;
-  v1::ExportSessionRequest export_request;
-  export_request.set_session_id("a");
-  v1::ExportSessionResponse exported;
-  ASSERT_TRUE(stub_->ExportSession(&export_context, export_request, &exported).ok());
-  EXPECT_EQ(exported.format_version(), 1u);
-  EXPECT_EQ(exported.model_fingerprint(), Info().fingerprint());
+  const Exported exported = ExportBlob("a");
+  ASSERT_TRUE(exported.status.ok()) << exported.status.error_message();
+  EXPECT_EQ(exported.first.format_version(), 2u);
+  EXPECT_EQ(exported.first.model_fingerprint(), Info().fingerprint());
+  EXPECT_EQ(exported.first.blob_bytes(), exported.blob.size());
 
   GenerateRequest next = Tokens({9, 10}, 8);
   next.set_session_id("a");
@@ -404,24 +443,56 @@ TEST_F(ServerE2eTest, ExportDeleteImportContinuesWithTheSameTokens) {
   EXPECT_EQ(gone.status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(gone.status.error_message(), HasSubstr("deleted"));
 
-  grpc::ClientContext import_context;
-  v1::ImportSessionRequest import;
-  import.set_session_id("a");
-  import.set_blob(exported.blob());
   v1::Session imported;
-  ASSERT_TRUE(stub_->ImportSession(&import_context, import, &imported).ok());
+  // In 100-byte messages: the server reassembles them in order.
+  ASSERT_TRUE(ImportBlob("a", exported.blob, 100, &imported).ok());
   EXPECT_EQ(imported.length_tokens(), 10);
   EXPECT_EQ(imported.location(), v1::STATE_LOCATION_HOST);
   EXPECT_EQ(Run(next).tokens, direct.tokens);
 
-  grpc::ClientContext bad_context;
-  import.set_session_id("b");
-  std::string corrupt = exported.blob();
+  std::string corrupt = exported.blob;
   corrupt[corrupt.size() / 2] ^= 1;
-  import.set_blob(corrupt);
-  const grpc::Status bad = stub_->ImportSession(&bad_context, import, &imported);
+  const grpc::Status bad = ImportBlob("b", corrupt, 1 << 20, &imported);
   EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(bad.error_message(), HasSubstr("checksum"));
+  // More bytes than any session of this model is refused while it streams in.
+  const grpc::Status huge = ImportBlob("c", std::string(8 << 20, 'x'), 1 << 20, &imported);
+  EXPECT_EQ(huge.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(huge.error_message(), HasSubstr("more than any session of this model"));
+}
+
+// A state of over 2 MiB (Falcon-Mamba-7B's is 38 MiB) crosses in 1 MiB chunks, within gRPC's
+// default 4 MiB message limit on both sides.
+TEST_F(ServerE2eTest, AStateLargerThanAMessageCrossesInChunks) {
+  testing::TempDir big_state;
+  const std::string make = std::string(kBinary) +
+                           " make-model --preset tiny --layers 16 --d-state 256 --seed 3 --out " +
+                           big_state.path();
+  ASSERT_EQ(std::system(make.c_str()), 0);
+  server_ = std::make_unique<testing::ServerProcess>(kBinary, big_state.path(),
+                                                     std::vector<std::string>{});
+  ASSERT_TRUE(server_->serving()) << server_->log();
+  stub_ = MambaServe::NewStub(server_->channel());
+  CreateSession("big");
+  GenerateRequest first = Tokens({5, 6, 7}, 4);
+  first.set_session_id("big");
+  ASSERT_TRUE(Run(first).status.ok());
+
+  const Exported exported = ExportBlob("big");
+  ASSERT_TRUE(exported.status.ok()) << exported.status.error_message();
+  EXPECT_GT(exported.blob.size(), size_t{2} << 20);
+  EXPECT_GE(exported.chunks, 3);
+  EXPECT_LE(exported.largest_chunk, size_t{1} << 20);
+  EXPECT_EQ(exported.first.blob_bytes(), exported.blob.size());
+
+  GenerateRequest next = Tokens({9}, 6);
+  next.set_session_id("big");
+  const Generation direct = Run(next);
+  ASSERT_TRUE(direct.status.ok());
+  v1::Session imported;
+  ASSERT_TRUE(ImportBlob("copy", exported.blob, 1 << 20, &imported).ok());
+  next.set_session_id("copy");
+  EXPECT_EQ(Run(next).tokens, direct.tokens);
 }
 
 TEST_F(ServerE2eTest, IdleSessionsAreParkedToHostAndRestoredWithTheSameTokens) {

@@ -224,17 +224,23 @@ class ServerE2E(unittest.TestCase):
         self.assertEqual(info.length_tokens, 3 + 5 + 2 + 6)
         self.assertIn(sid, [s.session_id for s in self.stub.ListSessions(pb.ListSessionsRequest()).sessions])
 
-        blob = self.stub.ExportSession(pb.ExportSessionRequest(session_id=sid)).blob
+        chunks = list(self.stub.ExportSession(pb.ExportSessionRequest(session_id=sid)))
+        blob = b"".join(c.blob_chunk for c in chunks)
+        self.assertEqual(chunks[0].blob_bytes, len(blob))
+        self.assertEqual(chunks[0].format_version, 2)
         _, direct, _ = self.generate(session_id=sid, **self.tokens_request([16], 6))
         self.stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid))
         self.assert_code(grpc.StatusCode.NOT_FOUND, "deleted", session_id=sid, **self.tokens_request([16], 6))
-        imported = self.stub.ImportSession(pb.ImportSessionRequest(session_id=sid, blob=blob))
+        imported = self.stub.ImportSession(iter(
+            [pb.ImportSessionRequest(session_id=sid, blob_chunk=blob[:50]),
+             pb.ImportSessionRequest(blob_chunk=blob[50:])]))
         self.assertEqual(imported.length_tokens, 16)
         _, resumed, _ = self.generate(session_id=sid, **self.tokens_request([16], 6))
         self.assertEqual(resumed, direct)
 
         with self.assertRaises(grpc.RpcError) as caught:
-            self.stub.ImportSession(pb.ImportSessionRequest(session_id="other", blob=blob[:-3]))
+            self.stub.ImportSession(iter([pb.ImportSessionRequest(session_id="other",
+                                                                  blob_chunk=blob[:-3])]))
         self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("session blob", caught.exception.details())
 

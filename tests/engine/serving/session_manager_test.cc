@@ -13,11 +13,13 @@
 #include "engine/testing/random_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "mambaserve/v1/session_blob.pb.h"
 #include "tests/testing/temp_dir.h"
 
 namespace mambaserve {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 class SessionManagerTest : public ::testing::Test {
@@ -412,7 +414,10 @@ TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
   s = import(blob.substr(0, blob.size() - 10), "x");
   EXPECT_TRUE(absl::IsInvalidArgument(s));
   s = import("garbage", "x");
-  EXPECT_THAT(std::string(s.message()), HasSubstr("magic"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("does not parse as a mambaserve.v1.SessionBlob"));
+  // A blob of the first release's fixed layout is refused, naming its version.
+  s = import(std::string("MSSB\x01\0\0\0", 8) + std::string(100, '\0'), "x");
+  EXPECT_THAT(std::string(s.message()), HasSubstr("format version 1"));
 
   // A well-formed blob from another model.
   SessionBlob other =
@@ -427,6 +432,14 @@ TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
       *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
   resized.state.resize(resized.state.size() - 4);
   EXPECT_TRUE(absl::IsInvalidArgument(import(EncodeSessionBlob(resized), "x")));
+  // A consistent blob of another shape: the message names both shapes.
+  SessionBlob reshaped =
+      *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(blob.data()), blob.size()});
+  reshaped.shape.d_state *= 2;
+  reshaped.state.resize(reshaped.shape.conv_bytes() + reshaped.shape.ssm_bytes());
+  s = import(EncodeSessionBlob(reshaped), "x");
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("this model's state is conv ["));
   EXPECT_FALSE(sm->Get("x").ok());
   EXPECT_TRUE(absl::IsAlreadyExists(import(blob, "a")));
 
@@ -455,18 +468,46 @@ TEST(SessionBlobTest, EncodeDecodeRoundTrip) {
   blob.model_fingerprint = "abc";
   blob.length = 77;
   blob.pending_tokens = {5, 6};
+  blob.shape = {.n_layers = 1, .d_inner = 1, .d_conv = 2, .d_state = 1};  // 4 + 4 bytes
   blob.state = {1, 2, 3, 4, 5, 6, 7, 8};
   const std::string bytes = EncodeSessionBlob(blob);
   auto decoded = DecodeSessionBlob({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
-  ASSERT_TRUE(decoded.ok());
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(decoded->model_fingerprint, "abc");
   EXPECT_EQ(decoded->length, 77);
   EXPECT_EQ(decoded->pending_tokens, blob.pending_tokens);
+  EXPECT_EQ(decoded->shape, blob.shape);
   EXPECT_EQ(decoded->state, blob.state);
-  // Every truncation is refused.
+  // Every truncation is refused: protobuf would parse one cut between fields, but the checksum
+  // is written last.
   for (size_t n = 0; n < bytes.size(); ++n) {
     EXPECT_FALSE(DecodeSessionBlob({reinterpret_cast<const uint8_t*>(bytes.data()), n}).ok()) << n;
   }
+}
+
+TEST(SessionBlobTest, IsAProtobufMessageWithNamedTensors) {
+  SessionBlob blob;
+  blob.model_fingerprint = "abc";
+  blob.length = 3;
+  blob.shape = {.n_layers = 2, .d_inner = 3, .d_conv = 4, .d_state = 5};
+  blob.state.resize(blob.shape.conv_bytes() + blob.shape.ssm_bytes(), 0);
+  v1::SessionBlob message;
+  ASSERT_TRUE(message.ParseFromString(EncodeSessionBlob(blob)));
+  EXPECT_EQ(message.format_version(), kSessionBlobVersion);
+  ASSERT_EQ(message.state_size(), 2);
+  EXPECT_EQ(message.state(0).name(), "conv_state");
+  EXPECT_EQ(message.state(0).dtype(), "F32");
+  EXPECT_THAT(message.state(0).shape(), ElementsAre(2, 3, 3));
+  EXPECT_EQ(message.state(0).data().size(), 2u * 3 * 3 * 4);
+  EXPECT_EQ(message.state(1).name(), "ssm_state");
+  EXPECT_THAT(message.state(1).shape(), ElementsAre(2, 3, 5));
+
+  // A later format version is refused by number.
+  message.set_format_version(3);
+  const std::string later = message.SerializeAsString();
+  absl::StatusOr<SessionBlob> refused =
+      DecodeSessionBlob({reinterpret_cast<const uint8_t*>(later.data()), later.size()});
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("format version 3"));
 }
 
 TEST(SessionBlobTest, Crc32MatchesTheStandardCheckValue) {

@@ -20,8 +20,10 @@ using ::testing::Not;
 
 prometheus::Family<prometheus::Counter>& AddCounterFamily(Collection& collection,
                                                           const std::string& name) {
-  return prometheus::BuildCounter().Name(name).Help("A test counter.").Register(
-      collection.registry());
+  return prometheus::BuildCounter()
+      .Name(name)
+      .Help("A test counter.")
+      .Register(collection.registry());
 }
 
 TEST(CappedFamilyTest, CardinalityIsBoundedByMergingIntoOverflow) {
@@ -29,7 +31,7 @@ TEST(CappedFamilyTest, CardinalityIsBoundedByMergingIntoOverflow) {
   CappedFamily<prometheus::Counter> requests(
       collection, AddCounterFamily(collection, "test_requests_total"), {"peer"}, 3);
   for (int i = 0; i < 10; ++i) requests.WithLabels({absl::StrCat("peer-", i)}).Increment();
-  requests.WithLabels({"peer-0"}).Increment();  // still its own series
+  requests.WithLabels({"peer-0"}).Increment();       // still its own series
   requests.WithLabels({"too", "many"}).Increment();  // a caller bug: overflow, not a crash
 
   const std::string text = collection.Serialize();
@@ -37,21 +39,21 @@ TEST(CappedFamilyTest, CardinalityIsBoundedByMergingIntoOverflow) {
   EXPECT_THAT(text, HasSubstr("test_requests_total{peer=\"peer-2\"} 1\n"));
   EXPECT_THAT(text, Not(HasSubstr("peer-3")));
   EXPECT_THAT(text, HasSubstr("test_requests_total{peer=\"__overflow__\"} 8\n"));
-  EXPECT_THAT(text, HasSubstr(
-                        "mambaserve_metric_label_overflow_total{metric=\"test_requests_total\"} 8\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("mambaserve_metric_label_overflow_total{metric=\"test_requests_total\"} 8\n"));
 }
 
 TEST(CappedFamilyTest, ChildReferencesAreStableAndHistogramsKeepTheirBuckets) {
   Collection collection;
-  auto& family = prometheus::BuildHistogram().Name("test_seconds").Help("h").Register(
-      collection.registry());
+  auto& family =
+      prometheus::BuildHistogram().Name("test_seconds").Help("h").Register(collection.registry());
   CappedFamily<prometheus::Histogram> seconds(collection, family, {"method"}, 8, {0.1, 1});
   prometheus::Histogram& a = seconds.WithLabels({"a"});
   for (int i = 0; i < 7; ++i) seconds.WithLabels({absl::StrCat("m", i)});
   EXPECT_EQ(&a, &seconds.WithLabels({"a"}));
   a.Observe(0.5);
-  EXPECT_THAT(collection.Serialize(),
-              HasSubstr("test_seconds_bucket{method=\"a\",le=\"1\"} 1\n"));
+  EXPECT_THAT(collection.Serialize(), HasSubstr("test_seconds_bucket{method=\"a\",le=\"1\"} 1\n"));
 }
 
 TEST(CollectionTest, CollectorsRunAtScrapeTimeAfterTheOwnedFamilies) {
@@ -84,9 +86,8 @@ TEST(CollectionTest, ANameRegisteredTwiceThrows) {
 
 TEST(CollectionTest, ConcurrentIncrementsAndScrapes) {
   Collection collection;
-  CappedFamily<prometheus::Counter> calls(collection,
-                                          AddCounterFamily(collection, "test_calls_total"),
-                                          {"code"}, 4);
+  CappedFamily<prometheus::Counter> calls(
+      collection, AddCounterFamily(collection, "test_calls_total"), {"code"}, 4);
   std::vector<std::thread> writers;
   for (int t = 0; t < 4; ++t) {
     writers.emplace_back([&, t] {

@@ -124,8 +124,10 @@ TEST_F(MetricsEndpointTest, CollectorsAddedAfterTheStartAreScraped) {
     std::vector<prometheus::MetricFamily> Collect() const override {
       prometheus::ClientMetric sample;
       sample.gauge.value = 3;
-      return {{"mambaserve_late", "Added after the endpoint started.",
-               prometheus::MetricType::Gauge, {sample}}};
+      return {{"mambaserve_late",
+               "Added after the endpoint started.",
+               prometheus::MetricType::Gauge,
+               {sample}}};
     }
   };
   (*collection_)->AddCollector(std::make_shared<Late>());
@@ -180,8 +182,7 @@ TEST(MetricsEndpointStartTest, BusyPortIsAnError) {
   auto collection = std::make_shared<Collection>();
   auto first = MetricsEndpoint::Start(collection, "127.0.0.1:0");
   ASSERT_TRUE(first.ok());
-  auto second =
-      MetricsEndpoint::Start(collection, "127.0.0.1:" + std::to_string((*first)->port()));
+  auto second = MetricsEndpoint::Start(collection, "127.0.0.1:" + std::to_string((*first)->port()));
   EXPECT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
 }
