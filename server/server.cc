@@ -147,13 +147,18 @@ absl::Status RunServer(const ServeOptions& options) {
   metrics.Attach(engine->get(), &service, model_name);
   grpc.SetServing(true);
   const EngineInfo& info = (*engine)->info();
-  LogInfo("serving ", ModelTypeName(info.config.model_type), " (", model_name, ") on ",
-          info.backend.name, " (", info.backend.device, "), ", info.backend.num_slots,
-          " state slots of ", info.backend.state_bytes_per_slot, " bytes, ready in ",
+  // One structured line a log pipeline can parse: what this replica serves, how, and where.
+  LogInfo("ready version=", MAMBASERVE_VERSION, " model=", model_name,
+          " model_type=", ModelTypeName(info.config.model_type), " fingerprint=", info.fingerprint,
+          " backend=", info.backend.name, " device=\"", info.backend.device,
+          "\" dtype=", DTypeName(info.backend.weight_dtype), " slots=", info.backend.num_slots,
+          " state_bytes_per_slot=", info.backend.state_bytes_per_slot,
+          " max_batch=", info.max_batch, " listen=", options.listen, " grpc_port=", grpc.port,
+          " metrics=", options.metrics_listen.empty() ? "off" : options.metrics_listen,
+          " ready_ms=",
           std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                 load_start)
-              .count(),
-          " ms");
+              .count());
 
   const int signal_number = TerminationSignals::Wait();
   LogInfo("received ", TerminationSignals::Name(signal_number), ": draining for up to ",

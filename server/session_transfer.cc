@@ -160,9 +160,8 @@ grpc::ServerWriteReactor<v1::ExportSessionResponse>* StartExportSession(
   absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
   if (!id.ok()) return new Refused<Writer>(id.status());
   auto* reactor = new ExportReactor(*id, (*engine)->info().fingerprint);
-  (*engine)->ExportSession(*id, [reactor](absl::StatusOr<std::string> blob) {
-    reactor->Send(std::move(blob));
-  });
+  (*engine)->ExportSession(
+      *id, [reactor](absl::StatusOr<std::string> blob) { reactor->Send(std::move(blob)); });
   return reactor;
 }
 

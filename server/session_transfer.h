@@ -1,6 +1,6 @@
 // ExportSession and ImportSession: a session blob streamed in chunks, so that a state of any size
-// (38 MiB for Falcon-Mamba-7B) crosses gRPC's per-message limits, for this server and for any client
-// on default channel options.
+// (38 MiB for Falcon-Mamba-7B) crosses gRPC's per-message limits, for this server and for any
+// client on default channel options.
 #pragma once
 
 #include <grpcpp/grpcpp.h>

@@ -1,5 +1,6 @@
 #include "engine/base/log.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -7,7 +8,14 @@
 
 namespace mambaserve {
 
+namespace {
+std::atomic<LogLevel> min_level{LogLevel::kInfo};
+}  // namespace
+
+void SetMinLogLevel(LogLevel level) { min_level.store(level, std::memory_order_relaxed); }
+
 void LogLine(LogLevel level, std::string_view message) {
+  if (level < min_level.load(std::memory_order_relaxed)) return;
   static std::mutex mu;
   const auto now = std::chrono::system_clock::now();
   const std::time_t seconds = std::chrono::system_clock::to_time_t(now);

@@ -9,6 +9,8 @@ namespace mambaserve {
 
 enum class LogLevel { kInfo, kWarning, kError };
 void LogLine(LogLevel level, std::string_view message);
+// Lines below `level` are dropped (serve --log-level); kInfo until set.
+void SetMinLogLevel(LogLevel level);
 
 template <typename... Args>
 void LogInfo(const Args&... args) {

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <set>
 
 #include "absl/strings/numbers.h"
@@ -74,6 +75,20 @@ struct ServeFlags {
         StringFlag("listen", "HOST:PORT for gRPC (port 0: pick a free one)", &o.listen),
         StringFlag("port-file", "FILE: write the bound port here once listening", &o.port_file,
                    false),
+        {"log-level", "info|warning|error: the least severe log lines written to stderr",
+         [](const std::string& text) {
+           static const std::map<std::string, LogLevel> kLevels = {{"info", LogLevel::kInfo},
+                                                                   {"warning", LogLevel::kWarning},
+                                                                   {"error", LogLevel::kError}};
+           auto it = kLevels.find(text);
+           if (it == kLevels.end()) {
+             return absl::InvalidArgumentError(
+                 absl::StrCat("--log-level must be info, warning or error, not \"", text, "\""));
+           }
+           SetMinLogLevel(it->second);
+           return absl::OkStatus();
+         },
+         [] { return std::string("info"); }},
         StringFlag("backend", "auto|cpu|cuda: auto uses the CUDA module when a GPU is there",
                    &backend),
         StringFlag("weight-dtype",

@@ -333,6 +333,7 @@ TEST_F(ServerE2eTest, FlagsOutOfRangeAreRefusedWithTheReason) {
       {{"--max-queue", "4294967296"}, "--max-queue must be an integer in"},
       {{"--max-batch", "3000000000"}, "--max-batch must be an integer in"},
       {{"--host-state-budget-mb", "1000000000"}, "--host-state-budget-mb"},
+      {{"--log-level", "verbose"}, "--log-level must be info, warning or error"},
   };
   for (const Case& c : cases) {
     testing::ServerProcess server(kBinary, model_dir_->path(), c.args);
@@ -346,9 +347,21 @@ TEST_F(ServerE2eTest, FlagsOutOfRangeAreRefusedWithTheReason) {
 TEST_F(ServerE2eTest, ModelInfoNamesTheModelNotTheServersFilesystem) {
   Start({"--served-model-name", "tiny-demo"});
   const v1::ModelInfo info = Info();
+  // The startup line a log pipeline parses.
+  EXPECT_THAT(server_->log(),
+              HasSubstr(absl::StrCat(" model=tiny-demo model_type=mamba fingerprint=",
+                                     info.fingerprint(), " backend=cpu")));
+  EXPECT_THAT(server_->log(), HasSubstr("ready version="));
   EXPECT_EQ(info.model_name(), "tiny-demo");
   EXPECT_FALSE(info.fingerprint().empty());
   EXPECT_THAT(info.DebugString(), ::testing::Not(HasSubstr(model_dir_->path())));
+}
+
+TEST_F(ServerE2eTest, LogLevelWarningLeavesOutInfoLines) {
+  Start({"--log-level", "warning"});
+  CreateSession("quiet");
+  EXPECT_THAT(server_->log(), ::testing::Not(HasSubstr("ready version=")));
+  EXPECT_THAT(server_->log(), ::testing::Not(HasSubstr("CreateSession session=quiet")));
 }
 
 TEST_F(ServerE2eTest, DetokenizeIsBounded) {
