@@ -2,13 +2,14 @@
 // tokens/s at batch 1, 8 and 32, and batch-1 achieved weight bandwidth next to the machine's
 // measured memory bandwidth (copy and read loops in the same run). Writes JSON.
 //
-//   cpu_engine_bench [--preset 130m] [--out bench/results/cpu_engine.json] [--threads N]
+//   cpu_engine_bench [--preset 130m] [--out bench/results/cpu_engine.json] [--threads N] (--help)
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "engine/backend/backend.h"
@@ -17,7 +18,8 @@
 #include "engine/backend_factory.h"
 #include "engine/testing/random_model.h"
 #include "nlohmann/json.hpp"
-#include "server/cli/command_line.h"
+#include "server/cli/flags.h"
+#include "server/cli/output_file.h"
 
 namespace mambaserve {
 namespace {
@@ -98,17 +100,35 @@ double DecodeTokensPerSecond(Backend& backend, int batch, int steps) {
   return batch * steps / Seconds(t0, Clock::now());
 }
 
-absl::Status Run(int argc, char** argv) {
-  auto cl = CommandLine::Parse(
-      argc, argv, {"preset", "out", "threads", "model-dir", "steps", "decode-batches"}, {});
-  if (!cl.ok()) return cl.status();
-  const std::string preset = cl->GetOr("preset", "130m");
-  const std::string out_path = cl->GetOr("out", "bench/results/cpu_engine.json");
-  const int threads = static_cast<int>(cl->GetInt("threads", 0).value_or(0));
-  const int steps = static_cast<int>(cl->GetInt("steps", 20).value_or(20));
+struct BenchFlags {
+  std::string preset = "130m", out_path = "bench/results/cpu_engine.json", model_dir;
+  int threads = 0, steps = 20;
+  std::vector<int32_t> batches = {1, 8, 32};
+
+  void Declare(CLI::App& app) {
+    app.option_defaults()->always_capture_default();
+    app.add_option("--preset", preset, "the model shape")
+        ->check(CLI::IsMember({"tiny", "130m", "370m"}));
+    app.add_option("--out", out_path, "FILE: the JSON result");
+    app.add_option("--threads", threads, "0: all cores")->check(CLI::Range(0, 4096));
+    app.add_option("--model-dir", model_dir,
+                   "DIR: the random model, written once (default: a folder under /tmp)");
+    app.add_option("--steps", steps, "decode steps per batch size")->check(CLI::Range(1, 1 << 20));
+    app.add_option("--decode-batches", batches, "B1,B2,...: decode batch sizes")
+        ->delimiter(',')
+        ->check(CLI::Range(1, 4096));
+  }
+};
+
+absl::Status Run(const BenchFlags& flags) {
+  const std::string& preset = flags.preset;
+  const std::string& out_path = flags.out_path;
+  const int threads = flags.threads;
+  const int steps = flags.steps;
   const std::string dir =
-      cl->GetOr("model-dir",
-                (std::filesystem::temp_directory_path() / ("mambaserve-bench-" + preset)).string());
+      !flags.model_dir.empty()
+          ? flags.model_dir
+          : (std::filesystem::temp_directory_path() / ("mambaserve-bench-" + preset)).string();
 
   auto config = PresetConfig(preset, ModelType::kMamba);
   if (!config.ok()) return config.status();
@@ -144,13 +164,7 @@ absl::Status Run(int argc, char** argv) {
 
   nlohmann::json decode = nlohmann::json::object();
   double batch1 = 0, batch32 = 0;
-  std::vector<int32_t> batches = {1, 8, 32};
-  if (auto list = cl->Get("decode-batches")) {
-    auto parsed = ParseIdList(*list);
-    if (!parsed.ok()) return parsed.status();
-    batches = *parsed;
-  }
-  for (int batch : batches) {
+  for (int batch : flags.batches) {
     const double tps = DecodeTokensPerSecond(backend, batch, steps);
     decode[std::to_string(batch)] = tps;
     if (batch == 1) batch1 = tps;
@@ -192,7 +206,11 @@ absl::Status Run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   mambaserve::ReexecWithFastBlasKernelsIfNeeded(argv);
-  absl::Status s = mambaserve::Run(argc, argv);
+  mambaserve::BenchFlags flags;
+  CLI::App app{"CPU engine throughput on a random model; writes JSON.", "cpu_engine_bench"};
+  flags.Declare(app);
+  if (std::optional<int> exit = mambaserve::ParseFlags(app, argc, argv)) return *exit;
+  absl::Status s = mambaserve::Run(flags);
   if (!s.ok()) {
     std::cerr << "cpu_engine_bench: " << s.message() << "\n";
     return 1;

@@ -10,11 +10,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "nlohmann/json.hpp"
-#include "server/cli/command_line.h"
+#include "server/cli/flags.h"
 #include "server/metrics/collection.h"
 #include "server/metrics/serving_metrics.h"
 
@@ -57,16 +58,15 @@ double NanosPerCallUnderLoad(ServingMetrics& metrics, int others, int64_t iterat
 }
 
 int Main(int argc, char** argv) {
-  auto cl = CommandLine::Parse(argc, argv, {"out", "iterations"}, {});
-  absl::StatusOr<int64_t> iterations_or =
-      cl.ok() ? cl->GetInt("iterations", 2000000, 1000, int64_t{1} << 40) : cl.status();
-  if (!iterations_or.ok()) {
-    std::cerr << "metrics_bench: " << iterations_or.status().message()
-              << "\nusage: metrics_bench [--out FILE] [--iterations N]\n";
-    return 2;
-  }
-  const int64_t iterations = *iterations_or;
-  const std::string out_path = cl->GetOr("out", "bench/results/metrics_observation.json");
+  std::string out_path = "bench/results/metrics_observation.json";
+  int64_t iterations = 2000000;
+  CLI::App app{"What recording metrics costs the scheduler and the response writers.",
+               "metrics_bench"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--out", out_path, "FILE: the JSON result");
+  app.add_option("--iterations", iterations, "calls per measurement")
+      ->check(CLI::Range(int64_t{1000}, int64_t{1} << 40));
+  if (std::optional<int> exit = mambaserve::ParseFlags(app, argc, argv)) return *exit;
 
   auto collection = std::make_shared<Collection>();
   ServingMetricsOptions options;

@@ -5,86 +5,45 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <map>
+#include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "mambaserve/v1/mambaserve.grpc.pb.h"
+#include "server/cli/flags.h"
 
 namespace {
 
 using mambaserve::v1::MambaServe;
 
-constexpr char kUsage[] =
-    R"(usage: mambactl [--target HOST:PORT] <command> [args]
-  (target: --target, else $MAMBASERVE_TARGET, else 127.0.0.1:50051)
-
-  generate [--text TEXT | --tokens 1,2,3] [--session ID] [--max-tokens N] [--temperature T]
-           [--top-k K] [--top-p P] [--min-p P] [--seed N] [--stop S]... [--ignore-eos]
-           [--logprobs N] [--show-tokens] [--timeout-s S]
-                          streams the generated text to stdout as it arrives; usage to stderr.
-                          Reads the prompt from stdin when neither --text nor --tokens is given.
-  session create [ID] | get ID | list | delete ID
-  session export ID --out FILE
-  session import --in FILE [ID]
-  tokenize TEXT           token ids and their spellings
-  detokenize 1,2,3
-  info                    model and server figures (JSON, every field)
-  health [SERVICE]        grpc.health.v1 status (exit 0 when SERVING)
-)";
-
-struct Args {
-  std::vector<std::string> positional;
-  std::multimap<std::string, std::string> flags;
-  bool Has(const std::string& f) const { return flags.count(f) > 0; }
-  std::string Get(const std::string& f, const std::string& fallback = "") const {
-    auto it = flags.find(f);
-    return it == flags.end() ? fallback : it->second;
-  }
+// What the command line asked for; CLI11 fills it (see Run).
+struct GenerateFlags {
+  std::string text;
+  std::vector<int32_t> tokens;
+  std::string session;
+  int32_t max_tokens = 0, top_k = 0, logprobs = 0;
+  double temperature = 0, top_p = 0, min_p = 0, timeout_s = 0;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+  bool ignore_eos = false, show_tokens = false;
+  // Set only when given, so that the server's defaults apply otherwise.
+  CLI::Option *max_tokens_set, *top_k_set, *logprobs_set, *temperature_set, *top_p_set, *min_p_set,
+      *timeout_set, *seed_set, *text_set, *tokens_set;
 };
 
-const std::map<std::string, bool> kFlagTakesValue = {
-    {"target", true},     {"text", true},        {"tokens", true},      {"session", true},
-    {"max-tokens", true}, {"temperature", true}, {"top-k", true},       {"top-p", true},
-    {"min-p", true},      {"seed", true},        {"stop", true},        {"out", true},
-    {"in", true},         {"timeout-s", true},   {"ignore-eos", false}, {"show-tokens", false},
-    {"logprobs", true},   {"help", false}};
-
-bool ParseArgs(int argc, char** argv, Args* args) {
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--", 0) != 0) {
-      args->positional.push_back(a);
-      continue;
-    }
-    std::string name = a.substr(2), value;
-    const auto eq = name.find('=');
-    if (eq != std::string::npos) value = name.substr(eq + 1), name = name.substr(0, eq);
-    auto it = kFlagTakesValue.find(name);
-    if (it == kFlagTakesValue.end()) {
-      std::cerr << "mambactl: unknown flag --" << name << "\n";
-      return false;
-    }
-    if (it->second && eq == std::string::npos) {
-      if (i + 1 >= argc) {
-        std::cerr << "mambactl: --" << name << " needs a value\n";
-        return false;
-      }
-      value = argv[++i];
-    }
-    args->flags.emplace(name, value);
-  }
-  return true;
-}
+struct SessionFlags {
+  std::string verb;  // the sub-subcommand: create, get, list, delete, export, import
+  std::string id;
+  std::string out, in;
+};
 
 int Fail(const grpc::Status& status) {
   // gRPC and Abseil number their codes alike: print the name (NOT_FOUND), not the number.
@@ -92,41 +51,6 @@ int Fail(const grpc::Status& status) {
             << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) << ": "
             << status.error_message() << "\n";
   return 1;
-}
-
-// A numeric flag, refused (false, with a message) unless all of it parses and it lies in [min,
-// max].
-template <typename T>
-bool NumberFlag(const Args& args, const std::string& name, double min, double max, T* out) {
-  if (!args.Has(name)) return true;
-  const std::string text = args.Get(name);
-  double value = 0;
-  bool parsed;
-  if constexpr (std::is_integral_v<T>) {
-    int64_t i = 0;
-    uint64_t u = 0;
-    parsed = std::is_signed_v<T> ? absl::SimpleAtoi(text, &i) : absl::SimpleAtoi(text, &u);
-    value = std::is_signed_v<T> ? static_cast<double>(i) : static_cast<double>(u);
-    if (parsed && value >= min && value <= max) {
-      *out = std::is_signed_v<T> ? static_cast<T>(i) : static_cast<T>(u);
-      return true;
-    }
-  } else {
-    parsed = absl::SimpleAtod(text, &value) && std::isfinite(value);
-    if (parsed && value >= min && value <= max) {
-      *out = static_cast<T>(value);
-      return true;
-    }
-  }
-  std::cerr << "mambactl: --" << name << " must be a";
-  if constexpr (std::is_integral_v<T>) {
-    std::cerr << "n integer in [" << static_cast<int64_t>(min) << ", " << static_cast<uint64_t>(max)
-              << "]";
-  } else {
-    std::cerr << " number in [" << min << ", " << max << "]";
-  }
-  std::cerr << ", not \"" << text << "\"\n";
-  return false;
 }
 
 const char* LocationName(mambaserve::v1::StateLocation l) {
@@ -149,69 +73,41 @@ void PrintSession(const mambaserve::v1::Session& s) {
             << "\tlast_used_ms=" << s.last_used_unix_ms() << "\n";
 }
 
-bool ParseIds(const std::string& text, std::vector<int32_t>* ids) {
-  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    int32_t id;
-    if (!absl::SimpleAtoi(part, &id)) return false;
-    ids->push_back(id);
-  }
-  return true;
-}
-
-int Generate(MambaServe::Stub& stub, const Args& args) {
+int Generate(MambaServe::Stub& stub, const GenerateFlags& g) {
   mambaserve::v1::GenerateRequest request;
-  if (args.Has("tokens")) {
-    std::vector<int32_t> ids;
-    if (!ParseIds(args.Get("tokens"), &ids)) {
-      std::cerr << "mambactl: --tokens expects comma-separated integers\n";
-      return 2;
-    }
-    for (int32_t id : ids) request.mutable_tokens()->add_ids(id);
-  } else if (args.Has("text")) {
-    request.set_text(args.Get("text"));
+  if (g.tokens_set->count() > 0) {
+    for (int32_t id : g.tokens) request.mutable_tokens()->add_ids(id);
+  } else if (g.text_set->count() > 0) {
+    request.set_text(g.text);
   } else {
     std::stringstream in;
     in << std::cin.rdbuf();
     request.set_text(in.str());
   }
-  request.set_session_id(args.Get("session"));
+  request.set_session_id(g.session);
   auto* s = request.mutable_sampling();
-  int32_t max_tokens = 0, top_k = 0, logprobs = 0;
-  double temperature = 0, top_p = 0, min_p = 0, timeout_s = 0;
-  uint64_t seed = 0;
-  constexpr double kInt32Max = 2147483647.0;
-  if (!NumberFlag(args, "max-tokens", 1, kInt32Max, &max_tokens) ||
-      !NumberFlag(args, "top-k", 0, kInt32Max, &top_k) ||
-      !NumberFlag(args, "logprobs", 0, 20, &logprobs) ||
-      !NumberFlag(args, "temperature", 0, 1e6, &temperature) ||
-      !NumberFlag(args, "top-p", 0, 1, &top_p) || !NumberFlag(args, "min-p", 0, 1, &min_p) ||
-      !NumberFlag(args, "timeout-s", 1e-3, 1e9, &timeout_s) ||
-      !NumberFlag(args, "seed", 0, 1.8446744073709552e19, &seed)) {
-    return 2;
-  }
-  if (args.Has("max-tokens")) s->set_max_tokens(max_tokens);
-  if (args.Has("top-k")) s->set_top_k(top_k);
-  if (args.Has("logprobs")) s->set_logprobs(logprobs);
-  if (args.Has("temperature")) s->set_temperature(temperature);
-  if (args.Has("top-p")) s->set_top_p(top_p);
-  if (args.Has("min-p")) s->set_min_p(min_p);
-  if (args.Has("seed")) s->set_seed(seed);
-  auto [begin, end] = args.flags.equal_range("stop");
-  for (auto it = begin; it != end; ++it) s->add_stop(it->second);
-  s->set_ignore_eos(args.Has("ignore-eos"));
+  if (g.max_tokens_set->count() > 0) s->set_max_tokens(g.max_tokens);
+  if (g.top_k_set->count() > 0) s->set_top_k(g.top_k);
+  if (g.logprobs_set->count() > 0) s->set_logprobs(g.logprobs);
+  if (g.temperature_set->count() > 0) s->set_temperature(g.temperature);
+  if (g.top_p_set->count() > 0) s->set_top_p(g.top_p);
+  if (g.min_p_set->count() > 0) s->set_min_p(g.min_p);
+  if (g.seed_set->count() > 0) s->set_seed(g.seed);
+  for (const std::string& stop : g.stop) s->add_stop(stop);
+  s->set_ignore_eos(g.ignore_eos);
 
   grpc::ClientContext context;
   if (!request.session_id().empty()) context.AddMetadata("x-session-id", request.session_id());
-  if (args.Has("timeout-s")) {
+  if (g.timeout_set->count() > 0) {
     context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+                         std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000)));
   }
   auto reader = stub.Generate(&context, request);
   mambaserve::v1::GenerateResponse response;
   mambaserve::v1::GenerateResponse last;
   while (reader->Read(&response)) {
     std::cout << response.text() << std::flush;
-    if (args.Has("show-tokens")) {
+    if (g.show_tokens) {
       for (int32_t id : response.token_ids()) std::cerr << "[" << id << "]";
     }
     for (const auto& lp : response.logprobs()) {
@@ -233,10 +129,9 @@ int Generate(MambaServe::Stub& stub, const Args& args) {
   return 0;
 }
 
-int Session(MambaServe::Stub& stub, const Args& args) {
-  const auto& p = args.positional;
-  const std::string verb = p.size() > 1 ? p[1] : "";
-  const std::string id = p.size() > 2 ? p[2] : "";
+int Session(MambaServe::Stub& stub, const SessionFlags& f) {
+  const std::string& verb = f.verb;
+  const std::string& id = f.id;
   grpc::ClientContext context;
   // Also as the header a session-affine proxy routes on (deploy/nginx), so every call about this
   // session reaches the replica that holds it.
@@ -263,15 +158,11 @@ int Session(MambaServe::Stub& stub, const Args& args) {
     mambaserve::v1::DeleteSessionResponse response;
     status = stub.DeleteSession(&context, request, &response);
   } else if (verb == "export") {
-    if (!args.Has("out")) {
-      std::cerr << "mambactl: session export ID --out FILE\n";
-      return 2;
-    }
     mambaserve::v1::ExportSessionRequest request;
     request.set_session_id(id);
     // The blob arrives in chunks; it is written next to the target and renamed into place only
     // when the whole stream arrived, so a failed export never leaves a truncated file behind.
-    const std::string path = args.Get("out");
+    const std::string& path = f.out;
     const std::string partial = path + ".partial";
     std::ofstream out(partial, std::ios::binary | std::ios::trunc);
     if (!out) {
@@ -305,9 +196,9 @@ int Session(MambaServe::Stub& stub, const Args& args) {
                 << first.model_fingerprint() << ") to " << path << "\n";
     }
   } else if (verb == "import") {
-    std::ifstream in(args.Get("in"), std::ios::binary);
-    if (!args.Has("in") || !in) {
-      std::cerr << "mambactl: session import --in FILE [ID] (cannot read the file)\n";
+    std::ifstream in(f.in, std::ios::binary);
+    if (!in) {
+      std::cerr << "mambactl: cannot read " << f.in << "\n";
       return 2;
     }
     std::stringstream bytes;
@@ -328,32 +219,90 @@ int Session(MambaServe::Stub& stub, const Args& args) {
     writer->WritesDone();
     status = writer->Finish();
     if (status.ok()) PrintSession(session);
-  } else {
-    std::cerr << kUsage;
-    return 2;
   }
   return status.ok() ? 0 : Fail(status);
 }
 
 int Run(int argc, char** argv) {
-  Args args;
-  if (!ParseArgs(argc, argv, &args)) return 2;
-  if (args.Has("help") || args.positional.empty()) {
-    (args.Has("help") ? std::cout : std::cerr) << kUsage;
-    return args.Has("help") ? 0 : 2;
-  }
+  CLI::App app{"The command-line client of a mambaserve server.", "mambactl"};
+  app.require_subcommand(1);
+  app.fallthrough();  // --target may also follow the command
+  app.option_defaults()->always_capture_default();
   const char* env_target = std::getenv("MAMBASERVE_TARGET");
-  const std::string target =
-      args.Get("target", env_target != nullptr && *env_target ? env_target : "127.0.0.1:50051");
+  std::string target = env_target != nullptr && *env_target ? env_target : "127.0.0.1:50051";
+  app.add_option("--target", target,
+                 "HOST:PORT of the server ($MAMBASERVE_TARGET sets the default)");
+
+  constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
+  GenerateFlags g;
+  CLI::App* generate = app.add_subcommand(
+      "generate",
+      "Streams the generated text to stdout as it arrives, usage to stderr; the prompt is read "
+      "from stdin without --text or --tokens.");
+  g.text_set = generate->add_option("--text", g.text, "the prompt");
+  g.tokens_set = generate->add_option("--tokens", g.tokens, "the prompt as token ids: 1,2,3")
+                     ->delimiter(',')
+                     ->excludes(g.text_set);
+  generate->add_option("--session", g.session, "ID: continue this session's conversation");
+  g.max_tokens_set =
+      generate->add_option("--max-tokens", g.max_tokens, "tokens to generate at most")
+          ->check(CLI::Range(1, kInt32Max));
+  g.temperature_set = generate->add_option("--temperature", g.temperature, "0: greedy")
+                          ->check(CLI::Range(0.0, 1e6));
+  g.top_k_set = generate->add_option("--top-k", g.top_k, "0: off")->check(CLI::Range(0, kInt32Max));
+  g.top_p_set = generate->add_option("--top-p", g.top_p, "1: off")->check(CLI::Range(0.0, 1.0));
+  g.min_p_set = generate->add_option("--min-p", g.min_p, "0: off")->check(CLI::Range(0.0, 1.0));
+  g.seed_set = generate->add_option("--seed", g.seed, "same request and seed, same tokens");
+  generate->add_option("--stop", g.stop, "S: stop before this text (repeatable)");
+  generate->add_flag("--ignore-eos", g.ignore_eos, "generate past the end-of-sequence token");
+  g.logprobs_set = generate
+                       ->add_option("--logprobs", g.logprobs,
+                                    "N: each token's log-probability and the top N, to stderr")
+                       ->check(CLI::Range(0, 20));
+  generate->add_flag("--show-tokens", g.show_tokens, "each token's id, to stderr");
+  g.timeout_set = generate->add_option("--timeout-s", g.timeout_s, "S: the call's deadline")
+                      ->check(CLI::Range(1e-3, 1e9));
+
+  SessionFlags session;
+  CLI::App* sessions = app.add_subcommand("session", "Server-side sessions.");
+  sessions->require_subcommand(1);
+  auto verb = [&](const char* name, const char* help) {
+    CLI::App* sub = sessions->add_subcommand(name, help);
+    sub->callback([&session, name] { session.verb = name; });
+    return sub;
+  };
+  verb("create", "a new session (the server names it without ID)")
+      ->add_option("id", session.id, "ID");
+  verb("get", "one session's figures")->add_option("id", session.id, "ID")->required();
+  verb("list", "every session");
+  verb("delete", "end a session")->add_option("id", session.id, "ID")->required();
+  CLI::App* exporter = verb("export", "write a session's portable blob to a file");
+  exporter->add_option("id", session.id, "ID")->required();
+  exporter->add_option("--out", session.out, "FILE")->required();
+  CLI::App* importer = verb("import", "recreate a session from an exported blob");
+  importer->add_option("--in", session.in, "FILE")->required();
+  importer->add_option("id", session.id, "ID (the server names it without)");
+
+  std::string text, ids_text, health_service;
+  std::vector<int32_t> ids;
+  CLI::App* tokenize = app.add_subcommand("tokenize", "token ids and their spellings");
+  tokenize->add_option("text", text, "TEXT")->required();
+  CLI::App* detokenize = app.add_subcommand("detokenize", "token ids to text");
+  detokenize->add_option("ids", ids, "1,2,3")->delimiter(',')->required();
+  CLI::App* info = app.add_subcommand("info", "model and server figures (JSON, every field)");
+  CLI::App* health = app.add_subcommand("health", "grpc.health.v1 status (exit 0 when SERVING)");
+  health->add_option("service", health_service, "SERVICE (default: the whole server)");
+
+  if (std::optional<int> exit = mambaserve::ParseFlags(app, argc, argv)) return *exit;
+
   auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
   auto stub = MambaServe::NewStub(channel);
-  const std::string& command = args.positional[0];
-  if (command == "generate") return Generate(*stub, args);
-  if (command == "session") return Session(*stub, args);
+  if (generate->parsed()) return Generate(*stub, g);
+  if (sessions->parsed()) return Session(*stub, session);
   grpc::ClientContext context;
-  if (command == "tokenize") {
+  if (tokenize->parsed()) {
     mambaserve::v1::TokenizeRequest request;
-    request.set_text(args.positional.size() > 1 ? args.positional[1] : "");
+    request.set_text(text);
     mambaserve::v1::TokenizeResponse response;
     grpc::Status status = stub->Tokenize(&context, request, &response);
     if (!status.ok()) return Fail(status);
@@ -362,13 +311,8 @@ int Run(int argc, char** argv) {
     }
     return 0;
   }
-  if (command == "detokenize") {
+  if (detokenize->parsed()) {
     mambaserve::v1::DetokenizeRequest request;
-    std::vector<int32_t> ids;
-    if (args.positional.size() < 2 || !ParseIds(args.positional[1], &ids)) {
-      std::cerr << "mambactl: detokenize 1,2,3\n";
-      return 2;
-    }
     for (int32_t id : ids) request.add_token_ids(id);
     mambaserve::v1::DetokenizeResponse response;
     grpc::Status status = stub->Detokenize(&context, request, &response);
@@ -376,32 +320,27 @@ int Run(int argc, char** argv) {
     std::cout << response.text() << "\n";
     return 0;
   }
-  if (command == "info") {
-    mambaserve::v1::ModelInfo info;
-    grpc::Status status = stub->GetModelInfo(&context, {}, &info);
+  if (info->parsed()) {
+    mambaserve::v1::ModelInfo model;
+    grpc::Status status = stub->GetModelInfo(&context, {}, &model);
     if (!status.ok()) return Fail(status);
     std::string json;
     google::protobuf::util::JsonPrintOptions options;
     options.add_whitespace = true;
     options.always_print_primitive_fields = true;  // a zero is a figure too
     options.preserve_proto_field_names = true;
-    if (!google::protobuf::util::MessageToJsonString(info, &json, options).ok()) return 1;
+    if (!google::protobuf::util::MessageToJsonString(model, &json, options).ok()) return 1;
     std::cout << json;
     return 0;
   }
-  if (command == "health") {
-    auto health = grpc::health::v1::Health::NewStub(channel);
-    grpc::health::v1::HealthCheckRequest request;
-    request.set_service(args.positional.size() > 1 ? args.positional[1] : "");
-    grpc::health::v1::HealthCheckResponse response;
-    grpc::Status status = health->Check(&context, request, &response);
-    if (!status.ok()) return Fail(status);
-    std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
-              << "\n";
-    return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
-  }
-  std::cerr << "mambactl: unknown command \"" << command << "\"\n" << kUsage;
-  return 2;
+  auto checker = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(health_service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = checker->Check(&context, request, &response);
+  if (!status.ok()) return Fail(status);
+  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()) << "\n";
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
 }  // namespace

@@ -1,45 +1,52 @@
 // mambaserve eval: last-position logits and greedy tokens for a prompt, as JSON.
 #include <iostream>
+#include <optional>
 
 #include "engine/backend/backend.h"
 #include "engine/backend/greedy.h"
 #include "engine/backend_factory.h"
 #include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "server/cli/command_line.h"
 #include "server/cli/commands.h"
+#include "server/cli/flags.h"
+#include "server/cli/output_file.h"
 
 namespace mambaserve {
 namespace {
 
-constexpr char kUsage[] =
-    R"(usage: mambaserve eval --model DIR --tokens 5,17,42 --generate 16 --json OUT
-                      [--backend auto|cpu|cuda] [--weight-dtype f32|bf16] [--threads N]
-Writes {"last_logits": [V floats at the last prompt position], "generated": [greedy ids]}.
-)";
+struct EvalFlags {
+  std::string dir, json_path, backend = "cpu", weight_dtype;
+  std::vector<int32_t> tokens;
+  int generate = 16, threads = 0;
 
-absl::Status Eval(int argc, char** argv) {
-  ASSIGN_OR_RETURN(CommandLine cl, CommandLine::Parse(argc, argv,
-                                                      {"model", "tokens", "generate", "json",
-                                                       "backend", "weight-dtype", "threads"},
-                                                      {"help"}));
-  if (cl.Has("help")) {
-    std::cout << kUsage;
-    return absl::OkStatus();
+  void Declare(CLI::App& app) {
+    app.option_defaults()->always_capture_default();
+    app.add_option("--model", dir, "DIR: the checkpoint")->required();
+    app.add_option("--tokens", tokens, "5,17,42: the prompt's token ids")
+        ->delimiter(',')
+        ->check(CLI::NonNegativeNumber)
+        ->required();
+    app.add_option("--generate", generate, "greedy tokens to generate")
+        ->check(CLI::Range(0, 1 << 20));
+    app.add_option("--json", json_path, "OUT: where the JSON goes (- for stdout)")->required();
+    app.add_option("--backend", backend, "auto: the CUDA module when a GPU is there")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    app.add_option("--weight-dtype", weight_dtype, "weights as held in memory (default: as stored)")
+        ->check(CLI::IsMember({"f32", "bf16"}));
+    app.add_option("--threads", threads, "CPU backend threads (0: all cores)")
+        ->check(CLI::Range(0, 4096));
   }
-  ASSIGN_OR_RETURN(std::string dir, cl.Require("model"));
-  ASSIGN_OR_RETURN(std::string tokens_text, cl.Require("tokens"));
-  ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ParseIdList(tokens_text));
-  ASSIGN_OR_RETURN(int64_t generate, cl.GetInt("generate", 16, 0, 1 << 20));
-  ASSIGN_OR_RETURN(std::string json_path, cl.Require("json"));
+};
 
+absl::Status Eval(const EvalFlags& flags) {
+  const std::string& dir = flags.dir;
+  const std::vector<int32_t>& tokens = flags.tokens;
   BackendOptions options;
   options.num_slots = 1;
-  ASSIGN_OR_RETURN(options.kind, ParseBackendKind(cl.GetOr("backend", "cpu")));
-  ASSIGN_OR_RETURN(int64_t threads, cl.GetInt("threads", 0, 0, 4096));
-  options.num_threads = static_cast<int>(threads);
-  if (auto wd = cl.Get("weight-dtype")) {
-    ASSIGN_OR_RETURN(DType dtype, ParseDTypeFlag(*wd));
+  ASSIGN_OR_RETURN(options.kind, ParseBackendKind(flags.backend));
+  options.num_threads = flags.threads;
+  if (!flags.weight_dtype.empty()) {
+    ASSIGN_OR_RETURN(DType dtype, ParseDTypeFlag(flags.weight_dtype));
     options.weight_dtype = dtype;
   }
   ASSIGN_OR_RETURN(std::shared_ptr<const Model> model, LoadModel(dir));
@@ -54,8 +61,7 @@ absl::Status Eval(int argc, char** argv) {
                    CreateBackend(model, options, &fallback_reason));
   if (!fallback_reason.empty())
     std::cerr << "eval: using the CPU backend: " << fallback_reason << "\n";
-  ASSIGN_OR_RETURN(GreedyResult result,
-                   GreedyGenerate(*backend, 0, tokens, static_cast<int>(generate)));
+  ASSIGN_OR_RETURN(GreedyResult result, GreedyGenerate(*backend, 0, tokens, flags.generate));
   nlohmann::json out;
   out["last_logits"] = result.last_logits;
   out["generated"] = result.generated;
@@ -64,13 +70,20 @@ absl::Status Eval(int argc, char** argv) {
   out["device"] = info.device;
   out["weight_dtype"] = DTypeName(info.weight_dtype);
   if (!fallback_reason.empty()) out["fallback_reason"] = fallback_reason;
-  return WriteOutputFile(json_path, out.dump() + "\n");
+  return WriteOutputFile(flags.json_path, out.dump() + "\n");
 }
 
 }  // namespace
 
 int RunEvalCommand(int argc, char** argv) {
-  absl::Status status = Eval(argc, argv);
+  EvalFlags flags;
+  CLI::App app{
+      "Writes {\"last_logits\": [V floats at the last prompt position], \"generated\": [greedy "
+      "ids]} for a prompt.",
+      "mambaserve eval"};
+  flags.Declare(app);
+  if (std::optional<int> exit = ParseFlags(app, argc, argv)) return *exit;
+  absl::Status status = Eval(flags);
   if (!status.ok()) {
     std::cerr << "eval: " << status.message() << "\n";
     return 2;

@@ -11,7 +11,7 @@
 #include "engine/testing/bpe_tokenizer_writer.h"
 #include "engine/testing/random_model.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "server/cli/command_line.h"
+#include "server/cli/output_file.h"
 
 namespace mambaserve {
 

@@ -1,178 +1,126 @@
-// mambaserve serve: the gRPC server. Every flag is declared once, in the table below, with its
-// help text, its bounds and where its value goes; the usage text and the parser both come from it.
+// mambaserve serve: the gRPC server. Every flag is declared once (ServeFlags::Declare), with its
+// help text, its bounds and where its value goes; --help and the parser both come from it.
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <iostream>
 #include <map>
-#include <set>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/base/log.h"
 #include "engine/base/status_macros.h"
-#include "server/cli/command_line.h"
 #include "server/cli/commands.h"
+#include "server/cli/flags.h"
 #include "server/cli/model_tokenizer.h"
 #include "server/server.h"
 
 namespace mambaserve {
 namespace {
 
-struct Flag {
-  std::string name;
-  std::string help;  // "(default X)" is appended from the value before parsing
-  std::function<absl::Status(const std::string&)> set;
-  std::function<std::string()> current;  // empty: no default shown
-};
-
-// An integer flag stored into `*target`, refused outside [min, max] (so nothing is truncated).
-template <typename T>
-Flag IntFlag(std::string name, std::string help, T* target, int64_t min, int64_t max) {
-  return {name, std::move(help),
-          [name, target, min, max](const std::string& text) -> absl::Status {
-            int64_t v = 0;
-            if (!absl::SimpleAtoi(text, &v) || v < min || v > max) {
-              return absl::InvalidArgumentError(absl::StrCat(
-                  "--", name, " must be an integer in [", min, ", ", max, "], not \"", text, "\""));
-            }
-            *target = static_cast<T>(v);
-            return absl::OkStatus();
-          },
-          [target] { return absl::StrCat(*target); }};
-}
-
-Flag StringFlag(std::string name, std::string help, std::string* target, bool show_default = true) {
-  std::function<std::string()> current;
-  if (show_default) current = [target] { return *target; };
-  return {std::move(name), std::move(help),
-          [target](const std::string& text) {
-            *target = text;
-            return absl::OkStatus();
-          },
-          std::move(current)};
+// "(0, 1]": the lower bound excluded, which CLI::Range cannot say.
+CLI::Validator OpenClosedUnit() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double v = 0;
+        if (!absl::SimpleAtod(text, &v) || !(v > 0.0 && v <= 1.0)) {
+          return absl::StrCat("Value ", text, " not in (0, 1]");
+        }
+        return "";
+      },
+      "FLOAT in (0, 1]");
 }
 
 struct ServeFlags {
   ServeOptions o;
-  std::string model, model_cache = DefaultModelCacheDir(), backend = "auto", weight_dtype = "auto";
+  std::string model, model_cache = DefaultModelCacheDir(), backend = "auto", weight_dtype = "auto",
+                     log_level = "info";
   int64_t ttl_s = 3600, host_budget_mb = 1024, stalled_reader_s = 120;
   int max_tokens_limit = 4096;
-  std::vector<Flag> table;
 
-  ServeFlags() {
+  // Every flag, once: name, help, bounds and where its value goes. --help is generated from it.
+  void Declare(CLI::App& app) {
     constexpr int64_t kIntMax = INT_MAX;
     EngineOptions& e = o.engine;
     e.backend.num_slots = 128;
     e.scheduler.sessions.max_sessions = 65536;
-    table = {
-        StringFlag("model",
+    // A flag given twice takes its last value, so a wrapper's defaults can be overridden.
+    app.option_defaults()->always_capture_default()->multi_option_policy(
+        CLI::MultiOptionPolicy::TakeLast);
+    app.add_option("--model", model,
                    "DIR: Hugging Face checkpoint dir (config.json, *.safetensors, tokenizer.json); "
-                   "without it, the embedded tiny default model, generated once into --model-cache",
-                   &model, false),
-        StringFlag("model-cache", "DIR: where the default model is written", &model_cache),
-        StringFlag("listen", "HOST:PORT for gRPC (port 0: pick a free one)", &o.listen),
-        StringFlag("port-file", "FILE: write the bound port here once listening", &o.port_file,
-                   false),
-        {"log-level", "info|warning|error: the least severe log lines written to stderr",
-         [](const std::string& text) {
-           static const std::map<std::string, LogLevel> kLevels = {{"info", LogLevel::kInfo},
-                                                                   {"warning", LogLevel::kWarning},
-                                                                   {"error", LogLevel::kError}};
-           auto it = kLevels.find(text);
-           if (it == kLevels.end()) {
-             return absl::InvalidArgumentError(
-                 absl::StrCat("--log-level must be info, warning or error, not \"", text, "\""));
-           }
-           SetMinLogLevel(it->second);
-           return absl::OkStatus();
-         },
-         [] { return std::string("info"); }},
-        StringFlag("backend", "auto|cpu|cuda: auto uses the CUDA module when a GPU is there",
-                   &backend),
-        StringFlag("weight-dtype",
-                   "auto|f32|bf16: weights as held in memory (auto: bf16 stays bf16)",
-                   &weight_dtype),
-        IntFlag("threads", "N: CPU backend threads (0: all cores)", &e.backend.num_threads, 0,
-                4096),
-        {"gpu-memory-fraction",
-         "F in (0, 1]: CUDA share of device memory for weights + state slots",
-         [&e](const std::string& text) {
-           double v = 0;
-           if (!absl::SimpleAtod(text, &v) || !(v > 0.0 && v <= 1.0)) {
-             return absl::InvalidArgumentError("--gpu-memory-fraction must be in (0, 1]");
-           }
-           e.backend.gpu_memory_fraction = v;
-           return absl::OkStatus();
-         },
-         [&e] { return absl::StrCat(e.backend.gpu_memory_fraction); }},
-        IntFlag("gpu-device", "N: CUDA device index", &e.backend.gpu_device, 0, 1024),
-        IntFlag(
-            "max-sessions",
-            "N: state slots (running sequences + resident sessions); must fit in memory, and on "
-            "CUDA is clamped to what fits the device",
-            &e.backend.num_slots, 1, kIntMax),
-        IntFlag("max-batch", "N: sequences decoded together per step", &e.scheduler.max_batch, 1,
-                kIntMax),
-        IntFlag("max-queue", "N: accepted requests waiting for a slot; beyond, RESOURCE_EXHAUSTED",
-                &e.scheduler.max_queue, 0, 1 << 24),
-        IntFlag("max-step-tokens",
-                "N: tokens per forward step (decodes first, prompts share the rest)",
-                &e.scheduler.max_step_tokens, 1, 1 << 20),
-        IntFlag("max-prompt-tokens", "N: longest prompt accepted", &o.limits.max_prompt_tokens, 1,
-                1 << 20),
-        IntFlag("max-tokens-limit", "N: largest max_tokens a request may ask for",
-                &max_tokens_limit, 1, 1 << 24),
-        IntFlag("default-max-tokens", "N: max_tokens when a request leaves it unset",
-                &o.limits.default_max_tokens, 1, 1 << 24),
-        IntFlag("session-ttl-s", "N: idle sessions expire after this (0: never)", &ttl_s, 0,
-                int64_t{10} * 365 * 86400),
-        IntFlag("max-named-sessions",
-                "N: sessions that may exist at once; beyond, CreateSession/ImportSession answer "
-                "RESOURCE_EXHAUSTED",
-                &e.scheduler.sessions.max_sessions, 1, int64_t{1} << 30),
-        IntFlag("host-state-budget-mb",
-                "N: host memory for parked session states; oldest evicted beyond", &host_budget_mb,
-                0, int64_t{1} << 30),
-        IntFlag("stream-buffer", "N: responses buffered per stream before it pauses",
-                &o.limits.stream_buffer, 1, 1 << 16),
-        IntFlag("stalled-reader-timeout-s",
-                "N: a paused stream whose client reads nothing this long is ended, its slot freed "
-                "(0: never)",
-                &stalled_reader_s, 0, int64_t{1} << 31),
-        IntFlag("shutdown-grace-s", "N: on SIGTERM/SIGINT, time streams get to finish",
-                &o.shutdown_grace_s, 0, 86400),
-        StringFlag(
-            "metrics-listen",
-            "HOST:PORT for Prometheus /metrics over HTTP (port 0: pick one; \"off\" disables); "
-            "serving goes on, with a warning, if it cannot bind",
-            &o.metrics_listen),
-        StringFlag("served-model-name",
+                   "without it, the embedded tiny default model, generated once into "
+                   "--model-cache");
+    app.add_option("--model-cache", model_cache, "DIR: where the default model is written");
+    app.add_option("--listen", o.listen, "HOST:PORT for gRPC (port 0: pick a free one)");
+    app.add_option("--port-file", o.port_file, "FILE: write the bound port here once listening");
+    app.add_option("--log-level", log_level, "the least severe log lines written to stderr")
+        ->check(CLI::IsMember({"info", "warning", "error"}));
+    app.add_option("--backend", backend, "auto uses the CUDA module when a GPU is there")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    app.add_option("--weight-dtype", weight_dtype,
+                   "weights as held in memory (auto: bf16 stays bf16)")
+        ->check(CLI::IsMember({"auto", "f32", "bf16"}));
+    app.add_option("--threads", e.backend.num_threads, "CPU backend threads (0: all cores)")
+        ->check(CLI::Range(0, 4096));
+    app.add_option("--gpu-memory-fraction", e.backend.gpu_memory_fraction,
+                   "CUDA share of device memory for weights + state slots")
+        ->check(OpenClosedUnit());
+    app.add_option("--gpu-device", e.backend.gpu_device, "CUDA device index")
+        ->check(CLI::Range(0, 1024));
+    app.add_option("--max-sessions", e.backend.num_slots,
+                   "state slots (running sequences + resident sessions); must fit in memory, and "
+                   "on CUDA is clamped to what fits the device")
+        ->check(CLI::Range(int64_t{1}, kIntMax));
+    app.add_option("--max-batch", e.scheduler.max_batch, "sequences decoded together per step")
+        ->check(CLI::Range(int64_t{1}, kIntMax));
+    app.add_option("--max-queue", e.scheduler.max_queue,
+                   "accepted requests waiting for a slot; beyond, RESOURCE_EXHAUSTED")
+        ->check(CLI::Range(0, 1 << 24));
+    app.add_option("--max-step-tokens", e.scheduler.max_step_tokens,
+                   "tokens per forward step (decodes first, prompts share the rest)")
+        ->check(CLI::Range(1, 1 << 20));
+    app.add_option("--max-prompt-tokens", o.limits.max_prompt_tokens, "longest prompt accepted")
+        ->check(CLI::Range(1, 1 << 20));
+    app.add_option("--max-tokens-limit", max_tokens_limit,
+                   "largest max_tokens a request may ask for")
+        ->check(CLI::Range(1, 1 << 24));
+    app.add_option("--default-max-tokens", o.limits.default_max_tokens,
+                   "max_tokens when a request leaves it unset")
+        ->check(CLI::Range(1, 1 << 24));
+    app.add_option("--session-ttl-s", ttl_s, "idle sessions expire after this (0: never)")
+        ->check(CLI::Range(int64_t{0}, int64_t{10} * 365 * 86400));
+    app.add_option("--max-named-sessions", e.scheduler.sessions.max_sessions,
+                   "sessions that may exist at once; beyond, CreateSession/ImportSession answer "
+                   "RESOURCE_EXHAUSTED")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+    app.add_option("--host-state-budget-mb", host_budget_mb,
+                   "host memory for parked session states; oldest evicted beyond")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+    app.add_option("--stream-buffer", o.limits.stream_buffer,
+                   "responses buffered per stream before it pauses")
+        ->check(CLI::Range(1, 1 << 16));
+    app.add_option("--stalled-reader-timeout-s", stalled_reader_s,
+                   "a paused stream whose client reads nothing this long is ended, its slot freed "
+                   "(0: never)")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 31));
+    app.add_option("--shutdown-grace-s", o.shutdown_grace_s,
+                   "on SIGTERM/SIGINT, time streams get to finish")
+        ->check(CLI::Range(0, 86400));
+    app.add_option("--metrics-listen", o.metrics_listen,
+                   "HOST:PORT for Prometheus /metrics over HTTP (port 0: pick one; \"off\" "
+                   "disables); serving goes on, with a warning, if it cannot bind");
+    app.add_option("--served-model-name", o.served_model_name,
                    "NAME: model_name label and GetModelInfo's model_name (default: the model "
-                   "directory's name)",
-                   &o.served_model_name, false),
-    };
+                   "directory's name)");
   }
 
-  std::string Usage() const {
-    std::string usage =
-        "usage: mambaserve serve [--model DIR] [flags]\n"
-        "Serves mambaserve.v1.MambaServe, grpc.health.v1.Health and server reflection over "
-        "gRPC.\n\n";
-    for (const Flag& f : table) {
-      absl::StrAppend(&usage, "  --", f.name, "\n      ", f.help);
-      if (f.current) absl::StrAppend(&usage, " (default ", f.current(), ")");
-      usage += "\n";
-    }
-    return usage;
-  }
-
-  // Applies the parsed flags, then derives what depends on several of them.
-  absl::Status Apply(const CommandLine& cl) {
-    for (const Flag& f : table) {
-      if (auto value = cl.Get(f.name)) RETURN_IF_ERROR(f.set(*value));
-    }
+  // Derives what depends on several flags, once they are parsed.
+  absl::Status Apply() {
+    static const std::map<std::string, LogLevel> kLevels = {
+        {"info", LogLevel::kInfo}, {"warning", LogLevel::kWarning}, {"error", LogLevel::kError}};
+    SetMinLogLevel(kLevels.at(log_level));
     EngineOptions& e = o.engine;
     if (!model.empty()) {
       e.model_dir = model;
@@ -199,23 +147,17 @@ struct ServeFlags {
   }
 };
 
-absl::Status Serve(int argc, char** argv) {
-  ServeFlags flags;
-  std::set<std::string> names;
-  for (const Flag& f : flags.table) names.insert(f.name);
-  ASSIGN_OR_RETURN(CommandLine cl, CommandLine::Parse(argc, argv, names, {"help"}));
-  if (cl.Has("help")) {
-    std::cout << flags.Usage();
-    return absl::OkStatus();
-  }
-  RETURN_IF_ERROR(flags.Apply(cl));
-  return RunServer(flags.o);
-}
-
 }  // namespace
 
 int RunServeCommand(int argc, char** argv) {
-  absl::Status status = Serve(argc, argv);
+  ServeFlags flags;
+  CLI::App app{
+      "Serves mambaserve.v1.MambaServe, grpc.health.v1.Health and server reflection over gRPC.",
+      "mambaserve serve"};
+  flags.Declare(app);
+  if (std::optional<int> exit = ParseFlags(app, argc, argv)) return *exit;
+  absl::Status status = flags.Apply();
+  if (status.ok()) status = RunServer(flags.o);
   if (!status.ok()) {
     LogError("serve: ", status.message());
     return 1;

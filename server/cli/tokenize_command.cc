@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,33 +13,43 @@
 #include "engine/model/safetensors.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "server/cli/command_line.h"
+#include "server/cli/flags.h"
+#include "server/cli/output_file.h"
 
 namespace mambaserve {
 namespace {
 
-constexpr char kUsage[] =
-    "usage: mambaserve tokenize --tokenizer FILE --text-file F --json OUT\n"
-    "       mambaserve tokenize --tokenizer FILE --decode --ids 1,2,3 --json OUT\n";
+struct TokenizeFlags {
+  std::string tokenizer_path, text_file, json_out;
+  std::vector<int32_t> ids;
+  bool decode = false;
 
-absl::Status Run(int argc, char** argv) {
-  ASSIGN_OR_RETURN(
-      const CommandLine cl,
-      CommandLine::Parse(argc, argv, {"tokenizer", "text-file", "json", "ids"}, {"decode"}));
-  ASSIGN_OR_RETURN(const std::string tokenizer_path, cl.Require("tokenizer"));
-  ASSIGN_OR_RETURN(const std::string json_out, cl.Require("json"));
-  const bool decode = cl.Has("decode");
-  if (decode && !cl.Has("ids")) return absl::InvalidArgumentError("--decode needs --ids");
-  if (!decode && !cl.Has("text-file")) {
+  void Declare(CLI::App& app) {
+    app.add_option("--tokenizer", tokenizer_path, "FILE: tokenizer.json")->required();
+    CLI::Option* text = app.add_option("--text-file", text_file, "F: the text to encode");
+    CLI::Option* decoding = app.add_flag("--decode", decode, "decode --ids instead");
+    CLI::Option* id_list = app.add_option("--ids", ids, "1,2,3: the ids to decode")
+                               ->delimiter(',')
+                               ->check(CLI::NonNegativeNumber);
+    app.add_option("--json", json_out, "OUT: where the JSON goes (- for stdout)")->required();
+    decoding->needs(id_list);
+    id_list->needs(decoding);
+    text->excludes(decoding);
+  }
+};
+
+absl::Status Run(const TokenizeFlags& flags) {
+  const bool decode = flags.decode;
+  if (!decode && flags.text_file.empty()) {
     return absl::InvalidArgumentError("--text-file is required (or --decode --ids)");
   }
+  const std::string& tokenizer_path = flags.tokenizer_path;
   ASSIGN_OR_RETURN(const std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromFile(tokenizer_path));
   nlohmann::json result;
   if (decode) {
-    ASSIGN_OR_RETURN(const std::vector<int32_t> ids, ParseIdList(*cl.Get("ids")));
-    ASSIGN_OR_RETURN(result["text"], tokenizer->Decode(ids));
+    ASSIGN_OR_RETURN(result["text"], tokenizer->Decode(flags.ids));
   } else {
-    const std::string text_file = *cl.Get("text-file");
+    const std::string& text_file = flags.text_file;
     ASSIGN_OR_RETURN(const std::string text, ReadTextFile(text_file));
     absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(text);
     if (!ids.ok()) {
@@ -50,18 +61,22 @@ absl::Status Run(int argc, char** argv) {
   // Decoded text is always valid UTF-8, so the replace handler never fires; it keeps dump()
   // from throwing regardless.
   return WriteOutputFile(
-      json_out, result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+      flags.json_out, result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 }  // namespace
 
 int RunTokenizeCommand(int argc, char** argv) {
-  const absl::Status status = Run(argc, argv);
+  TokenizeFlags flags;
+  CLI::App app{
+      "Encodes a text file (no BOS/EOS), or decodes token ids, with a tokenizer.json; "
+      "writes {\"ids\": [...]} or {\"text\": \"...\"}.",
+      "mambaserve tokenize"};
+  flags.Declare(app);
+  if (std::optional<int> exit = ParseFlags(app, argc, argv)) return *exit;
+  const absl::Status status = Run(flags);
   if (status.ok()) return 0;
   std::cerr << "mambaserve tokenize: " << status.message() << "\n";
-  if (absl::IsInvalidArgument(status) && status.message().find("--") != absl::string_view::npos) {
-    std::cerr << kUsage;
-  }
   return 1;
 }
 

@@ -77,7 +77,7 @@ class KubernetesTest(unittest.TestCase):
                                    text=True).stdout
         for arg in container["args"]:
             flag = arg.split("=")[0]
-            self.assertIn(f"  {flag}\n", help_text + "\n", f"{overlay}: unknown flag {flag}")
+            self.assertRegex(help_text, rf"(?m)^\s+{re.escape(flag)}(?=\s)", f"{overlay}: unknown flag {flag}")
             for var in re.findall(r"\$\((\w+)\)", arg):
                 self.assertIn(var, flags_map["data"], f"{overlay}: {arg}")
         # The pod may take its whole drain: preStop + --shutdown-grace-s fit the termination period.

@@ -326,19 +326,21 @@ TEST_F(ServerE2eTest, FlagsOutOfRangeAreRefusedWithTheReason) {
   struct Case {
     std::vector<std::string> args;
     std::string says;
+    int exit_code;  // 2: the command line itself is refused; 1: serving could not start
   };
   const std::vector<Case> cases = {
-      {{"--listen", "127.0.0.1:99999"}, "needs a port in [0, 65535]"},
-      {{"--max-sessions", "1000000000"}, "--max-sessions"},
-      {{"--max-queue", "4294967296"}, "--max-queue must be an integer in"},
-      {{"--max-batch", "3000000000"}, "--max-batch must be an integer in"},
-      {{"--host-state-budget-mb", "1000000000"}, "--host-state-budget-mb"},
-      {{"--log-level", "verbose"}, "--log-level must be info, warning or error"},
+      {{"--listen", "127.0.0.1:99999"}, "needs a port in [0, 65535]", 1},
+      {{"--max-sessions", "1000000000"}, "--max-sessions", 1},
+      {{"--max-queue", "4294967296"}, "--max-queue: Value 4294967296 not in range", 2},
+      {{"--max-batch", "3000000000"}, "--max-batch: Value 3000000000 not in range", 2},
+      {{"--host-state-budget-mb", "1000000000"}, "--host-state-budget-mb", 1},
+      {{"--log-level", "verbose"}, "--log-level: verbose not in {info,warning,error}", 2},
+      {{"--no-such-flag"}, "--no-such-flag", 2},
   };
   for (const Case& c : cases) {
     testing::ServerProcess server(kBinary, model_dir_->path(), c.args);
     EXPECT_FALSE(server.serving()) << c.args[0];
-    EXPECT_EQ(server.Wait(), 1) << c.args[0];
+    EXPECT_EQ(server.Wait(), c.exit_code) << c.args[0];
     EXPECT_THAT(server.log(), HasSubstr(c.says)) << c.args[0];
     EXPECT_THAT(server.log(), ::testing::Not(HasSubstr("bad_alloc"))) << c.args[0];
   }
@@ -482,8 +484,10 @@ TEST_F(ServerE2eTest, AStateLargerThanAMessageCrossesInChunks) {
                            " make-model --preset tiny --layers 16 --d-state 256 --seed 3 --out " +
                            big_state.path();
   ASSERT_EQ(std::system(make.c_str()), 0);
-  server_ = std::make_unique<testing::ServerProcess>(kBinary, big_state.path(),
-                                                     std::vector<std::string>{});
+  // Few slots: the state pool is reserved at start, and this state is 100 times the tiny one's.
+  server_ = std::make_unique<testing::ServerProcess>(
+      kBinary, big_state.path(),
+      std::vector<std::string>{"--max-sessions", "4", "--max-batch", "2"});
   ASSERT_TRUE(server_->serving()) << server_->log();
   stub_ = MambaServe::NewStub(server_->channel());
   CreateSession("big");
@@ -831,7 +835,8 @@ TEST_F(ServerE2eTest, MambactlGeneratesAndManagesSessions) {
   // Numbers that do not parse, or do not fit, are refused instead of silently replaced.
   auto [bad_rc, bad] = run("generate --tokens 1,2 --max-tokens abc");
   EXPECT_EQ(WEXITSTATUS(bad_rc), 2);
-  EXPECT_THAT(bad, HasSubstr("--max-tokens must be an integer in [1, 2147483647], not \"abc\""));
+  EXPECT_THAT(bad, HasSubstr("--max-tokens"));
+  EXPECT_THAT(bad, HasSubstr("abc"));
   EXPECT_EQ(WEXITSTATUS(run("generate --tokens 1,2 --max-tokens 4294967297").first), 2);
   // An export that cannot be written fails.
   ASSERT_EQ(run("session create kept").first, 0);

@@ -1,0 +1,27 @@
+// Command-line flags for every binary of the project, on CLI11: each flag is declared once (name,
+// help, bounds, destination); --help is generated from the declarations; an unknown flag, a value
+// that does not parse or one out of range is refused with a message naming the flag.
+#pragma once
+
+#include <iostream>
+#include <optional>
+
+#include "CLI/CLI.hpp"
+
+namespace mambaserve {
+
+// Parses argv (argv[0] is the program or subcommand name) into `app`'s declarations. Returns
+// nullopt to go on, or the exit code to return now: 0 after --help (the help of the subcommand it
+// was given to, on stdout), 2 after a refused command line (the reason, naming the flag, on
+// stderr).
+inline std::optional<int> ParseFlags(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() != 0) std::cerr << app.get_name() << ": ";  // not a call for help
+    return app.exit(e, std::cout, std::cerr) == 0 ? 0 : 2;
+  }
+}
+
+}  // namespace mambaserve
