@@ -12,16 +12,20 @@ constexpr int kThreads = 512;
 struct Candidate {
   float value;
   int index;
+  int non_finite;  // a NaN or an infinity was seen
 };
 
 __device__ __forceinline__ Candidate Better(Candidate a, Candidate b) {
-  return math::ArgMaxPrefers(a.value, a.index, b.value, b.index) ? a : b;
+  Candidate best = math::ArgMaxPrefers(a.value, a.index, b.value, b.index) ? a : b;
+  best.non_finite = a.non_finite | b.non_finite;
+  return best;
 }
 
 __device__ __forceinline__ Candidate WarpBest(Candidate c) {
   for (int offset = 16; offset > 0; offset >>= 1) {
     const Candidate other{__shfl_xor_sync(0xffffffffu, c.value, offset),
-                          __shfl_xor_sync(0xffffffffu, c.index, offset)};
+                          __shfl_xor_sync(0xffffffffu, c.index, offset),
+                          __shfl_xor_sync(0xffffffffu, c.non_finite, offset)};
     c = Better(c, other);
   }
   return c;
@@ -30,26 +34,28 @@ __device__ __forceinline__ Candidate WarpBest(Candidate c) {
 __global__ void ArgMaxKernel(ArgMaxParams p) {
   __shared__ float values[32];
   __shared__ int indices[32];
+  __shared__ int non_finite[32];
   const float* row = p.logits + static_cast<int64_t>(blockIdx.x) * p.ld;
   // Out-of-range lanes start from (NaN, past the end): every real candidate is preferred.
-  Candidate best{__int_as_float(0x7fffffff), static_cast<int>(p.cols)};
+  Candidate best{__int_as_float(0x7fffffff), static_cast<int>(p.cols), 0};
   for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
-    best = Better(Candidate{row[j], static_cast<int>(j)}, best);
+    best = Better(Candidate{row[j], static_cast<int>(j), !math::IsFinite(row[j])}, best);
   }
   best = WarpBest(best);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) {
     values[warp] = best.value;
     indices[warp] = best.index;
+    non_finite[warp] = best.non_finite;
   }
   __syncthreads();
   if (warp == 0) {
     const int num_warps = blockDim.x >> 5;
     Candidate c = lane < num_warps
-                      ? Candidate{values[lane], indices[lane]}
-                      : Candidate{__int_as_float(0x7fffffff), static_cast<int>(p.cols)};
+                      ? Candidate{values[lane], indices[lane], non_finite[lane]}
+                      : Candidate{__int_as_float(0x7fffffff), static_cast<int>(p.cols), 0};
     c = WarpBest(c);
-    if (lane == 0) p.out[blockIdx.x] = c.index;
+    if (lane == 0) p.out[blockIdx.x] = c.non_finite ? math::kNonFiniteRow : c.index;
   }
 }
 

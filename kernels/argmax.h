@@ -14,7 +14,8 @@ struct ArgMaxParams {
   int32_t* out = nullptr;  // [rows]
 };
 
-// CPU twin: ArgMax (engine/greedy.h); both order candidates by math::ArgMaxPrefers.
+// out[r] = the row's argmax, or math::kNonFiniteRow when the row holds a NaN or an infinity.
+// CPU twin: GreedyToken (engine/backend/greedy.h); both order candidates by math::ArgMaxPrefers.
 LaunchResult InvokeArgMax(const ArgMaxParams& params, cudaStream_t stream);
 
 }  // namespace mambaserve::kernels

@@ -43,6 +43,15 @@ MS_HOST_DEVICE float ConvSilu(const float* window, const float* weight, float bi
   return Silu(acc);
 }
 
+// What a greedy pick reports for a logits row holding a NaN or an infinity: no token is
+// meaningful there (a corrupt state, or weights that drive the model out of float range).
+inline constexpr int kNonFiniteRow = -1;
+
+MS_HOST_DEVICE bool IsFinite(float value) {
+  // x - x is 0 for every finite x, and NaN for an infinity or a NaN.
+  return value - value == 0.0f;
+}
+
 // Greedy decoding's order on (logit, token id): a number beats NaN, a larger logit beats a smaller
 // one, and ties go to the lower id. Any reduction order (a sequential scan or a GPU tree) under
 // this order picks the same token.

@@ -62,7 +62,7 @@ phase "build (release)" cmake --build build/cpu -j "$jobs"
 phase "configure (sanitizers)" cmake --preset asan $werror -DMAMBASERVE_BUILD_TESTS=ON
 phase "build (sanitizers)" cmake --build build/asan -j "$jobs" --target \
   engine_model_loading_test engine_cpu_backend_test engine_serving_test engine_testing_models_test \
-  safetensors_fuzz tokenizer_test tokenize_command_test tokenizer_fuzz
+  safetensors_fuzz session_blob_fuzz tokenizer_test tokenize_command_test tokenizer_fuzz
 phase "test (sanitizers)" run_ctest asan --test-dir build/asan -j "$jobs" --output-on-failure -L 'engine|tokenizer'
 
 # ThreadSanitizer: the scheduler, sessions and engine in-process, then the real server (built with
@@ -71,8 +71,12 @@ export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/t
 phase "configure (tsan)" cmake --preset tsan $werror -DMAMBASERVE_BUILD_TESTS=ON
 phase "build (tsan)" cmake --build build/tsan -j "$jobs" --target engine_serving_test server_e2e_test \
   mambaserve mambactl
+# Left out: the 2 MiB export, whose TSan-built client idles over a minute between 1 MiB messages
+# (under a second in release, or with a TSan server and a release client); smaller exports cover
+# the server's streaming code here.
 phase "test (tsan)" run_ctest tsan --test-dir build/tsan -j 1 --output-on-failure \
-  -R '^(SamplingTest|SessionManagerTest|SessionBlobTest|SchedulerTest|EngineTest|ServerE2eTest)\.'
+  -R '^(SamplingTest|SessionManagerTest|SessionBlobTest|SchedulerTest|EngineTest|ServerE2eTest)\.' \
+  -E 'AStateLargerThanAMessageCrossesInChunks'
 unset TSAN_OPTIONS
 
 # The CUDA backend module, compiled for sm_80/86/89/90 whenever nvcc is present (no GPU needed):

@@ -15,6 +15,19 @@ int32_t ArgMax(std::span<const float> values) {
   return best;
 }
 
+int32_t GreedyToken(std::span<const float> logits) {
+  for (float v : logits) {
+    if (!math::IsFinite(v)) return math::kNonFiniteRow;
+  }
+  return ArgMax(logits);
+}
+
+absl::Status NonFiniteLogitsError() {
+  return absl::InternalError(
+      "the model produced non-finite logits (NaN or infinity): its state or weights are out of "
+      "float range");
+}
+
 absl::StatusOr<GreedyResult> GreedyGenerate(Backend& backend, int slot,
                                             std::span<const int32_t> prompt, int num_generate) {
   if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
@@ -24,8 +37,9 @@ absl::StatusOr<GreedyResult> GreedyGenerate(Backend& backend, int slot,
   StepOutput out;
   RETURN_IF_ERROR(backend.Forward(step, &out));
   result.last_logits.assign(out.Row(0).begin(), out.Row(0).end());
-  int32_t token = ArgMax(out.Row(0));
+  int32_t token = GreedyToken(out.Row(0));
   for (int i = 0; i < num_generate; ++i) {
+    if (token == math::kNonFiniteRow) return NonFiniteLogitsError();
     result.generated.push_back(token);
     if (i + 1 == num_generate) break;
     step.sequences[0] = {slot, std::span<const int32_t>(&token, 1), false, true,

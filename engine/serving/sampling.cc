@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/greedy.h"
+#include "kernels/mamba_math.h"
 
 namespace mambaserve {
 namespace {
@@ -189,9 +190,19 @@ int32_t Sampler::Draw(const std::vector<float>& logits) {
 }
 
 SampledToken Sampler::Sample(std::span<const float> logits) {
-  work_.assign(logits.begin(), logits.end());
-  ApplyPenalties(work_);
   SampledToken result;
+  // Checked while copying (one pass): no token is meaningful from a NaN or infinite row.
+  work_.resize(logits.size());
+  bool finite = true;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    work_[i] = logits[i];
+    finite &= math::IsFinite(logits[i]);
+  }
+  if (!finite) {
+    result.token = math::kNonFiniteRow;
+    return result;
+  }
+  ApplyPenalties(work_);
   if (params_.temperature == 0) {
     result.token = ArgMax(work_);
   } else {
@@ -220,9 +231,9 @@ bool Sampler::OnlyNeedsArgMax() const {
 }
 
 SampledToken Sampler::TakeArgMax(int32_t token) {
-  ++output_counts_[token];
   SampledToken result;
   result.token = token;
+  if (token != math::kNonFiniteRow) ++output_counts_[token];
   return result;
 }
 

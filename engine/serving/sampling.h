@@ -60,13 +60,15 @@ class Sampler {
  public:
   Sampler(const SamplingParams& params, std::span<const int32_t> prompt);
 
-  // Picks the next token from `logits` [V] and records it for the penalties.
+  // Picks the next token from `logits` [V] and records it for the penalties; the token is
+  // math::kNonFiniteRow (and nothing is recorded) when `logits` holds a NaN or an infinity.
   SampledToken Sample(std::span<const float> logits);
 
   // Whether Sample always returns ArgMax(logits) and nothing else is needed: greedy, with no
   // penalties and no logprobs. The scheduler then asks the backend for the token only
   // (SequenceInput::token_only) and passes it to TakeArgMax instead of calling Sample.
   bool OnlyNeedsArgMax() const;
+  // `token` is the backend's greedy token, math::kNonFiniteRow passed through.
   SampledToken TakeArgMax(int32_t token);
 
   // Log-softmax of the raw logits (what `logprobs` reports), exposed for tests.

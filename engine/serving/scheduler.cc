@@ -4,8 +4,10 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/greedy.h"
 #include "engine/base/status_macros.h"
 #include "engine/serving/prefill_budget.h"
+#include "kernels/mamba_math.h"
 
 namespace mambaserve {
 
@@ -348,6 +350,14 @@ void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status status,
   request.stream->Push(std::move(event));
 }
 
+absl::Status Scheduler::NonFiniteLogits(const Sequence& seq) const {
+  if (seq.request.session_id.empty()) return NonFiniteLogitsError();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "session ", seq.request.session_id,
+      " makes the model produce non-finite logits (NaN or infinity): its state is out of float "
+      "range (an import of a damaged or crafted state); delete it or import a good copy"));
+}
+
 bool Scheduler::RunStep() {
   TakeIncoming();
   if (options_.sessions.ttl_ms > 0 && Clock::now() >= next_ttl_check_) {
@@ -378,8 +388,15 @@ bool Scheduler::RunStep() {
       seq.fed += input.tokens.size();
       if (!input.want_logits) continue;
     }
-    HandleToken(seq, input.token_only ? seq.sampler->TakeArgMax(out_.argmax[i])
-                                      : seq.sampler->Sample(out_.Row(static_cast<int>(i))));
+    const SampledToken sampled = input.token_only
+                                     ? seq.sampler->TakeArgMax(out_.argmax[i])
+                                     : seq.sampler->Sample(out_.Row(static_cast<int>(i)));
+    if (sampled.token == math::kNonFiniteRow) {
+      // Never streamed as a token: the turn fails, and a session keeps its state from before it.
+      Finish(seq, FinishReason::kNone, NonFiniteLogits(seq));
+      continue;
+    }
+    HandleToken(seq, sampled);
   }
   std::erase_if(running_, [](const auto& seq) { return seq->done; });
   PublishStats(static_cast<int>(in_step_.size()), prefill_tokens, decode_tokens,

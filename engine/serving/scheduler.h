@@ -88,6 +88,8 @@ class Scheduler {
   absl::Status StartSequence(Sequence& seq);
   // Emits a sampled token: stop checks, detokenization, events, finishing.
   void HandleToken(Sequence& seq, const SampledToken& sampled);
+  // The error that ends a turn whose logits held a NaN or an infinity.
+  absl::Status NonFiniteLogits(const Sequence& seq) const;
   // Ends `seq`: releases its slot, or commits (completed) or rolls back its session's turn, and
   // pushes the final event.
   void Finish(Sequence& seq, FinishReason reason, absl::Status status, GenerationEvent event = {});

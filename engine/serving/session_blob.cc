@@ -1,10 +1,14 @@
 #include "engine/serving/session_blob.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
@@ -67,21 +71,59 @@ uLong Extend(uLong crc, const void* data, size_t size) {
   return size == 0 ? crc : crc32_z(crc, static_cast<const Bytef*>(data), size);
 }
 
-// Over everything the blob carries, in a fixed byte order, so that any change to its contents is
-// caught; the field is serialized last, so a truncated blob loses it and is refused too.
+// Everything the blob carries, in a fixed byte order, to `feed` (data, size): what the checksum and
+// the HMAC cover, so that any change to the contents is caught.
+template <typename Feed>
+void FeedContents(const std::string& fingerprint, int64_t length,
+                  std::span<const int32_t> pending_tokens, std::span<const uint8_t> state,
+                  Feed&& feed) {
+  feed(fingerprint.data(), fingerprint.size());
+  uint8_t bytes[8];
+  for (int i = 0; i < 8; ++i) {
+    bytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(length) >> (8 * i));
+  }
+  feed(bytes, 8);
+  for (int32_t t : pending_tokens) {
+    for (int i = 0; i < 4; ++i) {
+      bytes[i] = static_cast<uint8_t>(static_cast<uint32_t>(t) >> (8 * i));
+    }
+    feed(bytes, 4);
+  }
+  feed(state.data(), state.size());
+}
+
+// The field is serialized after everything else, so a truncated blob loses it and is refused too.
 uint32_t ContentChecksum(const std::string& fingerprint, int64_t length,
                          std::span<const int32_t> pending_tokens, std::span<const uint8_t> state) {
-  uLong crc = Extend(crc32_z(0, nullptr, 0), fingerprint.data(), fingerprint.size());
-  uint8_t bytes[8];
-  for (int i = 0; i < 8; ++i)
-    bytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(length) >> (8 * i));
-  crc = Extend(crc, bytes, 8);
-  for (int32_t t : pending_tokens) {
-    for (int i = 0; i < 4; ++i)
-      bytes[i] = static_cast<uint8_t>(static_cast<uint32_t>(t) >> (8 * i));
-    crc = Extend(crc, bytes, 4);
+  uLong crc = crc32_z(0, nullptr, 0);
+  FeedContents(fingerprint, length, pending_tokens, state,
+               [&](const void* data, size_t size) { crc = Extend(crc, data, size); });
+  return static_cast<uint32_t>(crc);
+}
+
+// HMAC-SHA256 of the contents under `key` (OpenSSL's EVP_MAC); empty if OpenSSL cannot make one,
+// which matches no blob.
+std::string ContentHmac(const std::string& key, const std::string& fingerprint, int64_t length,
+                        std::span<const int32_t> pending_tokens, std::span<const uint8_t> state) {
+  std::unique_ptr<EVP_MAC, decltype(&EVP_MAC_free)> mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr),
+                                                        &EVP_MAC_free);
+  std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(
+      mac ? EVP_MAC_CTX_new(mac.get()) : nullptr, &EVP_MAC_CTX_free);
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                               OSSL_PARAM_construct_end()};
+  if (!ctx || EVP_MAC_init(ctx.get(), reinterpret_cast<const unsigned char*>(key.data()),
+                           key.size(), params) != 1) {
+    return "";
   }
-  return static_cast<uint32_t>(Extend(crc, state.data(), state.size()));
+  bool ok = true;
+  FeedContents(fingerprint, length, pending_tokens, state, [&](const void* data, size_t size) {
+    ok &= EVP_MAC_update(ctx.get(), static_cast<const unsigned char*>(data), size) == 1;
+  });
+  unsigned char out[EVP_MAX_MD_SIZE];
+  size_t out_size = 0;
+  if (!ok || EVP_MAC_final(ctx.get(), out, &out_size, sizeof(out)) != 1) return "";
+  return std::string(reinterpret_cast<const char*>(out), out_size);
 }
 
 // The two tensors into blob->shape and blob->state (conv then ssm, the backends' slot layout).
@@ -115,7 +157,7 @@ uint32_t Crc32(std::span<const uint8_t> bytes) {
 
 std::string EncodeSessionBlob(const std::string& model_fingerprint, const SessionStateShape& shape,
                               int64_t length, std::span<const int32_t> pending_tokens,
-                              std::span<const uint8_t> state) {
+                              std::span<const uint8_t> state, const std::string& key) {
   v1::SessionBlob blob;
   blob.set_format_version(kSessionBlobVersion);
   blob.set_model_fingerprint(model_fingerprint);
@@ -128,22 +170,27 @@ std::string EncodeSessionBlob(const std::string& model_fingerprint, const Sessio
     AddTensor(&blob, kSsmState, {shape.n_layers, shape.d_inner, shape.d_state}, ssm);
   }
   blob.set_crc32(ContentChecksum(model_fingerprint, length, pending_tokens, state));
+  if (!key.empty()) {
+    blob.set_hmac_sha256(ContentHmac(key, model_fingerprint, length, pending_tokens, state));
+  }
   return blob.SerializeAsString();
 }
 
-std::string EncodeSessionBlob(const SessionBlob& blob) {
+std::string EncodeSessionBlob(const SessionBlob& blob, const std::string& key) {
   return EncodeSessionBlob(blob.model_fingerprint, blob.shape, blob.length, blob.pending_tokens,
-                           blob.state);
+                           blob.state, key);
 }
 
 size_t EncodedSessionBlobBytes(size_t fingerprint_bytes, size_t pending_tokens,
                                size_t state_bytes) {
-  // Field tags, lengths and the two tensors' names, dtypes and shapes take well under 256 bytes;
+  // Field tags, lengths, the HMAC and the two tensors' names, dtypes and shapes take well under
+  // 256 bytes;
   // a pending token is a varint of at most 10 bytes (negative int32s are sign-extended).
   return 256 + fingerprint_bytes + 10 * pending_tokens + state_bytes;
 }
 
-absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes) {
+absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes,
+                                              const std::string& key) {
   if (bytes.size() >= sizeof(kVersion1Magic) &&
       std::memcmp(bytes.data(), kVersion1Magic, sizeof(kVersion1Magic)) == 0) {
     return NotABlob(absl::StrCat(
@@ -171,6 +218,22 @@ absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes) {
   if (ContentChecksum(blob.model_fingerprint, blob.length, blob.pending_tokens, blob.state) !=
       message.crc32()) {
     return NotABlob("checksum mismatch (the bytes were altered or truncated)");
+  }
+  if (!key.empty()) {
+    if (message.hmac_sha256().empty()) {
+      return absl::PermissionDeniedError(
+          "session blob is not signed; this server imports only blobs signed with its "
+          "--session-blob-key (exported by a server of this cluster)");
+    }
+    const std::string want =
+        ContentHmac(key, blob.model_fingerprint, blob.length, blob.pending_tokens, blob.state);
+    if (want.empty() || want.size() != message.hmac_sha256().size() ||
+        CRYPTO_memcmp(want.data(), message.hmac_sha256().data(), want.size()) != 0) {
+      return absl::PermissionDeniedError(
+          "session blob's signature does not match this server's --session-blob-key (altered, or "
+          "exported by a server with another key)");
+    }
+    blob.signature_valid = true;
   }
   return blob;
 }

@@ -33,23 +33,30 @@ struct SessionStateShape {
 
 struct SessionBlob {
   std::string model_fingerprint;
-  int64_t length = 0;  // tokens in the conversation so far
+  bool signature_valid = false;  // set by DecodeSessionBlob when given the key the HMAC matches
+  int64_t length = 0;            // tokens in the conversation so far
   std::vector<int32_t> pending_tokens;
   SessionStateShape shape;     // zero for a session never used
   std::vector<uint8_t> state;  // conv then ssm bytes; empty for a session never used
 };
 
-// `state` is empty (a session never used) or shape.conv_bytes() + shape.ssm_bytes() bytes.
+// `state` is empty (a session never used) or shape.conv_bytes() + shape.ssm_bytes() bytes. With a
+// `key`, the blob carries an HMAC-SHA256 of its contents under it.
 std::string EncodeSessionBlob(const std::string& model_fingerprint, const SessionStateShape& shape,
                               int64_t length, std::span<const int32_t> pending_tokens,
-                              std::span<const uint8_t> state);
-std::string EncodeSessionBlob(const SessionBlob& blob);
+                              std::span<const uint8_t> state, const std::string& key = "");
+std::string EncodeSessionBlob(const SessionBlob& blob, const std::string& key = "");
+
+// A blob-signing key needs at least this many bytes of secret.
+inline constexpr size_t kMinSessionBlobKeyBytes = 32;
 // An upper bound on an encoded blob's size: what ImportSession may be sent at most.
 size_t EncodedSessionBlobBytes(size_t fingerprint_bytes, size_t pending_tokens, size_t state_bytes);
 
 // InvalidArgument, with the reason, for bytes that are not a blob, a version this server does not
-// read, tensors that do not fit together, or a checksum mismatch.
-absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes);
+// read, tensors that do not fit together, or a checksum mismatch. With a `key`, also checks the
+// HMAC (in constant time): PermissionDenied for a blob without one or with one that does not match.
+absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes,
+                                              const std::string& key = "");
 
 // Checks a decoded blob against the serving model: fingerprint (FailedPrecondition on mismatch),
 // state shape, plausible length, finite state, pending tokens in the vocabulary and at most

@@ -324,7 +324,7 @@ absl::StatusOr<SessionInfo> SessionManager::Import(const std::string& id,
   }
   absl::StatusOr<SessionBlob> decoded;
   try {
-    decoded = DecodeSessionBlob(bytes);
+    decoded = DecodeSessionBlob(bytes, options_.blob_key);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("out of host memory decoding the session blob");
   }
@@ -515,7 +515,7 @@ absl::StatusOr<std::string> SessionManager::EncodeSnapshot(const SessionSnapshot
   static const std::vector<uint8_t> kNoState;
   try {
     return EncodeSessionBlob(fingerprint_, state_shape_, snapshot.length, snapshot.pending_tokens,
-                             snapshot.state ? *snapshot.state : kNoState);
+                             snapshot.state ? *snapshot.state : kNoState, options_.blob_key);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("out of host memory encoding the session");
   }

@@ -48,7 +48,9 @@ struct SessionManagerOptions {
   int64_t ttl_ms = 0;                 // idle sessions older than this expire; 0 = never
   int64_t max_sessions = 1 << 20;     // live sessions (resident + parked + unused)
   size_t max_pending_tokens = 8192;   // an imported blob's pending tokens (a prompt's worth)
-  std::function<int64_t()> now_ms;    // unix ms; defaults to the system clock
+  // With a key: exports are signed with it (HMAC-SHA256) and imports must carry a valid signature.
+  std::string blob_key;
+  std::function<int64_t()> now_ms;  // unix ms; defaults to the system clock
 };
 
 // A session's share of one request: where its state is and what to feed before the new prompt.

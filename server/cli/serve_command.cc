@@ -3,14 +3,18 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
+#include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/base/log.h"
 #include "engine/base/status_macros.h"
+#include "engine/serving/session_blob.h"
 #include "server/cli/commands.h"
 #include "server/cli/flags.h"
 #include "server/cli/model_tokenizer.h"
@@ -32,10 +36,28 @@ CLI::Validator OpenClosedUnit() {
       "FLOAT in (0, 1]");
 }
 
+// The key file's bytes, less trailing whitespace (a newline from `openssl rand -hex 32 > FILE`).
+absl::StatusOr<std::string> ReadBlobKey(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  if (!in)
+    return absl::InvalidArgumentError(absl::StrCat("--session-blob-key: cannot read ", path));
+  std::string key = bytes.str();
+  while (!key.empty() && absl::ascii_isspace(static_cast<unsigned char>(key.back())))
+    key.pop_back();
+  if (key.size() < kMinSessionBlobKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--session-blob-key: ", path, " holds ", key.size(), " bytes; a key needs at least ",
+        kMinSessionBlobKeyBytes, " (e.g. `openssl rand -hex 32 > ", path, "`)"));
+  }
+  return key;
+}
+
 struct ServeFlags {
   ServeOptions o;
   std::string model, model_cache = DefaultModelCacheDir(), backend = "auto", weight_dtype = "auto",
-                     log_level = "info";
+                     log_level = "info", blob_key_file;
   int64_t ttl_s = 3600, host_budget_mb = 1024, stalled_reader_s = 120;
   int max_tokens_limit = 4096;
 
@@ -111,6 +133,10 @@ struct ServeFlags {
     app.add_option("--metrics-listen", o.metrics_listen,
                    "HOST:PORT for Prometheus /metrics over HTTP (port 0: pick one; \"off\" "
                    "disables); serving goes on, with a warning, if it cannot bind");
+    app.add_option("--session-blob-key", blob_key_file,
+                   "FILE: a secret of at least 32 bytes (e.g. `openssl rand -hex 32`); exported "
+                   "sessions are signed with it (HMAC-SHA256) and only blobs signed with it are "
+                   "imported");
     app.add_option("--served-model-name", o.served_model_name,
                    "NAME: model_name label and GetModelInfo's model_name (default: the model "
                    "directory's name)");
@@ -130,6 +156,9 @@ struct ServeFlags {
       o.prepare_model = [dir = e.model_dir] { return EnsureDefaultModel(dir); };
     }
     if (o.metrics_listen == "off") o.metrics_listen.clear();
+    if (!blob_key_file.empty()) {
+      ASSIGN_OR_RETURN(e.scheduler.sessions.blob_key, ReadBlobKey(blob_key_file));
+    }
     ASSIGN_OR_RETURN(e.backend.kind, ParseBackendKind(backend));
     if (weight_dtype != "auto") {
       ASSIGN_OR_RETURN(DType dtype, ParseDTypeFlag(weight_dtype));

@@ -405,8 +405,9 @@ TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
 
 // Rows of random logits with planted ties, NaN, infinities and an all-NaN row, over a vocabulary
 // that is not a multiple of the block and a padded leading dimension: the kernel's token is
-// ArgMax's (the host greedy rule) every time.
-TEST(CudaArgMaxTest, PicksTheHostGreedyTokenIncludingTiesAndNaN) {
+// GreedyToken's (the host greedy rule) every time, and a row with a NaN or an infinity anywhere
+// is reported as math::kNonFiniteRow.
+TEST(CudaArgMaxTest, PicksTheHostGreedyTokenAndFlagsNonFiniteRows) {
   MS_SKIP_WITHOUT_CUDA();
   for (int64_t cols : {1, 37, 50280}) {
     const int64_t rows = 7, ld = cols + 3;
@@ -434,15 +435,18 @@ TEST(CudaArgMaxTest, PicksTheHostGreedyTokenIncludingTiesAndNaN) {
     ASSERT_EQ(InvokeArgMax(p, nullptr), 0);
     const std::vector<int32_t> got = d_out.Download();
     for (int64_t r = 0; r < rows; ++r) {
-      const int32_t want = ArgMax(std::span<const float>(logits.data() + r * ld, cols));
+      const int32_t want = GreedyToken(std::span<const float>(logits.data() + r * ld, cols));
       EXPECT_EQ(got[r], want) << "cols " << cols << " row " << r;
     }
     if (cols > 1) {
       EXPECT_EQ(got[1], 0);
-      EXPECT_NE(got[2], 0);
-      EXPECT_EQ(got[3], cols / 2);
-      EXPECT_EQ(got[4], 0);
+      EXPECT_EQ(got[2], math::kNonFiniteRow);  // a NaN
+      EXPECT_EQ(got[3], math::kNonFiniteRow);  // +inf
+      EXPECT_EQ(got[4], math::kNonFiniteRow);  // -inf and a NaN
+      EXPECT_NE(got[0], math::kNonFiniteRow);
     }
+    EXPECT_EQ(got[5], math::kNonFiniteRow);  // all NaN
+    EXPECT_EQ(got[6], 0);                    // all equal: the first id
   }
   ArgMaxParams bad;
   bad.rows = 1;

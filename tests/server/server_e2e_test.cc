@@ -328,6 +328,8 @@ TEST_F(ServerE2eTest, FlagsOutOfRangeAreRefusedWithTheReason) {
     std::string says;
     int exit_code;  // 2: the command line itself is refused; 1: serving could not start
   };
+  const std::string short_key = model_dir_->file("short.key");
+  std::ofstream(short_key) << "short\n";
   const std::vector<Case> cases = {
       {{"--listen", "127.0.0.1:99999"}, "needs a port in [0, 65535]", 1},
       {{"--max-sessions", "1000000000"}, "--max-sessions", 1},
@@ -336,6 +338,8 @@ TEST_F(ServerE2eTest, FlagsOutOfRangeAreRefusedWithTheReason) {
       {{"--host-state-budget-mb", "1000000000"}, "--host-state-budget-mb", 1},
       {{"--log-level", "verbose"}, "--log-level: verbose not in {info,warning,error}", 2},
       {{"--no-such-flag"}, "--no-such-flag", 2},
+      {{"--session-blob-key", "/no/such/key"}, "--session-blob-key: cannot read /no/such/key", 1},
+      {{"--session-blob-key", short_key}, "holds 5 bytes; a key needs at least 32", 1},
   };
   for (const Case& c : cases) {
     testing::ServerProcess server(kBinary, model_dir_->path(), c.args);

@@ -155,7 +155,7 @@ void CpuBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOut
               out->logits.data() + static_cast<size_t>(first_out_row) * config_.vocab_size,
               config_.vocab_size, pool_);
   for (const Chunk& ch : chunks) {
-    if (ch.emits_logits) out->argmax[ch.sequence] = ArgMax(out->Row(ch.sequence));
+    if (ch.emits_logits) out->argmax[ch.sequence] = GreedyToken(out->Row(ch.sequence));
   }
 }
 

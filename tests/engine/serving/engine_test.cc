@@ -2,6 +2,7 @@
 // Submit, session operations that run off the scheduler thread, and sizes refused up front.
 #include "engine/engine.h"
 
+#include <cstring>
 #include <fstream>
 #include <future>
 #include <thread>
@@ -60,10 +61,12 @@ class EngineTest : public ::testing::Test {
 
   // Generates greedily; returns the tokens (or the failure).
   static absl::StatusOr<std::vector<int32_t>> Generate(Engine& engine, std::vector<int32_t> prompt,
-                                                       int max_tokens, std::string session = "") {
+                                                       int max_tokens, std::string session = "",
+                                                       int logprobs = 0) {
     GenerationRequest r;
     r.prompt = std::move(prompt);
     r.sampling.temperature = 0;
+    r.sampling.logprobs = logprobs;
     r.sampling.max_tokens = max_tokens;
     r.session_id = std::move(session);
     r.stream = std::make_shared<GenerationStream>(1 << 16);
@@ -85,6 +88,45 @@ class EngineTest : public ::testing::Test {
   static testing::TempDir* dir_;
 };
 testing::TempDir* EngineTest::dir_;
+
+// A finite but huge imported state (every float +-3e38) overflows the forward pass: the turn ends
+// with an error naming the cause, on the greedy path where only the backend's argmax comes back
+// and on the path that samples from the logits, never as a token or a NaN logprob. Other sessions
+// are untouched.
+TEST_F(EngineTest, AStateThatMakesTheLogitsNonFiniteEndsTheTurnWithAnError) {
+  auto engine = std::move(*Engine::Create(Options()));
+  Await<SessionInfo> created;
+  engine->CreateSession("good", created.callback());
+  ASSERT_TRUE(created.get().ok());
+  ASSERT_TRUE(Generate(*engine, {1, 2, 3}, 2, "good").ok());
+  Await<std::string> exported;
+  engine->ExportSession("good", exported.callback());
+  const std::string bytes = *exported.get();
+  SessionBlob blob =
+      *DecodeSessionBlob({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  for (size_t i = 0; i + 4 <= blob.state.size(); i += 4) {
+    const float huge = (i / 4) % 2 ? 3e38f : -3e38f;
+    std::memcpy(blob.state.data() + i, &huge, 4);
+  }
+  const std::string crafted = EncodeSessionBlob(blob);
+  Await<SessionInfo> imported;
+  engine->ImportSession("crafted",
+                        {reinterpret_cast<const uint8_t*>(crafted.data()), crafted.size()},
+                        imported.callback());
+  const absl::StatusOr<SessionInfo> crafted_info = imported.get();
+  ASSERT_TRUE(crafted_info.ok()) << "a finite state passes the import checks";
+
+  for (int logprobs : {0, 2}) {  // the backend's argmax, then the sampler on the logits
+    absl::StatusOr<std::vector<int32_t>> refused = Generate(*engine, {4}, 3, "crafted", logprobs);
+    EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+    EXPECT_THAT(std::string(refused.status().message()), HasSubstr("non-finite logits"));
+  }
+  Await<SessionInfo> after;
+  engine->GetSession("crafted", after.callback());
+  EXPECT_EQ(after.get()->length, crafted_info->length)
+      << "failed turns leave the session as it was";
+  EXPECT_TRUE(Generate(*engine, {4}, 3, "good").ok());
+}
 
 TEST_F(EngineTest, CreatesServesAndDescribesTheModel) {
   auto engine = Engine::Create(Options());

@@ -3,11 +3,14 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
 #include <set>
 
+#include "engine/backend/greedy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/mamba_math.h"
 
 namespace mambaserve {
 namespace {
@@ -71,6 +74,29 @@ TEST(SamplerTest, GreedyPicksArgmaxWithTiesToLowestId) {
   p.temperature = 0;
   Sampler sampler(p, {});
   EXPECT_EQ(sampler.Sample(std::vector<float>{0.1f, 2.0f, 2.0f, -1.0f}).token, 1);
+}
+
+// A NaN or an infinity anywhere in the row gives no token, on every sampling path.
+TEST(SamplerTest, NonFiniteLogitsGiveNoToken) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const std::vector<float>& logits :
+       {std::vector<float>{0.5f, nan, 2.0f}, {0.5f, inf, 2.0f}, {-inf, 0.5f, 2.0f}}) {
+    for (double temperature : {0.0, 0.7}) {
+      SamplingParams p;
+      p.temperature = temperature;
+      p.logprobs = 2;
+      Sampler sampler(p, {});
+      const SampledToken sampled = sampler.Sample(logits);
+      EXPECT_EQ(sampled.token, math::kNonFiniteRow);
+      EXPECT_TRUE(sampled.top.empty());
+    }
+    EXPECT_EQ(GreedyToken(logits), math::kNonFiniteRow);
+  }
+  EXPECT_EQ(GreedyToken(std::vector<float>{0.5f, 3e38f, -3e38f}), 1);  // huge is still finite
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  EXPECT_EQ(Sampler(greedy, {}).TakeArgMax(math::kNonFiniteRow).token, math::kNonFiniteRow);
 }
 
 TEST(SamplerTest, OnlyPlainGreedyNeedsJustTheArgMax) {

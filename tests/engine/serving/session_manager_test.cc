@@ -39,8 +39,10 @@ class SessionManagerTest : public ::testing::Test {
   }
 
   std::unique_ptr<SessionManager> Make(int64_t host_budget_bytes = int64_t{1} << 30,
-                                       int64_t ttl_ms = 0, int64_t max_sessions = 1 << 20) {
+                                       int64_t ttl_ms = 0, int64_t max_sessions = 1 << 20,
+                                       std::string blob_key = "") {
     SessionManagerOptions options;
+    options.blob_key = std::move(blob_key);
     options.max_sessions = max_sessions;
     options.host_budget_bytes = host_budget_bytes;
     options.ttl_ms = ttl_ms;
@@ -461,6 +463,41 @@ TEST_F(SessionManagerTest, ImportRefusesCorruptBlobsAndOtherModels) {
   EXPECT_THAT(std::string(import(EncodeSessionBlob(chatty), "x").message()),
               HasSubstr("pending tokens"));
   EXPECT_FALSE(sm->Get("x").ok());
+}
+
+// With --session-blob-key, exports carry an HMAC and only blobs signed with the same key are
+// imported: not an unsigned one, not one signed with another key, not one whose contents were
+// changed and whose checksum was recomputed (what a forger can do; the CRC only catches accidents).
+TEST_F(SessionManagerTest, WithABlobKeyOnlyBlobsSignedWithItAreImported) {
+  const std::string key(32, 'k');
+  auto signer = Make(int64_t{1} << 30, 0, 1 << 20, key);
+  ASSERT_TRUE(signer->Create("a").ok());
+  Turn(*signer, "a", {1, 2});
+  const std::string signed_blob = *signer->Export("a");
+  auto bytes = [](const std::string& s) {
+    return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  auto keyed = Make(int64_t{1} << 30, 0, 1 << 20, key);
+  ASSERT_TRUE(keyed->Import("copy", bytes(signed_blob)).ok());
+
+  SessionBlob contents = *DecodeSessionBlob(bytes(signed_blob));
+  absl::Status s = keyed->Import("unsigned", bytes(EncodeSessionBlob(contents))).status();
+  EXPECT_TRUE(absl::IsPermissionDenied(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("not signed"));
+  s = keyed->Import("other", bytes(EncodeSessionBlob(contents, std::string(32, 'x')))).status();
+  EXPECT_TRUE(absl::IsPermissionDenied(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("does not match"));
+  // Forged contents under the original signature: a longer conversation, checksum recomputed.
+  v1::SessionBlob forged;
+  ASSERT_TRUE(forged.ParseFromString(signed_blob));
+  const std::string hmac = forged.hmac_sha256();
+  contents.length += 100;
+  ASSERT_TRUE(forged.ParseFromString(EncodeSessionBlob(contents)));
+  forged.set_hmac_sha256(hmac);
+  s = keyed->Import("forged", bytes(forged.SerializeAsString())).status();
+  EXPECT_TRUE(absl::IsPermissionDenied(s)) << s;
+  // A server without a key imports signed blobs too (it checks the checksum only).
+  EXPECT_TRUE(Make()->Import("plain", bytes(signed_blob)).ok());
 }
 
 TEST(SessionBlobTest, EncodeDecodeRoundTrip) {
