@@ -148,8 +148,9 @@ void Engine::GetSession(std::string id, Callback<SessionInfo> done) {
        [done](absl::Status s) { done(s); });
 }
 
-void Engine::ListSessions(Callback<std::vector<SessionInfo>> done) {
-  Post([this, done] { done(scheduler_->sessions().List()); }, [done](absl::Status s) { done(s); });
+void Engine::ListSessions(std::string owner_scope, Callback<std::vector<SessionInfo>> done) {
+  Post([this, scope = std::move(owner_scope), done] { done(scheduler_->sessions().List(scope)); },
+       [done](absl::Status s) { done(s); });
 }
 
 void Engine::DeleteSession(std::string id, std::function<void(absl::Status)> done) {

@@ -70,7 +70,8 @@ class Engine {
   // UNAVAILABLE / RESOURCE_EXHAUSTED). For ImportSession the blob bytes must stay valid until then.
   void CreateSession(std::string id, Callback<SessionInfo> done);
   void GetSession(std::string id, Callback<SessionInfo> done);
-  void ListSessions(Callback<std::vector<SessionInfo>> done);
+  // Sessions whose id starts with `owner_scope` ("PRINCIPAL/"; empty: all), ordered by id.
+  void ListSessions(std::string owner_scope, Callback<std::vector<SessionInfo>> done);
   void DeleteSession(std::string id, std::function<void(absl::Status)> done);
   void ExportSession(std::string id, Callback<std::string> done);
   void ImportSession(std::string id, std::span<const uint8_t> blob, Callback<SessionInfo> done);

@@ -40,6 +40,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   grpc::CallbackServerContext* const context_;
   const Clock::time_point started_;
   const Tokenizer* tokenizer_ = nullptr;
+  Caller caller_;
   std::shared_ptr<GenerationStream> stream_;
   std::string session_;
 
@@ -67,7 +68,8 @@ absl::StatusOr<GenerationRequest> GenerateReactor::Parse(const grpc::ByteBuffer&
         "the request could not be parsed: a string field (text, session_id, stop) is not valid "
         "UTF-8, or the message is not a mambaserve.v1.GenerateRequest");
   }
-  absl::StatusOr<std::string> session = RequestSessionId(*context_, request.session_id());
+  absl::StatusOr<std::string> session =
+      service_->CallerSessionId(*context_, caller_, request.session_id());
   if (!session.ok()) return session.status();
   session_ = *session;
   absl::StatusOr<GenerationRequest> out =
@@ -93,6 +95,12 @@ void GenerateReactor::Start(const grpc::ByteBuffer& raw) {
            "shutting_down");
     return;
   }
+  absl::StatusOr<Caller> caller = service_->Authenticate(*context_);
+  if (!caller.ok()) {
+    Refuse(caller.status(), "unauthenticated");
+    return;
+  }
+  caller_ = *std::move(caller);
   tokenizer_ = engine->tokenizer();
   absl::StatusOr<GenerationRequest> request = Parse(raw, *engine);
   if (!request.ok()) {

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -23,6 +24,16 @@
 namespace {
 
 using mambaserve::v1::MambaServe;
+
+// --token (or $MAMBASERVE_TOKEN): sent as "authorization: Bearer TOKEN" on every call.
+std::string g_token;
+
+// A call's context, carrying the bearer token when there is one.
+std::unique_ptr<grpc::ClientContext> NewContext() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (!g_token.empty()) context->AddMetadata("authorization", "Bearer " + g_token);
+  return context;
+}
 
 // What the command line asked for; CLI11 fills it (see Run).
 struct GenerateFlags {
@@ -96,7 +107,8 @@ int Generate(MambaServe::Stub& stub, const GenerateFlags& g) {
   for (const std::string& stop : g.stop) s->add_stop(stop);
   s->set_ignore_eos(g.ignore_eos);
 
-  grpc::ClientContext context;
+  const std::unique_ptr<grpc::ClientContext> call = NewContext();
+  grpc::ClientContext& context = *call;
   if (!request.session_id().empty()) context.AddMetadata("x-session-id", request.session_id());
   if (g.timeout_set->count() > 0) {
     context.set_deadline(std::chrono::system_clock::now() +
@@ -132,7 +144,8 @@ int Generate(MambaServe::Stub& stub, const GenerateFlags& g) {
 int Session(MambaServe::Stub& stub, const SessionFlags& f) {
   const std::string& verb = f.verb;
   const std::string& id = f.id;
-  grpc::ClientContext context;
+  const std::unique_ptr<grpc::ClientContext> call = NewContext();
+  grpc::ClientContext& context = *call;
   // Also as the header a session-affine proxy routes on (deploy/nginx), so every call about this
   // session reaches the replica that holds it.
   if (!id.empty()) context.AddMetadata("x-session-id", id);
@@ -232,6 +245,12 @@ int Run(int argc, char** argv) {
   std::string target = env_target != nullptr && *env_target ? env_target : "127.0.0.1:50051";
   app.add_option("--target", target,
                  "HOST:PORT of the server ($MAMBASERVE_TARGET sets the default)");
+  // The token is a secret: --help does not print it.
+  const char* env_token = std::getenv("MAMBASERVE_TOKEN");
+  if (env_token != nullptr) g_token = env_token;
+  app.add_option("--token", g_token,
+                 "bearer token for a server with --auth-tokens (default: $MAMBASERVE_TOKEN)")
+      ->default_str("");
 
   constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
   GenerateFlags g;
@@ -299,7 +318,8 @@ int Run(int argc, char** argv) {
   auto stub = MambaServe::NewStub(channel);
   if (generate->parsed()) return Generate(*stub, g);
   if (sessions->parsed()) return Session(*stub, session);
-  grpc::ClientContext context;
+  const std::unique_ptr<grpc::ClientContext> call = NewContext();
+  grpc::ClientContext& context = *call;
   if (tokenize->parsed()) {
     mambaserve::v1::TokenizeRequest request;
     request.set_text(text);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/base/log.h"
 #include "engine/base/status_macros.h"
+#include "server/auth.h"
 #include "server/grpc_endpoint.h"
 #include "server/metrics/collection.h"
 #include "server/metrics/metrics_endpoint.h"
@@ -117,6 +118,13 @@ absl::Status RunServer(const ServeOptions& options) {
   auto metrics_owner = std::make_unique<MetricsPlumbing>(options.metrics_listen);
   MetricsPlumbing& metrics = *metrics_owner;
   MambaServeService service(options.limits, model_name);
+  std::unique_ptr<TokenAuthenticator> auth;
+  if (!options.auth_tokens_file.empty()) {
+    ASSIGN_OR_RETURN(auth, TokenAuthenticator::FromFile(options.auth_tokens_file));
+    service.SetAuthenticator(auth.get());
+    LogInfo("authentication: bearer tokens from ", options.auth_tokens_file,
+            "; sessions are scoped to their principal");
+  }
 
   // Prompts as text are bounded by max_prompt_tokens * 64 bytes; session blobs arrive in chunks
   // of gRPC's default 4 MiB at most.

@@ -25,6 +25,8 @@ struct ServeOptions {
   // logged and serving goes on without metrics.
   std::string metrics_listen = "127.0.0.1:9400";
   std::string served_model_name;  // the model_name label; default: the model directory's name
+  // "TOKEN PRINCIPAL" lines (server/auth.h); empty: no authentication, one shared session scope.
+  std::string auth_tokens_file;
 };
 
 // Runs until SIGTERM or SIGINT, then stops accepting, lets streams finish for up to

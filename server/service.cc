@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/base/log.h"
 #include "engine/base/status_macros.h"
+#include "server/auth.h"
 #include "server/generate_reactor.h"
 #include "server/session_transfer.h"
 
@@ -35,6 +36,25 @@ MambaServeService::MambaServeService(ServiceLimits limits, std::string model_nam
       model_name_(std::move(model_name)),
       response_writers_(response_writer_threads) {}
 
+absl::StatusOr<Caller> MambaServeService::Authenticate(
+    const grpc::CallbackServerContext& context) const {
+  if (auth_ == nullptr) return Caller{};
+  const auto& metadata = context.client_metadata();
+  const auto it = metadata.find("authorization");
+  const absl::string_view header = it == metadata.end()
+                                       ? absl::string_view()
+                                       : absl::string_view(it->second.data(), it->second.size());
+  ASSIGN_OR_RETURN(std::string principal, auth_->Authenticate(header));
+  return Caller{std::move(principal)};
+}
+
+absl::StatusOr<std::string> MambaServeService::CallerSessionId(
+    const grpc::CallbackServerContext& context, const Caller& caller,
+    const std::string& field) const {
+  ASSIGN_OR_RETURN(std::string id, RequestSessionId(context, field));
+  return id.empty() ? id : caller.Scoped(id);
+}
+
 absl::StatusOr<Engine*> MambaServeService::ReadyEngine() const {
   Engine* engine = this->engine();
   if (engine == nullptr) return absl::UnavailableError("the model is still loading; retry shortly");
@@ -66,43 +86,56 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* MambaServeService::Generate(
 grpc::ServerUnaryReactor* MambaServeService::CreateSession(grpc::CallbackServerContext* context,
                                                            const v1::CreateSessionRequest* request,
                                                            v1::Session* response) {
+  absl::StatusOr<Caller> caller = Authenticate(*context);
+  if (!caller.ok()) return Finished(context, caller.status());
   absl::StatusOr<Engine*> engine = AcceptingEngine("create the session");
   if (!engine.ok()) return Finished(context, engine.status());
-  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
+  absl::StatusOr<std::string> id = CallerSessionId(*context, *caller, request->session_id());
   if (!id.ok()) return Finished(context, id.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->CreateSession(*id, [reactor, response](absl::StatusOr<SessionInfo> info) {
-    if (info.ok()) LogInfo("CreateSession session=", info->id);
-    FinishWith(reactor, std::move(info),
-               [response](const SessionInfo& i) { ToProto(i, response); });
-  });
+  // An empty name, or the caller's scope alone, gets a random name in that scope.
+  (*engine)->CreateSession(id->empty() ? caller->scope() : *id,
+                           [reactor, response, caller = *caller](absl::StatusOr<SessionInfo> info) {
+                             if (info.ok()) LogInfo("CreateSession session=", info->id);
+                             FinishWith(reactor, std::move(info), [&](const SessionInfo& i) {
+                               ToProto(caller.Unscoped(i), response);
+                             });
+                           });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* MambaServeService::GetSession(grpc::CallbackServerContext* context,
                                                         const v1::GetSessionRequest* request,
                                                         v1::Session* response) {
+  absl::StatusOr<Caller> caller = Authenticate(*context);
+  if (!caller.ok()) return Finished(context, caller.status());
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
-  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
+  absl::StatusOr<std::string> id = CallerSessionId(*context, *caller, request->session_id());
   if (!id.ok()) return Finished(context, id.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->GetSession(*id, [reactor, response](absl::StatusOr<SessionInfo> info) {
-    FinishWith(reactor, std::move(info),
-               [response](const SessionInfo& i) { ToProto(i, response); });
-  });
+  (*engine)->GetSession(
+      *id, [reactor, response, caller = *caller](absl::StatusOr<SessionInfo> info) {
+        FinishWith(reactor, std::move(info),
+                   [&](const SessionInfo& i) { ToProto(caller.Unscoped(i), response); });
+      });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* MambaServeService::ListSessions(grpc::CallbackServerContext* context,
                                                           const v1::ListSessionsRequest* request,
                                                           v1::ListSessionsResponse* response) {
+  absl::StatusOr<Caller> caller = Authenticate(*context);
+  if (!caller.ok()) return Finished(context, caller.status());
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  (*engine)->ListSessions([reactor, response](absl::StatusOr<std::vector<SessionInfo>> list) {
-    FinishWith(reactor, std::move(list), [response](const std::vector<SessionInfo>& sessions) {
-      for (const SessionInfo& info : sessions) ToProto(info, response->add_sessions());
+  (*engine)->ListSessions(caller->scope(), [reactor, response, caller = *caller](
+                                               absl::StatusOr<std::vector<SessionInfo>> list) {
+    FinishWith(reactor, std::move(list), [&](const std::vector<SessionInfo>& sessions) {
+      for (const SessionInfo& info : sessions) {
+        ToProto(caller.Unscoped(info), response->add_sessions());
+      }
     });
   });
   return reactor;
@@ -111,9 +144,11 @@ grpc::ServerUnaryReactor* MambaServeService::ListSessions(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* MambaServeService::DeleteSession(grpc::CallbackServerContext* context,
                                                            const v1::DeleteSessionRequest* request,
                                                            v1::DeleteSessionResponse* response) {
+  absl::StatusOr<Caller> caller = Authenticate(*context);
+  if (!caller.ok()) return Finished(context, caller.status());
   absl::StatusOr<Engine*> engine = ReadyEngine();
   if (!engine.ok()) return Finished(context, engine.status());
-  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
+  absl::StatusOr<std::string> id = CallerSessionId(*context, *caller, request->session_id());
   if (!id.ok()) return Finished(context, id.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   (*engine)->DeleteSession(*id, [reactor, id = *id](absl::Status s) {
@@ -136,6 +171,9 @@ grpc::ServerReadReactor<v1::ImportSessionRequest>* MambaServeService::ImportSess
 grpc::ServerUnaryReactor* MambaServeService::Tokenize(grpc::CallbackServerContext* context,
                                                       const v1::TokenizeRequest* request,
                                                       v1::TokenizeResponse* response) {
+  if (absl::StatusOr<Caller> caller = Authenticate(*context); !caller.ok()) {
+    return Finished(context, caller.status());
+  }
   absl::StatusOr<const Tokenizer*> tokenizer = ReadyTokenizer();
   if (!tokenizer.ok()) return Finished(context, tokenizer.status());
   // Same bound as a Generate prompt: encoding runs on a gRPC thread and the reply grows with it.
@@ -160,6 +198,9 @@ grpc::ServerUnaryReactor* MambaServeService::Tokenize(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* MambaServeService::Detokenize(grpc::CallbackServerContext* context,
                                                         const v1::DetokenizeRequest* request,
                                                         v1::DetokenizeResponse* response) {
+  if (absl::StatusOr<Caller> caller = Authenticate(*context); !caller.ok()) {
+    return Finished(context, caller.status());
+  }
   absl::StatusOr<const Tokenizer*> tokenizer = ReadyTokenizer();
   if (!tokenizer.ok()) return Finished(context, tokenizer.status());
   // Decoding runs on a gRPC thread and the reply grows with the ids: bounded like Tokenize.
@@ -181,6 +222,9 @@ grpc::ServerUnaryReactor* MambaServeService::Detokenize(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MambaServeService::GetModelInfo(grpc::CallbackServerContext* context,
                                                           const v1::GetModelInfoRequest* request,
                                                           v1::ModelInfo* response) {
+  if (absl::StatusOr<Caller> caller = Authenticate(*context); !caller.ok()) {
+    return Finished(context, caller.status());
+  }
   absl::StatusOr<Engine*> ready = ReadyEngine();
   if (!ready.ok()) return Finished(context, ready.status());
   const EngineInfo& info = (*ready)->info();

@@ -16,6 +16,23 @@
 
 namespace mambaserve {
 
+class TokenAuthenticator;
+
+// Who is calling. With --auth-tokens every session lives in its owner's scope ("PRINCIPAL/NAME"
+// inside the engine), so one principal cannot name another's sessions at all: NOT_FOUND exactly as
+// for a name that does not exist, and ListSessions shows only the caller's own.
+struct Caller {
+  std::string principal;  // empty without --auth-tokens: one shared scope
+
+  std::string scope() const { return principal.empty() ? "" : principal + "/"; }
+  std::string Scoped(const std::string& name) const { return scope() + name; }
+  // The session as the caller names it.
+  SessionInfo Unscoped(SessionInfo info) const {
+    info.id.erase(0, scope().size());
+    return info;
+  }
+};
+
 // Generate takes its request as raw bytes so that a request protobuf refuses to parse (a string
 // field with invalid UTF-8) gets INVALID_ARGUMENT saying so, instead of gRPC's bare UNIMPLEMENTED.
 class MambaServeService final
@@ -41,6 +58,15 @@ class MambaServeService final
   void SetMetrics(metrics::ServingMetrics* m) { metrics_.store(m, std::memory_order_release); }
   metrics::ServingMetrics* metrics() const { return metrics_.load(std::memory_order_acquire); }
   const std::atomic<metrics::ServingMetrics*>* metrics_slot() const { return &metrics_; }
+  // Bearer tokens (null: every caller is anonymous and shares one scope). Set before serving; must
+  // outlive the server's last RPC.
+  void SetAuthenticator(TokenAuthenticator* auth) { auth_ = auth; }
+  // The caller of `context`: UNAUTHENTICATED without a token this server knows.
+  absl::StatusOr<Caller> Authenticate(const grpc::CallbackServerContext& context) const;
+  // The session a call names (its field or x-session-id metadata), in the caller's scope; empty
+  // when it names none.
+  absl::StatusOr<std::string> CallerSessionId(const grpc::CallbackServerContext& context,
+                                              const Caller& caller, const std::string& field) const;
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request) override;
@@ -84,6 +110,7 @@ class MambaServeService final
   std::atomic<bool> accepting_{true};
   std::atomic<int> open_streams_{0};
   std::atomic<metrics::ServingMetrics*> metrics_{nullptr};
+  TokenAuthenticator* auth_ = nullptr;
   WorkerPool response_writers_;
 };
 

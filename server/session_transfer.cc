@@ -69,8 +69,13 @@ class ExportReactor final : public grpc::ServerWriteReactor<v1::ExportSessionRes
 // engine checks the blob; the reactor only bounds how much it collects.
 class ImportReactor final : public grpc::ServerReadReactor<v1::ImportSessionRequest> {
  public:
-  ImportReactor(grpc::CallbackServerContext* context, Engine* engine, v1::Session* response)
-      : context_(context), engine_(engine), response_(response) {}
+  ImportReactor(const MambaServeService* service, grpc::CallbackServerContext* context,
+                Engine* engine, Caller caller, v1::Session* response)
+      : service_(service),
+        context_(context),
+        engine_(engine),
+        caller_(std::move(caller)),
+        response_(response) {}
 
   void Start() { StartRead(&request_); }
 
@@ -92,10 +97,11 @@ class ImportReactor final : public grpc::ServerReadReactor<v1::ImportSessionRequ
   absl::Status Take() {
     if (first_) {
       first_ = false;
-      absl::StatusOr<std::string> id = RequestSessionId(*context_, request_.session_id());
+      absl::StatusOr<std::string> id =
+          service_->CallerSessionId(*context_, caller_, request_.session_id());
       if (!id.ok()) return id.status();
       id_ = *std::move(id);
-    } else if (!request_.session_id().empty() && request_.session_id() != id_) {
+    } else if (!request_.session_id().empty() && caller_.Scoped(request_.session_id()) != id_) {
       return absl::InvalidArgumentError(
           "session_id changed between ImportSession messages; set it in the first one only");
     }
@@ -111,14 +117,16 @@ class ImportReactor final : public grpc::ServerReadReactor<v1::ImportSessionRequ
 
   void Import() {
     if (first_) {  // no message at all: the id can only come from the metadata
-      absl::StatusOr<std::string> id = RequestSessionId(*context_, "");
+      absl::StatusOr<std::string> id = service_->CallerSessionId(*context_, caller_, "");
       if (!id.ok()) {
         Finish(ToGrpcStatus(id.status()));
         return;
       }
       id_ = *std::move(id);
     }
-    // blob_ lives until the call finishes, which is after the callback.
+    // An empty name gets a random one in the caller's scope. blob_ lives until the call
+    // finishes, which is after the callback.
+    if (id_.empty()) id_ = caller_.scope();
     engine_->ImportSession(id_, {reinterpret_cast<const uint8_t*>(blob_.data()), blob_.size()},
                            [this](absl::StatusOr<SessionInfo> info) {
                              if (!info.ok()) {
@@ -127,13 +135,15 @@ class ImportReactor final : public grpc::ServerReadReactor<v1::ImportSessionRequ
                              }
                              LogInfo("ImportSession session=", info->id, " length=", info->length,
                                      " bytes=", blob_.size());
-                             ToProto(*info, response_);
+                             ToProto(caller_.Unscoped(*info), response_);
                              Finish(grpc::Status::OK);
                            });
   }
 
+  const MambaServeService* const service_;
   grpc::CallbackServerContext* const context_;
   Engine* const engine_;
+  const Caller caller_;
   v1::Session* const response_;
   v1::ImportSessionRequest request_;
   bool first_ = true;
@@ -155,9 +165,12 @@ grpc::ServerWriteReactor<v1::ExportSessionResponse>* StartExportSession(
     MambaServeService* service, grpc::CallbackServerContext* context,
     const v1::ExportSessionRequest* request) {
   using Writer = grpc::ServerWriteReactor<v1::ExportSessionResponse>;
+  absl::StatusOr<Caller> caller = service->Authenticate(*context);
+  if (!caller.ok()) return new Refused<Writer>(caller.status());
   absl::StatusOr<Engine*> engine = service->ReadyEngine();
   if (!engine.ok()) return new Refused<Writer>(engine.status());
-  absl::StatusOr<std::string> id = RequestSessionId(*context, request->session_id());
+  absl::StatusOr<std::string> id =
+      service->CallerSessionId(*context, *caller, request->session_id());
   if (!id.ok()) return new Refused<Writer>(id.status());
   auto* reactor = new ExportReactor(*id, (*engine)->info().fingerprint);
   (*engine)->ExportSession(
@@ -167,11 +180,12 @@ grpc::ServerWriteReactor<v1::ExportSessionResponse>* StartExportSession(
 
 grpc::ServerReadReactor<v1::ImportSessionRequest>* StartImportSession(
     MambaServeService* service, grpc::CallbackServerContext* context, v1::Session* response) {
+  using Reader = grpc::ServerReadReactor<v1::ImportSessionRequest>;
+  absl::StatusOr<Caller> caller = service->Authenticate(*context);
+  if (!caller.ok()) return new Refused<Reader>(caller.status());
   absl::StatusOr<Engine*> engine = service->AcceptingEngine("import the session");
-  if (!engine.ok()) {
-    return new Refused<grpc::ServerReadReactor<v1::ImportSessionRequest>>(engine.status());
-  }
-  auto* reactor = new ImportReactor(context, *engine, response);
+  if (!engine.ok()) return new Refused<Reader>(engine.status());
+  auto* reactor = new ImportReactor(service, context, *engine, *std::move(caller), response);
   reactor->Start();
   return reactor;
 }

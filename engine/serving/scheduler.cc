@@ -353,7 +353,7 @@ void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status status,
 absl::Status Scheduler::NonFiniteLogits(const Sequence& seq) const {
   if (seq.request.session_id.empty()) return NonFiniteLogitsError();
   return absl::FailedPreconditionError(absl::StrCat(
-      "session ", seq.request.session_id,
+      "session ", SessionManager::SessionName(seq.request.session_id),
       " makes the model produce non-finite logits (NaN or infinity): its state is out of float "
       "range (an import of a damaged or crafted state); delete it or import a good copy"));
 }

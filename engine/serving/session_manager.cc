@@ -101,14 +101,19 @@ absl::Status SessionManager::ValidateSessionId(const std::string& id) {
 
 // --- Bookkeeping (mu_ held).
 
+absl::string_view SessionManager::SessionName(absl::string_view id) {
+  const size_t slash = id.rfind('/');
+  return slash == absl::string_view::npos ? id : id.substr(slash + 1);
+}
+
 absl::StatusOr<SessionManager::Session*> SessionManager::Find(const std::string& id) const {
   if (auto it = sessions_.find(id); it != sessions_.end()) return it->second.get();
   if (auto t = tombstones_.find(id); t != tombstones_.end()) {
     return absl::NotFoundError(
-        absl::StrCat("session \"", id, "\" no longer exists: ", t->second.reason));
+        absl::StrCat("session \"", SessionName(id), "\" no longer exists: ", t->second.reason));
   }
-  return absl::NotFoundError(
-      absl::StrCat("session \"", id, "\" does not exist (create it with CreateSession)"));
+  return absl::NotFoundError(absl::StrCat("session \"", SessionName(id),
+                                          "\" does not exist (create it with CreateSession)"));
 }
 
 SessionInfo SessionManager::Info(const Session& s) const {
@@ -236,14 +241,16 @@ std::string SessionManager::NewSessionId() const {
 absl::StatusOr<SessionInfo> SessionManager::AddLocked(const std::string& requested_id,
                                                       SessionBlob* imported) {
   std::string id = requested_id;
-  if (id.empty()) {
+  if (SessionName(id).empty()) {  // the scope, if any, stays in front of a random name
+    const std::string scope = id;
     do {
-      id = NewSessionId();
+      id = scope + NewSessionId();
     } while (sessions_.contains(id));
   }
-  RETURN_IF_ERROR(ValidateSessionId(id));
+  RETURN_IF_ERROR(ValidateSessionId(std::string(SessionName(id))));
   if (sessions_.contains(id)) {
-    return absl::AlreadyExistsError(absl::StrCat("session \"", id, "\" already exists"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("session \"", SessionName(id), "\" already exists"));
   }
   if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -291,12 +298,14 @@ absl::StatusOr<SessionInfo> SessionManager::Get(const std::string& id) const {
   return Info(*s);
 }
 
-std::vector<SessionInfo> SessionManager::List() const {
+std::vector<SessionInfo> SessionManager::List(std::string_view owner_scope) const {
   std::vector<SessionInfo> out;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    out.reserve(sessions_.size());
-    for (const auto& [id, s] : sessions_) out.push_back(Info(*s));
+    out.reserve(owner_scope.empty() ? sessions_.size() : 0);
+    for (const auto& [id, s] : sessions_) {
+      if (id.starts_with(owner_scope)) out.push_back(Info(*s));
+    }
   }
   std::sort(out.begin(), out.end(),
             [](const SessionInfo& a, const SessionInfo& b) { return a.id < b.id; });
@@ -307,8 +316,9 @@ absl::Status SessionManager::Delete(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Session * s, Find(id));
   if (s->busy) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "session \"", id, "\" has a request in flight; cancel it or wait for it to finish"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("session \"", SessionName(id),
+                     "\" has a request in flight; cancel it or wait for it to finish"));
   }
   Drop(*s, "it was deleted");
   return absl::OkStatus();
@@ -340,11 +350,12 @@ absl::Status SessionManager::Reserve(const std::string& id, bool prompt_is_empty
   ASSIGN_OR_RETURN(Session * s, Find(id));
   if (s->busy) {
     return absl::FailedPreconditionError(
-        absl::StrCat("session \"", id,
+        absl::StrCat("session \"", SessionName(id),
                      "\" already has a request in flight; send one request at a time per session"));
   }
   if (prompt_is_empty && s->pending_tokens.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt is empty and session \"", id,
+    return absl::InvalidArgumentError(absl::StrCat("prompt is empty and session \"",
+                                                   SessionName(id),
                                                    "\" has no generated token to continue from (it "
                                                    "is new or its last turn did not complete)"));
   }
@@ -393,10 +404,11 @@ absl::StatusOr<SessionTurn> SessionManager::BeginTurn(const std::string& id) {
   Session& s = *found;
   if (!s.busy || s.in_turn) {
     return absl::InternalError(
-        absl::StrCat("session \"", id, "\" has no reservation for this turn"));
+        absl::StrCat("session \"", SessionName(id), "\" has no reservation for this turn"));
   }
   if (!s.lost.empty()) {
-    return absl::InternalError(absl::StrCat("session \"", id, "\" was lost: ", s.lost));
+    return absl::InternalError(
+        absl::StrCat("session \"", SessionName(id), "\" was lost: ", s.lost));
   }
   Session::BeforeTurn before{s.length, s.pending_tokens, nullptr};
   SessionTurn turn;
@@ -490,8 +502,8 @@ absl::StatusOr<SessionSnapshot> SessionManager::Snapshot(const std::string& id) 
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Session * s, Find(id));
   if (s->busy) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("session \"", id, "\" has a request in flight; export it between turns"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session \"", SessionName(id), "\" has a request in flight; export it between turns"));
   }
   SessionSnapshot snapshot;
   snapshot.length = s->length;

@@ -24,6 +24,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/backend/backend.h"
 #include "engine/serving/session_blob.h"
 
@@ -84,12 +85,20 @@ class SessionManager {
   SessionManager(Backend* backend, std::string model_fingerprint, SessionManagerOptions options);
   ~SessionManager();
 
+  // A name a client may give a session: 1 to 128 of [A-Za-z0-9._:-].
   static absl::Status ValidateSessionId(const std::string& id);
 
+  // Session ids may carry an owner scope, "OWNER/NAME": the server scopes the names an
+  // authenticated principal uses, so that no other principal can name them (their lookups fail
+  // exactly as for an id that does not exist). Messages show only the NAME.
+  static absl::string_view SessionName(absl::string_view id);
+
   // --- Any thread (metadata and host memory only).
-  absl::StatusOr<SessionInfo> Create(const std::string& id);  // empty id: a random 128-bit one
+  // An id that is empty or only a scope ("OWNER/") gets a random 128-bit name.
+  absl::StatusOr<SessionInfo> Create(const std::string& id);
   absl::StatusOr<SessionInfo> Get(const std::string& id) const;
-  std::vector<SessionInfo> List() const;  // ordered by id
+  // Sessions whose id starts with `owner_scope` (empty: all), ordered by id.
+  std::vector<SessionInfo> List(std::string_view owner_scope = "") const;
   absl::Status Delete(const std::string& id);
   // Decodes and checks `blob` on the calling thread, then adds the session, parked.
   absl::StatusOr<SessionInfo> Import(const std::string& id, std::span<const uint8_t> blob);

@@ -137,6 +137,10 @@ struct ServeFlags {
                    "FILE: a secret of at least 32 bytes (e.g. `openssl rand -hex 32`); exported "
                    "sessions are signed with it (HMAC-SHA256) and only blobs signed with it are "
                    "imported");
+    app.add_option("--auth-tokens", o.auth_tokens_file,
+                   "FILE: one \"TOKEN PRINCIPAL\" per line; every call but health and reflection "
+                   "then needs \"authorization: Bearer TOKEN\", and each principal sees only its "
+                   "own sessions (re-read when the file changes)");
     app.add_option("--served-model-name", o.served_model_name,
                    "NAME: model_name label and GetModelInfo's model_name (default: the model "
                    "directory's name)");

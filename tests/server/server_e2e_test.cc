@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "engine/tokenizer/utf8.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -339,6 +340,7 @@ TEST_F(ServerE2eTest, FlagsOutOfRangeAreRefusedWithTheReason) {
       {{"--log-level", "verbose"}, "--log-level: verbose not in {info,warning,error}", 2},
       {{"--no-such-flag"}, "--no-such-flag", 2},
       {{"--session-blob-key", "/no/such/key"}, "--session-blob-key: cannot read /no/such/key", 1},
+      {{"--auth-tokens", "/no/such/tokens"}, "--auth-tokens: cannot read /no/such/tokens", 1},
       {{"--session-blob-key", short_key}, "holds 5 bytes; a key needs at least 32", 1},
   };
   for (const Case& c : cases) {
@@ -361,6 +363,143 @@ TEST_F(ServerE2eTest, ModelInfoNamesTheModelNotTheServersFilesystem) {
   EXPECT_EQ(info.model_name(), "tiny-demo");
   EXPECT_FALSE(info.fingerprint().empty());
   EXPECT_THAT(info.DebugString(), ::testing::Not(HasSubstr(model_dir_->path())));
+}
+
+// With --auth-tokens: calls without a known token are refused (health stays open), and each
+// principal sees only its own sessions. Another principal's session answers NOT_FOUND with the same
+// message as a name that does not exist, on every session method and on Generate; both may use the
+// same name; an import belongs to the importer.
+TEST_F(ServerE2eTest, PrincipalsSeeOnlyTheirOwnSessions) {
+  testing::TempDir secrets;
+  std::ofstream(secrets.file("tokens")) << "alice-token-0123456789 alice\n"
+                                        << "bob-token-0123456789 bob\n";
+  Start({"--auth-tokens", secrets.file("tokens")});
+  struct As {
+    grpc::ClientContext context;
+    explicit As(const std::string& token) {
+      if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    }
+  };
+  const std::string alice = "alice-token-0123456789", bob = "bob-token-0123456789";
+  auto get = [&](const std::string& token, const std::string& id) {
+    As as(token);
+    v1::GetSessionRequest request;
+    request.set_session_id(id);
+    v1::Session session;
+    return stub_->GetSession(&as.context, request, &session);
+  };
+  auto list = [&](const std::string& token) {
+    As as(token);
+    v1::ListSessionsResponse response;
+    EXPECT_TRUE(stub_->ListSessions(&as.context, {}, &response).ok());
+    std::vector<std::string> ids;
+    for (const auto& s : response.sessions()) ids.push_back(s.session_id());
+    return ids;
+  };
+  auto create = [&](const std::string& token, const std::string& id) {
+    As as(token);
+    v1::CreateSessionRequest request;
+    request.set_session_id(id);
+    v1::Session session;
+    return stub_->CreateSession(&as.context, request, &session);
+  };
+  auto generate = [&](const std::string& token, const std::string& session) {
+    As as(token);
+    GenerateRequest request = Tokens({5, 6, 7}, 3);
+    request.set_session_id(session);
+    auto reader = stub_->Generate(&as.context, request);
+    GenerateResponse response;
+    while (reader->Read(&response)) {
+    }
+    return reader->Finish();
+  };
+
+  // No token, a wrong one: UNAUTHENTICATED; health needs none.
+  for (const std::string& token : {std::string(), std::string("Bearer-wrong-0123456789")}) {
+    As as(token);
+    v1::ModelInfo info;
+    EXPECT_EQ(stub_->GetModelInfo(&as.context, {}, &info).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(generate(token, "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckResponse health;
+    ASSERT_TRUE(
+        grpc::health::v1::Health::NewStub(server_->channel())->Check(&context, {}, &health).ok());
+    EXPECT_EQ(health.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+
+  ASSERT_TRUE(create(alice, "chat").ok());
+  ASSERT_TRUE(generate(alice, "chat").ok());
+  const grpc::Status across = get(bob, "chat");
+  const grpc::Status absent = get(bob, "nothing");
+  EXPECT_EQ(across.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(across.error_message(),
+            absl::StrReplaceAll(absent.error_message(), {{"nothing", "chat"}}));
+  EXPECT_EQ(generate(bob, "chat").error_code(), grpc::StatusCode::NOT_FOUND);
+  {
+    As as(bob);
+    v1::DeleteSessionRequest request;
+    request.set_session_id("chat");
+    v1::DeleteSessionResponse response;
+    EXPECT_EQ(stub_->DeleteSession(&as.context, request, &response).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+    As exporter(bob);
+    v1::ExportSessionRequest export_request;
+    export_request.set_session_id("chat");
+    auto reader = stub_->ExportSession(&exporter.context, export_request);
+    v1::ExportSessionResponse chunk;
+    while (reader->Read(&chunk)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  EXPECT_TRUE(list(bob).empty());
+
+  // The same name, independently; an import is the importer's.
+  ASSERT_TRUE(create(bob, "chat").ok());
+  std::string blob;
+  {
+    As as(alice);
+    v1::ExportSessionRequest request;
+    request.set_session_id("chat");
+    auto reader = stub_->ExportSession(&as.context, request);
+    v1::ExportSessionResponse chunk;
+    while (reader->Read(&chunk)) blob += chunk.blob_chunk();
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  {
+    As as(bob);
+    v1::Session imported;
+    auto writer = stub_->ImportSession(&as.context, &imported);
+    v1::ImportSessionRequest request;
+    request.set_session_id("copy");
+    request.set_blob_chunk(blob);
+    writer->Write(request);
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+    EXPECT_EQ(imported.session_id(), "copy");
+    EXPECT_EQ(imported.length_tokens(), 6);
+  }
+  EXPECT_THAT(list(bob), ::testing::ElementsAre("chat", "copy"));
+  EXPECT_THAT(list(alice), ::testing::ElementsAre("chat"));
+  EXPECT_EQ(get(alice, "copy").error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(get(alice, "chat").ok());
+
+  // mambactl sends the token from --token or $MAMBASERVE_TOKEN.
+  const std::string out = secrets.file("out");
+  const std::string ctl = std::string(MAMBACTL_BIN) + " --target " + server_->target();
+  auto run = [&](const std::string& command) {
+    const int rc = std::system((command + " >" + out + " 2>&1").c_str());
+    std::ifstream in(out);
+    return std::make_pair(rc, std::string(std::istreambuf_iterator<char>(in), {}));
+  };
+  EXPECT_THAT(run(ctl + " --token " + bob + " session list").second, HasSubstr("copy"));
+  EXPECT_THAT(run("MAMBASERVE_TOKEN=" + alice + " " + ctl + " session list").second,
+              ::testing::Not(HasSubstr("copy")));
+  auto [refused_rc, refused] = run(ctl + " session list");
+  EXPECT_NE(refused_rc, 0);
+  EXPECT_THAT(refused, HasSubstr("UNAUTHENTICATED"));
 }
 
 TEST_F(ServerE2eTest, LogLevelWarningLeavesOutInfoLines) {

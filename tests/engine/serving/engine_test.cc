@@ -175,7 +175,7 @@ TEST_F(EngineTest, SessionOperationsRunOffTheSchedulerThreadAndRoundTrip) {
   EXPECT_EQ(*Generate(*engine, {9}, 6, "chat"), *Generate(*engine, {9}, 6, "copy"));
 
   Await<std::vector<SessionInfo>> listed;
-  engine->ListSessions(listed.callback());
+  engine->ListSessions("", listed.callback());
   auto list = listed.get();
   ASSERT_TRUE(list.ok());
   ASSERT_EQ(list->size(), 2u);

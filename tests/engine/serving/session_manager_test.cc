@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 
+#include "absl/strings/str_replace.h"
 #include "engine/backend/backend.h"
 #include "engine/backend_factory.h"
 #include "engine/serving/session_blob.h"
@@ -498,6 +499,36 @@ TEST_F(SessionManagerTest, WithABlobKeyOnlyBlobsSignedWithItAreImported) {
   EXPECT_TRUE(absl::IsPermissionDenied(s)) << s;
   // A server without a key imports signed blobs too (it checks the checksum only).
   EXPECT_TRUE(Make()->Import("plain", bytes(signed_blob)).ok());
+}
+
+// Owner scopes ("OWNER/NAME"): the same name lives independently under two owners; a lookup in
+// another scope fails exactly as one for a name that does not exist; listing filters by scope; a
+// random name keeps its scope; messages show the name only.
+TEST_F(SessionManagerTest, OwnerScopesKeepOwnersApart) {
+  auto sm = Make();
+  ASSERT_TRUE(sm->Create("alice/chat").ok());
+  ASSERT_TRUE(sm->Create("bob/chat").ok());
+  const absl::StatusOr<SessionInfo> made = sm->Create("alice/");
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_TRUE(made->id.starts_with("alice/")) << made->id;
+  EXPECT_TRUE(
+      SessionManager::ValidateSessionId(std::string(SessionManager::SessionName(made->id))).ok());
+  EXPECT_GE(SessionManager::SessionName(made->id).size(), 32u);  // 128 random bits
+
+  const absl::Status across = sm->Get("carol/chat").status();
+  const absl::Status absent = sm->Get("carol/nothing").status();
+  EXPECT_TRUE(absl::IsNotFound(across));
+  EXPECT_EQ(std::string(across.message()),
+            absl::StrReplaceAll(std::string(absent.message()), {{"nothing", "chat"}}));
+  EXPECT_THAT(std::string(across.message()), ::testing::Not(HasSubstr("carol")));
+
+  std::vector<std::string> alices;
+  for (const SessionInfo& s : sm->List("alice/")) alices.push_back(s.id);
+  EXPECT_THAT(alices, ::testing::UnorderedElementsAre(made->id, "alice/chat"));
+  EXPECT_EQ(sm->List().size(), 3u);
+  EXPECT_TRUE(sm->Delete("bob/chat").ok());
+  EXPECT_TRUE(sm->Get("alice/chat").ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(sm->Create("alice/bad name").status()));
 }
 
 TEST(SessionBlobTest, EncodeDecodeRoundTrip) {
