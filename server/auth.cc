@@ -54,20 +54,22 @@ absl::Status TokenAuthenticator::Load() {
   std::error_code ec;
   const auto mtime = std::filesystem::last_write_time(path_, ec);
   std::ifstream in(path_);
-  if (ec || !in) return absl::InvalidArgumentError(absl::StrCat("--auth-tokens: cannot read ", path_));
+  if (ec || !in)
+    return absl::InvalidArgumentError(absl::StrCat("--auth-tokens: cannot read ", path_));
   std::vector<Entry> entries;
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
     const absl::string_view text = absl::StripAsciiWhitespace(line);
     if (text.empty() || text.front() == '#') continue;
-    std::vector<absl::string_view> fields = absl::StrSplit(text, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(text, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (fields.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--auth-tokens: ", path_, " line ", number, ": expected \"TOKEN PRINCIPAL\""));
+      return absl::InvalidArgumentError(absl::StrCat("--auth-tokens: ", path_, " line ", number,
+                                                     ": expected \"TOKEN PRINCIPAL\""));
     }
     if (fields[0].size() < 16) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--auth-tokens: ", path_, " line ", number, ": a token needs at least 16 characters"));
+      return absl::InvalidArgumentError(absl::StrCat("--auth-tokens: ", path_, " line ", number,
+                                                     ": a token needs at least 16 characters"));
     }
     if (absl::Status s = ValidatePrincipal(fields[1]); !s.ok()) {
       return absl::InvalidArgumentError(

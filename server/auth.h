@@ -10,10 +10,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace mambaserve {
 
@@ -40,9 +40,9 @@ class TokenAuthenticator {
 
   const std::string path_;
   std::mutex mu_;
-  std::vector<Entry> entries_;                             // guarded by mu_
-  std::filesystem::file_time_type loaded_mtime_{};         // guarded by mu_
-  std::chrono::steady_clock::time_point next_check_{};     // guarded by mu_
+  std::vector<Entry> entries_;                          // guarded by mu_
+  std::filesystem::file_time_type loaded_mtime_{};      // guarded by mu_
+  std::chrono::steady_clock::time_point next_check_{};  // guarded by mu_
 };
 
 }  // namespace mambaserve

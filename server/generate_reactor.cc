@@ -41,6 +41,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   const Clock::time_point started_;
   const Tokenizer* tokenizer_ = nullptr;
   Caller caller_;
+  bool holds_stream_quota_ = false;  // set once in Start, before any other thread sees the reactor
   std::shared_ptr<GenerationStream> stream_;
   std::string session_;
 
@@ -101,6 +102,15 @@ void GenerateReactor::Start(const grpc::ByteBuffer& raw) {
     return;
   }
   caller_ = *std::move(caller);
+  if (!service_->OpenPrincipalStream(caller_.principal)) {
+    Refuse(absl::ResourceExhaustedError(absl::StrCat(
+               "you have ", service_->limits().max_streams_per_principal,
+               " streams open, the most one principal may (--max-streams-per-principal); retry "
+               "when one ends")),
+           "principal_quota");
+    return;
+  }
+  holds_stream_quota_ = true;
   tokenizer_ = engine->tokenizer();
   absl::StatusOr<GenerationRequest> request = Parse(raw, *engine);
   if (!request.ok()) {
@@ -239,6 +249,7 @@ void GenerateReactor::OnDone() {
           " duration_ms=", static_cast<int64_t>(seconds * 1000),
           " status=", status_.ok() ? "OK" : absl::StatusCodeToString(status_.code()),
           status_.ok() ? "" : absl::StrCat(" (", status_.message(), ")"));
+  if (holds_stream_quota_) service_->ClosePrincipalStream(caller_.principal);
   MambaServeService* service = service_;
   delete this;
   service->AddOpenStream(-1);

@@ -15,8 +15,9 @@ struct ServiceLimits {
   int max_prompt_tokens = 8192;
   int default_max_tokens = 256;
   SamplingLimits sampling;
-  int stream_buffer = 16;          // responses buffered per stream before its sequence pauses
-  int max_detokenize_ids = 65536;  // ids one Detokenize call may carry
+  int stream_buffer = 16;             // responses buffered per stream before its sequence pauses
+  int max_detokenize_ids = 65536;     // ids one Detokenize call may carry
+  int max_streams_per_principal = 0;  // open Generate streams per principal; 0: no limit
 };
 
 // absl::Status -> grpc::Status (the codes share their numbering).

@@ -36,6 +36,21 @@ MambaServeService::MambaServeService(ServiceLimits limits, std::string model_nam
       model_name_(std::move(model_name)),
       response_writers_(response_writer_threads) {}
 
+bool MambaServeService::OpenPrincipalStream(const std::string& principal) {
+  if (principal.empty() || limits_.max_streams_per_principal <= 0) return true;
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  int& open = streams_per_principal_[principal];
+  if (open >= limits_.max_streams_per_principal) return false;
+  ++open;
+  return true;
+}
+
+void MambaServeService::ClosePrincipalStream(const std::string& principal) {
+  if (principal.empty() || limits_.max_streams_per_principal <= 0) return;
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  if (--streams_per_principal_[principal] <= 0) streams_per_principal_.erase(principal);
+}
+
 absl::StatusOr<Caller> MambaServeService::Authenticate(
     const grpc::CallbackServerContext& context) const {
   if (auth_ == nullptr) return Caller{};

@@ -5,8 +5,10 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "engine/base/worker_pool.h"
 #include "engine/engine.h"
 #include "grpcpp/grpcpp.h"
@@ -61,6 +63,10 @@ class MambaServeService final
   // Bearer tokens (null: every caller is anonymous and shares one scope). Set before serving; must
   // outlive the server's last RPC.
   void SetAuthenticator(TokenAuthenticator* auth) { auth_ = auth; }
+  // --max-streams-per-principal: false when `principal` already has that many Generate streams
+  // open (never for the anonymous principal of a server without --auth-tokens).
+  bool OpenPrincipalStream(const std::string& principal);
+  void ClosePrincipalStream(const std::string& principal);
   // The caller of `context`: UNAUTHENTICATED without a token this server knows.
   absl::StatusOr<Caller> Authenticate(const grpc::CallbackServerContext& context) const;
   // The session a call names (its field or x-session-id metadata), in the caller's scope; empty
@@ -111,6 +117,8 @@ class MambaServeService final
   std::atomic<int> open_streams_{0};
   std::atomic<metrics::ServingMetrics*> metrics_{nullptr};
   TokenAuthenticator* auth_ = nullptr;
+  std::mutex streams_mu_;
+  absl::flat_hash_map<std::string, int> streams_per_principal_;  // guarded by streams_mu_
   WorkerPool response_writers_;
 };
 

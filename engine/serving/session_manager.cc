@@ -106,6 +106,11 @@ absl::string_view SessionManager::SessionName(absl::string_view id) {
   return slash == absl::string_view::npos ? id : id.substr(slash + 1);
 }
 
+std::string SessionManager::OwnerScope(absl::string_view id) {
+  const size_t slash = id.rfind('/');
+  return slash == absl::string_view::npos ? "" : std::string(id.substr(0, slash + 1));
+}
+
 absl::StatusOr<SessionManager::Session*> SessionManager::Find(const std::string& id) const {
   if (auto it = sessions_.find(id); it != sessions_.end()) return it->second.get();
   if (auto t = tombstones_.find(id); t != tombstones_.end()) {
@@ -218,6 +223,9 @@ void SessionManager::Drop(Session& s, std::string reason) {
   const std::string id = s.id;
   sessions_.erase(id);  // destroys s
   --gauges_.sessions;
+  if (const std::string scope = OwnerScope(id); !scope.empty()) {
+    if (--sessions_per_owner_[scope] == 0) sessions_per_owner_.erase(scope);
+  }
 
   if (auto t = tombstones_.find(id); t != tombstones_.end()) {
     tombstone_order_.erase(t->second.order);
@@ -242,9 +250,9 @@ absl::StatusOr<SessionInfo> SessionManager::AddLocked(const std::string& request
                                                       SessionBlob* imported) {
   std::string id = requested_id;
   if (SessionName(id).empty()) {  // the scope, if any, stays in front of a random name
-    const std::string scope = id;
+    const std::string prefix = id;
     do {
-      id = scope + NewSessionId();
+      id = prefix + NewSessionId();
     } while (sessions_.contains(id));
   }
   RETURN_IF_ERROR(ValidateSessionId(std::string(SessionName(id))));
@@ -256,6 +264,15 @@ absl::StatusOr<SessionInfo> SessionManager::AddLocked(const std::string& request
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server holds its maximum of ", options_.max_sessions, " sessions; delete some first"));
   }
+  const std::string scope = OwnerScope(id);
+  if (!scope.empty() && options_.max_sessions_per_owner > 0 &&
+      sessions_per_owner_[scope] >= options_.max_sessions_per_owner) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("you hold ", options_.max_sessions_per_owner,
+                     " sessions, the most one principal may (--max-sessions-per-principal); "
+                     "delete some first"));
+  }
+  if (!scope.empty()) ++sessions_per_owner_[scope];
   if (auto t = tombstones_.find(id); t != tombstones_.end()) {
     tombstone_order_.erase(t->second.order);
     tombstones_.erase(t);

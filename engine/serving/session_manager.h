@@ -51,6 +51,8 @@ struct SessionManagerOptions {
   size_t max_pending_tokens = 8192;   // an imported blob's pending tokens (a prompt's worth)
   // With a key: exports are signed with it (HMAC-SHA256) and imports must carry a valid signature.
   std::string blob_key;
+  // Sessions one owner scope ("OWNER/") may hold at once; 0: no limit beyond max_sessions.
+  int64_t max_sessions_per_owner = 0;
   std::function<int64_t()> now_ms;  // unix ms; defaults to the system clock
 };
 
@@ -92,6 +94,7 @@ class SessionManager {
   // authenticated principal uses, so that no other principal can name them (their lookups fail
   // exactly as for an id that does not exist). Messages show only the NAME.
   static absl::string_view SessionName(absl::string_view id);
+  static std::string OwnerScope(absl::string_view id);  // "OWNER/", or "" for an unscoped id
 
   // --- Any thread (metadata and host memory only).
   // An id that is empty or only a scope ("OWNER/") gets a random 128-bit name.
@@ -169,6 +172,8 @@ class SessionManager {
   mutable std::mutex mu_;
   std::vector<SlotUse> slot_owner_;
   absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_;
+  absl::flat_hash_map<std::string, int64_t>
+      sessions_per_owner_;    // by scope "OWNER/"; guarded by mu_
   SessionList by_use_;        // every session, least recently used first (the TTL walks it)
   SessionList resident_lru_;  // resident and between turns: parking candidates, LRU first
   SessionList parked_lru_;    // parked to host memory: eviction candidates, LRU first

@@ -141,6 +141,14 @@ struct ServeFlags {
                    "FILE: one \"TOKEN PRINCIPAL\" per line; every call but health and reflection "
                    "then needs \"authorization: Bearer TOKEN\", and each principal sees only its "
                    "own sessions (re-read when the file changes)");
+    app.add_option("--max-streams-per-principal", o.limits.max_streams_per_principal,
+                   "Generate streams one principal may have open (with --auth-tokens; 0: no "
+                   "limit); beyond, RESOURCE_EXHAUSTED")
+        ->check(CLI::Range(0, 1 << 24));
+    app.add_option("--max-sessions-per-principal", e.scheduler.sessions.max_sessions_per_owner,
+                   "sessions one principal may hold (with --auth-tokens; 0: no limit beyond "
+                   "--max-named-sessions); beyond, RESOURCE_EXHAUSTED")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
     app.add_option("--served-model-name", o.served_model_name,
                    "NAME: model_name label and GetModelInfo's model_name (default: the model "
                    "directory's name)");

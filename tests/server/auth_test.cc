@@ -64,7 +64,8 @@ TEST_F(TokenAuthenticatorTest, AChangedFileIsReadAgainAndABrokenOneKeepsTheOldTo
     std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // the once-a-second check
   };
   touch_later("second-token-0123456789 alice\n");
-  EXPECT_TRUE(absl::IsUnauthenticated(auth->Authenticate("Bearer first-token-0123456789").status()));
+  EXPECT_TRUE(
+      absl::IsUnauthenticated(auth->Authenticate("Bearer first-token-0123456789").status()));
   EXPECT_EQ(*auth->Authenticate("Bearer second-token-0123456789"), "alice");
   touch_later("not a valid line at all\n");
   EXPECT_EQ(*auth->Authenticate("Bearer second-token-0123456789"), "alice");

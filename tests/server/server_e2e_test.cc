@@ -502,6 +502,55 @@ TEST_F(ServerE2eTest, PrincipalsSeeOnlyTheirOwnSessions) {
   EXPECT_THAT(refused, HasSubstr("UNAUTHENTICATED"));
 }
 
+// --max-streams-per-principal: one tenant's open streams are bounded, others are not affected, and
+// the quota frees when a stream ends.
+TEST_F(ServerE2eTest, OnePrincipalCannotHoldMoreStreamsThanItsQuota) {
+  testing::TempDir secrets;
+  std::ofstream(secrets.file("tokens")) << "alice-token-0123456789 alice\n"
+                                        << "bob-token-0123456789 bob\n";
+  Start({"--auth-tokens", secrets.file("tokens"), "--max-streams-per-principal", "1",
+         "--stream-buffer", "2"});
+  auto open = [&](grpc::ClientContext& context, const std::string& token, int max_tokens) {
+    context.AddMetadata("authorization", "Bearer " + token);
+    return stub_->Generate(&context, Tokens({7, 8, 9}, max_tokens));
+  };
+  grpc::ClientContext held_context;
+  auto held = open(held_context, "alice-token-0123456789", 4000);
+  GenerateResponse response;
+  ASSERT_TRUE(held->Read(&response));  // open, then paused: the reader stops here
+  {
+    grpc::ClientContext context;
+    auto second = open(context, "alice-token-0123456789", 4);
+    while (second->Read(&response)) {
+    }
+    const grpc::Status refused = second->Finish();
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(refused.error_message(), HasSubstr("--max-streams-per-principal"));
+  }
+  {
+    grpc::ClientContext context;
+    auto other = open(context, "bob-token-0123456789", 4);
+    while (other->Read(&response)) {
+    }
+    EXPECT_TRUE(other->Finish().ok());
+  }
+  held_context.TryCancel();
+  while (held->Read(&response)) {
+  }
+  held->Finish();
+  grpc::Status again;
+  for (int attempt = 0; attempt < 200; ++attempt) {  // the quota frees once the stream is done
+    grpc::ClientContext context;
+    auto next = open(context, "alice-token-0123456789", 4);
+    while (next->Read(&response)) {
+    }
+    again = next->Finish();
+    if (again.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(again.ok()) << again.error_message();
+}
+
 TEST_F(ServerE2eTest, LogLevelWarningLeavesOutInfoLines) {
   Start({"--log-level", "warning"});
   CreateSession("quiet");

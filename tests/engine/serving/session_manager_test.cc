@@ -531,6 +531,23 @@ TEST_F(SessionManagerTest, OwnerScopesKeepOwnersApart) {
   EXPECT_TRUE(absl::IsInvalidArgument(sm->Create("alice/bad name").status()));
 }
 
+TEST_F(SessionManagerTest, EachOwnerHoldsAtMostItsQuotaOfSessions) {
+  SessionManagerOptions options;
+  options.max_sessions_per_owner = 2;
+  SessionManager sm(backend_.get(), model_->fingerprint, options);
+  ASSERT_TRUE(sm.Create("alice/a").ok());
+  ASSERT_TRUE(sm.Create("alice/").ok());
+  const absl::Status over = sm.Create("alice/c").status();
+  EXPECT_TRUE(absl::IsResourceExhausted(over)) << over;
+  EXPECT_THAT(std::string(over.message()), HasSubstr("--max-sessions-per-principal"));
+  EXPECT_TRUE(sm.Create("bob/a").ok());  // another owner's quota is its own
+  EXPECT_TRUE(sm.Create("unscoped-1").ok());
+  EXPECT_TRUE(sm.Create("unscoped-2").ok());
+  EXPECT_TRUE(sm.Create("unscoped-3").ok());  // unscoped ids have no owner quota
+  ASSERT_TRUE(sm.Delete("alice/a").ok());
+  EXPECT_TRUE(sm.Create("alice/c").ok());
+}
+
 TEST(SessionBlobTest, EncodeDecodeRoundTrip) {
   SessionBlob blob;
   blob.model_fingerprint = "abc";
