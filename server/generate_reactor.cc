@@ -48,6 +48,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   std::mutex mu_;
   bool writing_ = false;   // guarded by mu_: the write claim
   bool finished_ = false;  // guarded by mu_: Finish was called
+  // Held across StartWrite and taken first in OnWriteDone, so that all a claim holder did,
+  // gRPC's own bookkeeping inside StartWrite included, happens before the next holder runs. gRPC
+  // orders StartWrite before OnWriteDone too, but inside a library ThreadSanitizer cannot see
+  // into. Recursive in case gRPC runs OnWriteDone inline, on the thread still in StartWrite.
+  std::recursive_mutex start_write_mu_;
 
   // The claim holder's.
   std::optional<metrics::RequestTimer> timer_;
@@ -157,7 +162,7 @@ void GenerateReactor::OnEventsReady() {
 }
 
 void GenerateReactor::OnWriteDone(bool ok) {
-  { std::lock_guard<std::mutex> lock(mu_); }  // see WriteNext: the previous holder's work
+  { std::lock_guard<std::recursive_mutex> lock(start_write_mu_); }  // the previous holder's work
   if (!ok) {
     broken_ = true;
     stream_->Cancel();
@@ -183,12 +188,7 @@ void GenerateReactor::WriteNext() {
     if (!event->final) {
       if (broken_) continue;  // the client is gone: drop until the final event
       Serialize(*event);
-      {
-        // Publishes this holder's work to OnWriteDone, which takes mu_ first. gRPC orders
-        // StartWrite before OnWriteDone too, but inside a library ThreadSanitizer cannot see into
-        // (tests/tsan.supp covers gRPC's own read of buffer_ inside StartWrite).
-        std::lock_guard<std::mutex> lock(mu_);
-      }
+      std::lock_guard<std::recursive_mutex> lock(start_write_mu_);
       StartWrite(&buffer_);  // the claim passes to OnWriteDone
       return;
     }

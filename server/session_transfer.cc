@@ -1,6 +1,7 @@
 #include "server/session_transfer.h"
 
 #include <algorithm>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -31,6 +32,7 @@ class ExportReactor final : public grpc::ServerWriteReactor<v1::ExportSessionRes
   }
 
   void OnWriteDone(bool ok) override {
+    { std::lock_guard<std::recursive_mutex> lock(start_write_mu_); }  // see WriteNext
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading the export"));
       return;
@@ -54,6 +56,10 @@ class ExportReactor final : public grpc::ServerWriteReactor<v1::ExportSessionRes
     if (offset_ == blob_.size()) {
       StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
     } else {
+      // Held across StartWrite, taken first in OnWriteDone: what this writer did (gRPC's own
+      // bookkeeping inside StartWrite included) happens before the next chunk is prepared, in a
+      // way ThreadSanitizer can see (gRPC's own ordering is inside an uninstrumented library).
+      std::lock_guard<std::recursive_mutex> lock(start_write_mu_);
       StartWrite(&response_);
     }
   }
@@ -63,6 +69,7 @@ class ExportReactor final : public grpc::ServerWriteReactor<v1::ExportSessionRes
   std::string blob_;
   size_t offset_ = 0;
   v1::ExportSessionResponse response_;
+  std::recursive_mutex start_write_mu_;
 };
 
 // Collects the chunks until the client half-closes, then hands the whole blob to the engine. The
@@ -116,6 +123,12 @@ class ImportReactor final : public grpc::ServerReadReactor<v1::ImportSessionRequ
   }
 
   void Import() {
+    // A cancelled call ends the stream too: what arrived may look whole but was not meant to be
+    // imported.
+    if (context_->IsCancelled()) {
+      Finish(grpc::Status::CANCELLED);
+      return;
+    }
     if (first_) {  // no message at all: the id can only come from the metadata
       absl::StatusOr<std::string> id = service_->CallerSessionId(*context_, caller_, "");
       if (!id.ok()) {
