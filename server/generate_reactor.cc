@@ -1,10 +1,13 @@
 #include "server/generate_reactor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "engine/base/log.h"
 #include "server/proto_convert.h"
@@ -16,11 +19,32 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr char kRequestIdHeader[] = "x-request-id";
+
+// The client's x-request-id when it is a plausible id (1 to 64 of [A-Za-z0-9._:-]), else a fresh
+// random one: what ties a stream's log line to the client's own logs.
+std::string RequestId(const grpc::CallbackServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find(kRequestIdHeader); it != metadata.end()) {
+    const std::string id(it->second.data(), it->second.size());
+    const bool plausible =
+        !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+          return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+                 c == ':' || c == '-';
+        });
+    if (plausible) return id;
+  }
+  std::random_device random;
+  return absl::StrCat(absl::Hex(random(), absl::kZeroPad8), absl::Hex(random(), absl::kZeroPad8));
+}
+
 class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   GenerateReactor(MambaServeService* service, grpc::CallbackServerContext* context)
       : service_(service), context_(context), started_(Clock::now()) {
     service_->AddOpenStream(1);
+    // Sent with the first response (or the refusal), so the client can quote it.
+    context_->AddInitialMetadata(kRequestIdHeader, request_id_);
   }
 
   void Start(const grpc::ByteBuffer& raw);
@@ -39,6 +63,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   MambaServeService* const service_;
   grpc::CallbackServerContext* const context_;
   const Clock::time_point started_;
+  const std::string request_id_ = RequestId(*context_);
   const Tokenizer* tokenizer_ = nullptr;
   Caller caller_;
   bool holds_stream_quota_ = false;  // set once in Start, before any other thread sees the reactor
@@ -240,15 +265,15 @@ void GenerateReactor::OnDone() {
     stream->Cancel();
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
-  LogInfo("Generate peer=", context_->peer(), " session=", session_.empty() ? "-" : session_,
-          " prompt_tokens=", usage_.prompt_tokens, " generated=", usage_.generated_tokens,
-          " finish=", FinishReasonName(finish_), " ttft_ms=",
-          usage_.time_to_first_token_s < 0
-              ? -1
-              : static_cast<int64_t>(usage_.time_to_first_token_s * 1000),
-          " duration_ms=", static_cast<int64_t>(seconds * 1000),
-          " status=", status_.ok() ? "OK" : absl::StatusCodeToString(status_.code()),
-          status_.ok() ? "" : absl::StrCat(" (", status_.message(), ")"));
+  LogInfo(
+      "Generate request_id=", request_id_, " peer=", context_->peer(),
+      " session=", session_.empty() ? "-" : session_, " prompt_tokens=", usage_.prompt_tokens,
+      " generated=", usage_.generated_tokens, " finish=", FinishReasonName(finish_), " ttft_ms=",
+      usage_.time_to_first_token_s < 0 ? -1
+                                       : static_cast<int64_t>(usage_.time_to_first_token_s * 1000),
+      " duration_ms=", static_cast<int64_t>(seconds * 1000),
+      " status=", status_.ok() ? "OK" : absl::StatusCodeToString(status_.code()),
+      status_.ok() ? "" : absl::StrCat(" (", status_.message(), ")"));
   if (holds_stream_quota_) service_->ClosePrincipalStream(caller_.principal);
   MambaServeService* service = service_;
   delete this;

@@ -66,7 +66,7 @@ class Replica:
 
     def generate_log_lines(self):
         with open(self.log_path) as f:
-            return [line for line in f.read().splitlines() if " Generate peer=" in line]
+            return [line for line in f.read().splitlines() if " Generate request_id=" in line]
 
     def stop(self):
         self.channel.close()

@@ -551,6 +551,40 @@ TEST_F(ServerE2eTest, OnePrincipalCannotHoldMoreStreamsThanItsQuota) {
   EXPECT_TRUE(again.ok()) << again.error_message();
 }
 
+// A stream's request id (the client's x-request-id, or one the server makes) comes back in the
+// initial metadata and names the stream's log line; the line carries no prompt text.
+TEST_F(ServerE2eTest, RequestIdsTieAStreamToItsLogLine) {
+  Start();
+  auto generate = [&](const std::string& request_id) {
+    grpc::ClientContext context;
+    if (!request_id.empty()) context.AddMetadata("x-request-id", request_id);
+    GenerateRequest request;
+    request.set_text("a secret prompt");
+    request.mutable_sampling()->set_max_tokens(2);
+    auto reader = stub_->Generate(&context, request);
+    GenerateResponse response;
+    while (reader->Read(&response)) {
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    const auto& metadata = context.GetServerInitialMetadata();
+    const auto it = metadata.find("x-request-id");
+    return it == metadata.end() ? std::string() : std::string(it->second.data(), it->second.size());
+  };
+  EXPECT_EQ(generate("client-req-42"), "client-req-42");
+  const std::string made = generate("");
+  EXPECT_EQ(made.size(), 16u) << made;
+  EXPECT_NE(generate("bad id with spaces"), "bad id with spaces");
+  bool logged = false;
+  for (int i = 0; i < 200 && !logged; ++i) {  // the line is written as the call's reactor ends
+    const std::string log = server_->log();
+    logged = log.find("request_id=client-req-42 ") != std::string::npos &&
+             log.find("request_id=" + made + " ") != std::string::npos;
+    if (!logged) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(logged) << server_->log();
+  EXPECT_THAT(server_->log(), ::testing::Not(HasSubstr("secret")));
+}
+
 TEST_F(ServerE2eTest, LogLevelWarningLeavesOutInfoLines) {
   Start({"--log-level", "warning"});
   CreateSession("quiet");
