@@ -1,15 +1,14 @@
 #include "server/generate_reactor.h"
 
-#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "engine/base/log.h"
+#include "engine/serving/session_manager.h"
 #include "server/proto_convert.h"
 #include "server/service.h"
 #include "server/serving_metrics_adapter.h"
@@ -21,18 +20,14 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kRequestIdHeader[] = "x-request-id";
 
-// The client's x-request-id when it is a plausible id (1 to 64 of [A-Za-z0-9._:-]), else a fresh
-// random one: what ties a stream's log line to the client's own logs.
+// The client's x-request-id when it is a plausible id (at most 64 characters a session id may
+// hold, [A-Za-z0-9._:-]), else a fresh random one: what ties a stream's log line to the client's
+// own logs.
 std::string RequestId(const grpc::CallbackServerContext& context) {
   const auto& metadata = context.client_metadata();
   if (auto it = metadata.find(kRequestIdHeader); it != metadata.end()) {
-    const std::string id(it->second.data(), it->second.size());
-    const bool plausible =
-        !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
-          return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
-                 c == ':' || c == '-';
-        });
-    if (plausible) return id;
+    std::string id(it->second.data(), it->second.size());
+    if (id.size() <= 64 && SessionManager::ValidateSessionId(id).ok()) return id;
   }
   std::random_device random;
   return absl::StrCat(absl::Hex(random(), absl::kZeroPad8), absl::Hex(random(), absl::kZeroPad8));

@@ -3,17 +3,16 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/base/log.h"
 #include "engine/base/status_macros.h"
+#include "engine/model/safetensors.h"
 #include "engine/serving/session_blob.h"
 #include "server/cli/commands.h"
 #include "server/cli/flags.h"
@@ -38,17 +37,14 @@ CLI::Validator OpenClosedUnit() {
 
 // The key file's bytes, less trailing whitespace (a newline from `openssl rand -hex 32 > FILE`).
 absl::StatusOr<std::string> ReadBlobKey(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream bytes;
-  bytes << in.rdbuf();
-  if (!in)
+  absl::StatusOr<std::string> key = ReadTextFile(path);
+  if (!key.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--session-blob-key: cannot read ", path));
-  std::string key = bytes.str();
-  while (!key.empty() && absl::ascii_isspace(static_cast<unsigned char>(key.back())))
-    key.pop_back();
-  if (key.size() < kMinSessionBlobKeyBytes) {
+  }
+  absl::StripTrailingAsciiWhitespace(&*key);
+  if (key->size() < kMinSessionBlobKeyBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--session-blob-key: ", path, " holds ", key.size(), " bytes; a key needs at least ",
+        "--session-blob-key: ", path, " holds ", key->size(), " bytes; a key needs at least ",
         kMinSessionBlobKeyBytes, " (e.g. `openssl rand -hex 32 > ", path, "`)"));
   }
   return key;

@@ -24,6 +24,7 @@ import grpc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
 from proto_stubs import compile_protos  # noqa: E402
+from serve_process import ServeProcess  # noqa: E402
 
 ARGS = None
 pb = None
@@ -37,22 +38,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Replica:
+class Replica(ServeProcess):
     def __init__(self, model_dir, work_dir):
-        self.port_file = os.path.join(work_dir, "port")
-        self.log_path = os.path.join(work_dir, "server.log")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([ARGS.binary, "serve", "--model", model_dir, "--listen", "127.0.0.1:0",
-                                      "--port-file", self.port_file, "--threads", "1", "--metrics-listen", "off",
-                                      "--max-tokens-limit", "100000"], stderr=self.log)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(self.port_file):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                with open(self.log_path) as f:
-                    raise RuntimeError("replica did not start:\n" + f.read())
-            time.sleep(0.02)
-        with open(self.port_file) as f:
-            self.port = int(f.read().strip())
+        super().__init__(ARGS.binary, model_dir, work_dir, "--metrics-listen", "off", "--max-tokens-limit", "100000")
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb_grpc.MambaServeStub(self.channel)
         while True:  # the model loads after the port opens
@@ -60,7 +48,7 @@ class Replica:
                 self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
                 break
             except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > self.deadline:
                     raise
                 time.sleep(0.05)
 

@@ -105,8 +105,13 @@ class ServerE2eTest : public ::testing::Test {
     int chunks = 0;
     size_t largest_chunk = 0;
   };
-  Exported ExportBlob(const std::string& id) {
+  // The bearer token a server with --auth-tokens needs (none: the call goes without).
+  static void Authorize(grpc::ClientContext& context, const std::string& token) {
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+  }
+  Exported ExportBlob(const std::string& id, const std::string& token = "") {
     grpc::ClientContext context;
+    Authorize(context, token);
     v1::ExportSessionRequest request;
     request.set_session_id(id);
     auto reader = stub_->ExportSession(&context, request);
@@ -122,8 +127,9 @@ class ServerE2eTest : public ::testing::Test {
   }
   // Sends `blob` in messages of `chunk` bytes, the session id in the first.
   grpc::Status ImportBlob(const std::string& id, const std::string& blob, size_t chunk,
-                          v1::Session* session) {
+                          v1::Session* session, const std::string& token = "") {
     grpc::ClientContext context;
+    Authorize(context, token);
     auto writer = stub_->ImportSession(&context, session);
     v1::ImportSessionRequest request;
     request.set_session_id(id);
@@ -376,9 +382,7 @@ TEST_F(ServerE2eTest, PrincipalsSeeOnlyTheirOwnSessions) {
   Start({"--auth-tokens", secrets.file("tokens")});
   struct As {
     grpc::ClientContext context;
-    explicit As(const std::string& token) {
-      if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
-    }
+    explicit As(const std::string& token) { Authorize(context, token); }
   };
   const std::string alice = "alice-token-0123456789", bob = "bob-token-0123456789";
   auto get = [&](const std::string& token, const std::string& id) {
@@ -445,42 +449,18 @@ TEST_F(ServerE2eTest, PrincipalsSeeOnlyTheirOwnSessions) {
     v1::DeleteSessionResponse response;
     EXPECT_EQ(stub_->DeleteSession(&as.context, request, &response).error_code(),
               grpc::StatusCode::NOT_FOUND);
-    As exporter(bob);
-    v1::ExportSessionRequest export_request;
-    export_request.set_session_id("chat");
-    auto reader = stub_->ExportSession(&exporter.context, export_request);
-    v1::ExportSessionResponse chunk;
-    while (reader->Read(&chunk)) {
-    }
-    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
   }
+  EXPECT_EQ(ExportBlob("chat", bob).status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_TRUE(list(bob).empty());
 
   // The same name, independently; an import is the importer's.
   ASSERT_TRUE(create(bob, "chat").ok());
-  std::string blob;
-  {
-    As as(alice);
-    v1::ExportSessionRequest request;
-    request.set_session_id("chat");
-    auto reader = stub_->ExportSession(&as.context, request);
-    v1::ExportSessionResponse chunk;
-    while (reader->Read(&chunk)) blob += chunk.blob_chunk();
-    ASSERT_TRUE(reader->Finish().ok());
-  }
-  {
-    As as(bob);
-    v1::Session imported;
-    auto writer = stub_->ImportSession(&as.context, &imported);
-    v1::ImportSessionRequest request;
-    request.set_session_id("copy");
-    request.set_blob_chunk(blob);
-    writer->Write(request);
-    writer->WritesDone();
-    ASSERT_TRUE(writer->Finish().ok());
-    EXPECT_EQ(imported.session_id(), "copy");
-    EXPECT_EQ(imported.length_tokens(), 6);
-  }
+  const Exported exported = ExportBlob("chat", alice);
+  ASSERT_TRUE(exported.status.ok());
+  v1::Session imported;
+  ASSERT_TRUE(ImportBlob("copy", exported.blob, 1 << 20, &imported, bob).ok());
+  EXPECT_EQ(imported.session_id(), "copy");
+  EXPECT_EQ(imported.length_tokens(), 6);
   EXPECT_THAT(list(bob), ::testing::ElementsAre("chat", "copy"));
   EXPECT_THAT(list(alice), ::testing::ElementsAre("chat"));
   EXPECT_EQ(get(alice, "copy").error_code(), grpc::StatusCode::NOT_FOUND);
@@ -511,7 +491,7 @@ TEST_F(ServerE2eTest, OnePrincipalCannotHoldMoreStreamsThanItsQuota) {
   Start({"--auth-tokens", secrets.file("tokens"), "--max-streams-per-principal", "1",
          "--stream-buffer", "2"});
   auto open = [&](grpc::ClientContext& context, const std::string& token, int max_tokens) {
-    context.AddMetadata("authorization", "Bearer " + token);
+    Authorize(context, token);
     return stub_->Generate(&context, Tokens({7, 8, 9}, max_tokens));
   };
   grpc::ClientContext held_context;

@@ -24,32 +24,18 @@ from google.protobuf import descriptor_pb2
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
 from proto_stubs import compile_protos  # noqa: E402
+from serve_process import ServeProcess  # noqa: E402
 
 ARGS = None
 pb = None
 pb_grpc = None
 
 
-class Server:
-    """The real binary on 127.0.0.1 with a port it picks (--listen :0 + --port-file)."""
+class Server(ServeProcess):
+    """The real binary on 127.0.0.1 with a port it picks, and a channel to it once it accepts calls."""
 
     def __init__(self, model_dir, work_dir, *extra):
-        self.port_file = os.path.join(work_dir, "port")
-        self.log_path = os.path.join(work_dir, "server.log")
-        if os.path.exists(self.port_file):
-            os.remove(self.port_file)
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([ARGS.binary, "serve", "--model", model_dir, "--listen", "127.0.0.1:0",
-                                      "--port-file", self.port_file, "--threads", "1", *extra],
-                                     stderr=self.log)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(self.port_file):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                with open(self.log_path) as f:
-                    raise RuntimeError("server did not start:\n" + f.read())
-            time.sleep(0.02)
-        with open(self.port_file) as f:
-            self.target = "127.0.0.1:" + f.read().strip()
+        super().__init__(ARGS.binary, model_dir, work_dir, *extra)
         self.channel = grpc.insecure_channel(self.target)
         grpc.channel_ready_future(self.channel).result(timeout=30)
 
