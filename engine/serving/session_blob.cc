@@ -233,7 +233,6 @@ absl::StatusOr<SessionBlob> DecodeSessionBlob(std::span<const uint8_t> bytes,
           "session blob's signature does not match this server's --session-blob-key (altered, or "
           "exported by a server with another key)");
     }
-    blob.signature_valid = true;
   }
   return blob;
 }

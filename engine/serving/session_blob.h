@@ -33,8 +33,7 @@ struct SessionStateShape {
 
 struct SessionBlob {
   std::string model_fingerprint;
-  bool signature_valid = false;  // set by DecodeSessionBlob when given the key the HMAC matches
-  int64_t length = 0;            // tokens in the conversation so far
+  int64_t length = 0;  // tokens in the conversation so far
   std::vector<int32_t> pending_tokens;
   SessionStateShape shape;     // zero for a session never used
   std::vector<uint8_t> state;  // conv then ssm bytes; empty for a session never used
