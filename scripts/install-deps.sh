@@ -11,7 +11,7 @@ build_packages=(
   build-essential cmake ninja-build pkg-config
   libabsl-dev libopenblas-dev libre2-dev libutf8proc-dev nlohmann-json3-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
-  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libcli11-dev
+  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libcli11-dev libssl-dev
 )
 other_packages=(
   ccache git clang-format
