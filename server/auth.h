@@ -2,7 +2,7 @@
 // line ('#' comments and blank lines allowed); a request proves who it is with the metadata
 // "authorization: Bearer TOKEN". Tokens are kept only as SHA-256 digests and compared in constant
 // time against every entry. The file is read again when it changes (checked at most once a
-// second), so tokens rotate without a restart.
+// second) and on SIGHUP, so tokens rotate without a restart.
 #pragma once
 
 #include <chrono>
@@ -24,6 +24,9 @@ class TokenAuthenticator {
   // The principal of a request's "authorization" metadata value (empty: none was sent).
   // Unauthenticated for a missing, malformed or unknown token.
   absl::StatusOr<std::string> Authenticate(absl::string_view authorization);
+
+  // Reads the file now (SIGHUP); on failure the previous tokens stay and the reason is returned.
+  absl::Status Reload() { return Load(); }
 
   // Principals: 1 to 64 of [A-Za-z0-9._:@-].
   static absl::Status ValidatePrincipal(absl::string_view principal);

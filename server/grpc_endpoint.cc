@@ -43,7 +43,9 @@ absl::StatusOr<GrpcEndpoint> StartGrpcEndpoint(MambaServeService* service,
   // would split connections (and so sessions) between the two at random. Refuse to share instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   GrpcEndpoint endpoint;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &endpoint.port);
+  builder.AddListeningPort(
+      options.listen, options.credentials ? options.credentials : grpc::InsecureServerCredentials(),
+      &endpoint.port);
   builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_receive_bytes));
   endpoint.server = builder.BuildAndStart();

@@ -14,6 +14,8 @@ namespace mambaserve {
 struct GrpcEndpointOptions {
   std::string listen = "127.0.0.1:50051";  // HOST:PORT, [IPv6]:PORT or unix:PATH; port 0 picks one
   int64_t max_receive_bytes = 4 << 20;     // the largest request any method accepts
+  // Plaintext when null; see server/tls.h.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
 };
 
 struct GrpcEndpoint {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
@@ -236,6 +237,32 @@ int Session(MambaServe::Stub& stub, const SessionFlags& f) {
   return status.ok() ? 0 : Fail(status);
 }
 
+absl::StatusOr<std::string> ReadPem(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream pem;
+  pem << in.rdbuf();
+  return pem.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+    bool tls, const std::string& ca, const std::string& cert, const std::string& key) {
+  if (!tls && ca.empty() && cert.empty() && key.empty()) return grpc::InsecureChannelCredentials();
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  grpc::SslCredentialsOptions options;
+  for (auto [path, pem] :
+       {std::pair{&ca, &options.pem_root_certs}, std::pair{&cert, &options.pem_cert_chain},
+        std::pair{&key, &options.pem_private_key}}) {
+    if (path->empty()) continue;
+    absl::StatusOr<std::string> contents = ReadPem(*path);
+    if (!contents.ok()) return contents.status();
+    *pem = *std::move(contents);
+  }
+  return grpc::SslCredentials(options);
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"The command-line client of a mambaserve server.", "mambactl"};
   app.require_subcommand(1);
@@ -251,6 +278,14 @@ int Run(int argc, char** argv) {
   app.add_option("--token", g_token,
                  "bearer token for a server with --auth-tokens (default: $MAMBASERVE_TOKEN)")
       ->default_str("");
+  // TLS: any of these switches the channel to TLS (the server verified against --tls-ca, or the
+  // system's roots without it); --tls-cert/--tls-key present a client certificate for mutual TLS.
+  std::string tls_ca, tls_cert, tls_key;
+  bool tls = false;
+  app.add_flag("--tls", tls, "connect over TLS, trusting the system's CA certificates");
+  app.add_option("--tls-ca", tls_ca, "FILE: PEM CA bundle the server's certificate must chain to");
+  app.add_option("--tls-cert", tls_cert, "FILE: PEM client certificate (mutual TLS)");
+  app.add_option("--tls-key", tls_key, "FILE: PEM private key of --tls-cert");
 
   constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
   GenerateFlags g;
@@ -314,7 +349,13 @@ int Run(int argc, char** argv) {
 
   if (std::optional<int> exit = mambaserve::ParseFlags(app, argc, argv)) return *exit;
 
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ChannelCredentials(tls, tls_ca, tls_cert, tls_key);
+  if (!credentials.ok()) {
+    std::cerr << "mambactl: " << credentials.status().message() << "\n";
+    return 2;
+  }
+  auto channel = grpc::CreateChannel(target, *credentials);
   auto stub = MambaServe::NewStub(channel);
   if (generate->parsed()) return Generate(*stub, g);
   if (sessions->parsed()) return Session(*stub, session);

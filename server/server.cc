@@ -124,17 +124,27 @@ absl::Status RunServer(const ServeOptions& options) {
     service.SetAuthenticator(auth.get());
     LogInfo("authentication: bearer tokens from ", options.auth_tokens_file,
             "; sessions are scoped to their principal");
+  } else if (!options.tls.client_ca_file.empty()) {
+    service.SetPrincipalFromCertificate(true);
+    LogInfo("authentication: client certificates signed by ", options.tls.client_ca_file,
+            "; sessions are scoped to the certificate's common name");
   }
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   ServerCredentialsFromFiles(options.tls));
 
   // Prompts as text are bounded by max_prompt_tokens * 64 bytes; session blobs arrive in chunks
   // of gRPC's default 4 MiB at most.
   const int64_t max_receive = std::max<int64_t>(
       int64_t{4} << 20, int64_t{options.limits.max_prompt_tokens} * 64 + (int64_t{1} << 16));
-  ASSIGN_OR_RETURN(
-      GrpcEndpoint grpc,
-      StartGrpcEndpoint(&service, {.listen = options.listen, .max_receive_bytes = max_receive}));
-  LogInfo("listening on ", options.listen, " (port ", grpc.port, "); loading ",
-          options.engine.model_dir);
+  ASSIGN_OR_RETURN(GrpcEndpoint grpc,
+                   StartGrpcEndpoint(&service, {.listen = options.listen,
+                                                .max_receive_bytes = max_receive,
+                                                .credentials = std::move(credentials)}));
+  LogInfo("listening on ", options.listen, " (port ", grpc.port, ", ",
+          options.tls.cert_file.empty()        ? "plaintext"
+          : options.tls.client_ca_file.empty() ? "TLS"
+                                               : "mutual TLS",
+          "); loading ", options.engine.model_dir);
   if (!options.port_file.empty()) WritePortFile(options.port_file, grpc.port);
 
   const auto load_start = std::chrono::steady_clock::now();
@@ -168,7 +178,17 @@ absl::Status RunServer(const ServeOptions& options) {
                                                                 load_start)
               .count());
 
-  const int signal_number = TerminationSignals::Wait();
+  int signal_number = TerminationSignals::Wait();
+  for (; TerminationSignals::IsReload(signal_number); signal_number = TerminationSignals::Wait()) {
+    // Tokens at once; TLS files are re-read on their own every reload interval.
+    if (auth == nullptr) {
+      LogInfo("received SIGHUP: no --auth-tokens to re-read");
+    } else if (absl::Status reloaded = auth->Reload(); reloaded.ok()) {
+      LogInfo("received SIGHUP: auth tokens re-read from ", options.auth_tokens_file);
+    } else {
+      LogWarning("received SIGHUP: keeping the previous auth tokens: ", reloaded.message());
+    }
+  }
   LogInfo("received ", TerminationSignals::Name(signal_number), ": draining for up to ",
           options.shutdown_grace_s, " s");
   grpc.SetServing(false);

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "engine/engine.h"
 #include "server/proto_convert.h"
+#include "server/tls.h"
 
 namespace mambaserve {
 
@@ -27,6 +28,9 @@ struct ServeOptions {
   std::string served_model_name;  // the model_name label; default: the model directory's name
   // "TOKEN PRINCIPAL" lines (server/auth.h); empty: no authentication, one shared session scope.
   std::string auth_tokens_file;
+  // TLS on the gRPC port; with a client CA (mutual TLS) and no auth_tokens_file, each caller's
+  // principal is its certificate's common name.
+  TlsFiles tls;
 };
 
 // Runs until SIGTERM or SIGINT, then stops accepting, lets streams finish for up to

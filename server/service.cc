@@ -6,6 +6,7 @@
 #include "server/auth.h"
 #include "server/generate_reactor.h"
 #include "server/session_transfer.h"
+#include "server/tls.h"
 
 namespace mambaserve {
 namespace {
@@ -53,7 +54,12 @@ void MambaServeService::ClosePrincipalStream(const std::string& principal) {
 
 absl::StatusOr<Caller> MambaServeService::Authenticate(
     const grpc::CallbackServerContext& context) const {
-  if (auth_ == nullptr) return Caller{};
+  if (auth_ == nullptr) {
+    if (!principal_from_certificate_) return Caller{};
+    std::shared_ptr<const grpc::AuthContext> auth_context = context.auth_context();
+    ASSIGN_OR_RETURN(std::string principal, CertificatePrincipal(*auth_context));
+    return Caller{std::move(principal)};
+  }
   const auto& metadata = context.client_metadata();
   const auto it = metadata.find("authorization");
   const absl::string_view header = it == metadata.end()

@@ -20,11 +20,12 @@ namespace mambaserve {
 
 class TokenAuthenticator;
 
-// Who is calling. With --auth-tokens every session lives in its owner's scope ("PRINCIPAL/NAME"
-// inside the engine), so one principal cannot name another's sessions at all: NOT_FOUND exactly as
-// for a name that does not exist, and ListSessions shows only the caller's own.
+// Who is calling. With --auth-tokens (or mutual TLS) every session lives in its owner's scope
+// ("PRINCIPAL/NAME" inside the engine), so one principal cannot name another's sessions at all:
+// NOT_FOUND exactly as for a name that does not exist, and ListSessions shows only the caller's
+// own.
 struct Caller {
-  std::string principal;  // empty without --auth-tokens: one shared scope
+  std::string principal;  // empty without --auth-tokens or mTLS: one shared scope
 
   std::string scope() const { return principal.empty() ? "" : principal + "/"; }
   std::string Scoped(const std::string& name) const { return scope() + name; }
@@ -63,6 +64,8 @@ class MambaServeService final
   // Bearer tokens (null: every caller is anonymous and shares one scope). Set before serving; must
   // outlive the server's last RPC.
   void SetAuthenticator(TokenAuthenticator* auth) { auth_ = auth; }
+  // Mutual TLS without tokens: the caller's principal is its client certificate's common name.
+  void SetPrincipalFromCertificate(bool on) { principal_from_certificate_ = on; }
   // --max-streams-per-principal: false when `principal` already has that many Generate streams
   // open (never for the anonymous principal of a server without --auth-tokens).
   bool OpenPrincipalStream(const std::string& principal);
@@ -117,6 +120,7 @@ class MambaServeService final
   std::atomic<int> open_streams_{0};
   std::atomic<metrics::ServingMetrics*> metrics_{nullptr};
   TokenAuthenticator* auth_ = nullptr;
+  bool principal_from_certificate_ = false;
   std::mutex streams_mu_;
   absl::flat_hash_map<std::string, int> streams_per_principal_;  // guarded by streams_mu_
   WorkerPool response_writers_;

@@ -11,6 +11,7 @@ sigset_t TerminationSet() {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   return signals;
 }
 
@@ -30,7 +31,18 @@ int TerminationSignals::Wait() {
 }
 
 const char* TerminationSignals::Name(int signal_number) {
-  return signal_number == SIGTERM ? "SIGTERM" : signal_number == SIGINT ? "SIGINT" : "a signal";
+  switch (signal_number) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGHUP:
+      return "SIGHUP";
+    default:
+      return "a signal";
+  }
 }
+
+bool TerminationSignals::IsReload(int signal_number) { return signal_number == SIGHUP; }
 
 }  // namespace mambaserve

@@ -137,13 +137,26 @@ struct ServeFlags {
                    "FILE: one \"TOKEN PRINCIPAL\" per line; every call but health and reflection "
                    "then needs \"authorization: Bearer TOKEN\", and each principal sees only its "
                    "own sessions (re-read when the file changes)");
-    app.add_option("--max-streams-per-principal", o.limits.max_streams_per_principal,
-                   "Generate streams one principal may have open (with --auth-tokens; 0: no "
-                   "limit); beyond, RESOURCE_EXHAUSTED")
+    app.add_option("--tls-cert", o.tls.cert_file,
+                   "FILE: PEM certificate chain; the gRPC port then speaks TLS only (files are "
+                   "re-read when they change, see --tls-reload-interval-s)");
+    app.add_option("--tls-key", o.tls.key_file, "FILE: PEM private key of --tls-cert");
+    app.add_option("--tls-client-ca", o.tls.client_ca_file,
+                   "FILE: PEM CA bundle; clients must then present a certificate it signed "
+                   "(mutual TLS), and without --auth-tokens its common name is the principal "
+                   "that owns sessions");
+    app.add_option("--tls-reload-interval-s", o.tls.reload_interval_s,
+                   "how often the TLS files are checked for new contents")
+        ->check(CLI::Range(1, 86400));
+    app.add_option(
+           "--max-streams-per-principal", o.limits.max_streams_per_principal,
+           "Generate streams one principal may have open (with --auth-tokens or mTLS; 0: no "
+           "limit); beyond, RESOURCE_EXHAUSTED")
         ->check(CLI::Range(0, 1 << 24));
-    app.add_option("--max-sessions-per-principal", e.scheduler.sessions.max_sessions_per_owner,
-                   "sessions one principal may hold (with --auth-tokens; 0: no limit beyond "
-                   "--max-named-sessions); beyond, RESOURCE_EXHAUSTED")
+    app.add_option(
+           "--max-sessions-per-principal", e.scheduler.sessions.max_sessions_per_owner,
+           "sessions one principal may hold (with --auth-tokens or mTLS; 0: no limit beyond "
+           "--max-named-sessions); beyond, RESOURCE_EXHAUSTED")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
     app.add_option("--served-model-name", o.served_model_name,
                    "NAME: model_name label and GetModelInfo's model_name (default: the model "

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <set>
@@ -480,6 +481,29 @@ TEST_F(ServerE2eTest, PrincipalsSeeOnlyTheirOwnSessions) {
   auto [refused_rc, refused] = run(ctl + " session list");
   EXPECT_NE(refused_rc, 0);
   EXPECT_THAT(refused, HasSubstr("UNAUTHENTICATED"));
+}
+
+// SIGHUP re-reads the tokens at once (and never stops the server, as its default action would).
+TEST_F(ServerE2eTest, SighupReloadsTheAuthTokens) {
+  testing::TempDir secrets;
+  const std::string tokens = secrets.file("tokens");
+  std::ofstream(tokens) << "alice-token-0123456789 alice\n";
+  Start({"--auth-tokens", tokens});
+  auto info = [&](const std::string& token) {
+    grpc::ClientContext context;
+    Authorize(context, token);
+    v1::ModelInfo model;
+    return stub_->GetModelInfo(&context, {}, &model).error_code();
+  };
+  ASSERT_EQ(info("carol-token-0123456789"), grpc::StatusCode::UNAUTHENTICATED);
+  // Same modification time as before, so only the signal can make the server read it again.
+  const auto mtime = std::filesystem::last_write_time(tokens);
+  std::ofstream(tokens) << "carol-token-0123456789 carol\n";
+  std::filesystem::last_write_time(tokens, mtime);
+  server_->Signal(SIGHUP);
+  ASSERT_TRUE(WaitForLog("auth tokens re-read")) << server_->log();
+  EXPECT_EQ(info("carol-token-0123456789"), grpc::StatusCode::OK);
+  EXPECT_EQ(info("alice-token-0123456789"), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 // --max-streams-per-principal: one tenant's open streams are bounded, others are not affected, and

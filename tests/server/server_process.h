@@ -20,9 +20,11 @@ namespace mambaserve::testing {
 
 class ServerProcess {
  public:
-  // `environment`: NAME=VALUE entries added to the server's environment.
+  // `environment`: NAME=VALUE entries added to the server's environment; `credentials`: how the
+  // health check and channel() connect (default: plaintext).
   ServerProcess(const std::string& binary, const std::string& model_dir,
-                std::vector<std::string> extra_args, std::vector<std::string> environment = {}) {
+                std::vector<std::string> extra_args, std::vector<std::string> environment = {},
+                std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr) {
     const std::string port_file = dir_.file("port");
     log_file_ = dir_.file("server.log");
     std::vector<std::string> args = {
@@ -47,7 +49,8 @@ class ServerProcess {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (port_ <= 0) return;
-    channel_ = grpc::CreateChannel(target(), grpc::InsecureChannelCredentials());
+    channel_ = grpc::CreateChannel(target(),
+                                   credentials ? credentials : grpc::InsecureChannelCredentials());
     auto health = grpc::health::v1::Health::NewStub(channel_);
     while (std::chrono::steady_clock::now() < give_up) {
       grpc::ClientContext context;
@@ -83,6 +86,7 @@ class ServerProcess {
     return Wait(wait);
   }
   void Terminate() { kill(pid_, SIGTERM); }
+  void Signal(int signal_number) { kill(pid_, signal_number); }
   int Wait(std::chrono::seconds wait = std::chrono::seconds(20)) {
     if (exit_code_ != -1) return exit_code_;
     const auto give_up = std::chrono::steady_clock::now() + wait;
