@@ -6,7 +6,9 @@
 #include <optional>
 #include <random>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/base/log.h"
 #include "engine/serving/session_manager.h"
 #include "server/proto_convert.h"
@@ -83,7 +85,22 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   GenerationUsage usage_;
   FinishReason finish_ = FinishReason::kNone;
   absl::Status status_;
+  // With --log-prompts only: set in Start, appended to by the claim holder.
+  std::string logged_prompt_, logged_completion_;
 };
+
+// A quoted, escaped excerpt of untrusted text for a log line (one line, bounded).
+std::string LogQuote(absl::string_view text) {
+  constexpr size_t kMaxBytes = 4096;
+  std::string out = absl::StrCat("\"", absl::CHexEscape(text.substr(0, kMaxBytes)), "\"");
+  if (text.size() > kMaxBytes) absl::StrAppend(&out, "+", text.size() - kMaxBytes, "B");
+  return out;
+}
+
+std::string LogPrompt(const v1::GenerateRequest& request) {
+  if (request.prompt_case() != v1::GenerateRequest::kTokens) return LogQuote(request.text());
+  return absl::StrCat("[", absl::StrJoin(request.tokens().ids(), ","), "]");
+}
 
 absl::StatusOr<GenerationRequest> GenerateReactor::Parse(const grpc::ByteBuffer& raw,
                                                          const Engine& engine) {
@@ -98,6 +115,7 @@ absl::StatusOr<GenerationRequest> GenerateReactor::Parse(const grpc::ByteBuffer&
       service_->CallerSessionId(*context_, caller_, request.session_id());
   if (!session.ok()) return session.status();
   session_ = *session;
+  if (service_->limits().log_prompts) logged_prompt_ = LogPrompt(request);
   absl::StatusOr<GenerationRequest> out =
       ToGenerationRequest(request, std::move(*session), engine, service_->limits());
   if (!out.ok()) return out.status();
@@ -168,6 +186,15 @@ void GenerateReactor::Refuse(absl::Status status, const char* metrics_reason) {
   if (metrics::ServingMetrics* m = service_->metrics(); m != nullptr && metrics_reason != nullptr) {
     m->RequestRejected(metrics_reason);
   }
+  if (absl::IsResourceExhausted(status)) {
+    // Full queue or quota: say when to come back, jittered so that refused clients do not return
+    // in lockstep. grpc-retry-pushback-ms is what gRPC clients with a retry policy obey on their
+    // own; retry-after-ms is the same figure for everyone else.
+    thread_local std::minstd_rand jitter(std::random_device{}());
+    const std::string after_ms = std::to_string(500 + jitter() % 1000);
+    context_->AddTrailingMetadata("retry-after-ms", after_ms);
+    context_->AddTrailingMetadata("grpc-retry-pushback-ms", after_ms);
+  }
   status_ = std::move(status);
   Finish(ToGrpcStatus(status_));
 }
@@ -205,6 +232,7 @@ void GenerateReactor::WriteNext() {
       return;
     }
     if (timer_) RecordMetrics(*event);
+    if (service_->limits().log_prompts) logged_completion_ += event->text;
     if (!event->final) {
       if (broken_) continue;  // the client is gone: drop until the final event
       Serialize(*event);
@@ -268,7 +296,10 @@ void GenerateReactor::OnDone() {
                                        : static_cast<int64_t>(usage_.time_to_first_token_s * 1000),
       " duration_ms=", static_cast<int64_t>(seconds * 1000),
       " status=", status_.ok() ? "OK" : absl::StatusCodeToString(status_.code()),
-      status_.ok() ? "" : absl::StrCat(" (", status_.message(), ")"));
+      status_.ok() ? "" : absl::StrCat(" (", status_.message(), ")"),
+      logged_prompt_.empty()
+          ? ""
+          : absl::StrCat(" prompt=", logged_prompt_, " completion=", LogQuote(logged_completion_)));
   if (holds_stream_quota_) service_->ClosePrincipalStream(caller_.principal);
   MambaServeService* service = service_;
   delete this;

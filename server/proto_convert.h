@@ -18,6 +18,9 @@ struct ServiceLimits {
   int stream_buffer = 16;             // responses buffered per stream before its sequence pauses
   int max_detokenize_ids = 65536;     // ids one Detokenize call may carry
   int max_streams_per_principal = 0;  // open Generate streams per principal; 0: no limit
+  // --log-prompts: each Generate log line also carries the prompt and the generated text (off by
+  // default: conversations are the tenants' data, not the operator's).
+  bool log_prompts = false;
 };
 
 // absl::Status -> grpc::Status (the codes share their numbering).

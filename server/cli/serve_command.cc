@@ -158,6 +158,9 @@ struct ServeFlags {
            "sessions one principal may hold (with --auth-tokens or mTLS; 0: no limit beyond "
            "--max-named-sessions); beyond, RESOURCE_EXHAUSTED")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+    app.add_flag("--log-prompts", o.limits.log_prompts,
+                 "also log each Generate call's prompt and generated text (escaped, 4 KiB each at "
+                 "most); off by default, as they are the clients' data");
     app.add_option("--served-model-name", o.served_model_name,
                    "NAME: model_name label and GetModelInfo's model_name (default: the model "
                    "directory's name)");

@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "engine/tokenizer/utf8.h"
@@ -589,6 +590,26 @@ TEST_F(ServerE2eTest, RequestIdsTieAStreamToItsLogLine) {
   EXPECT_THAT(server_->log(), ::testing::Not(HasSubstr("secret")));
 }
 
+// --log-prompts opts in to the prompt and the generated text, escaped onto the one log line.
+TEST_F(ServerE2eTest, LogPromptsLogsThePromptAndTheCompletionEscaped) {
+  Start({"--log-prompts"});
+  GenerateRequest request = Tokens({}, 6);
+  request.set_text("a logged\nprompt \"quoted\"");
+  grpc::ClientContext context;
+  context.AddMetadata("x-request-id", "logged-1");
+  auto reader = stub_->Generate(&context, request);
+  GenerateResponse response;
+  std::string completion;
+  while (reader->Read(&response)) completion += response.text();
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_TRUE(WaitForLog("request_id=logged-1 ")) << server_->log();
+  EXPECT_THAT(server_->log(), HasSubstr(R"( prompt="a logged\nprompt \"quoted\"" completion=")" +
+                                        absl::CHexEscape(completion) + "\""));
+  const Generation ids = Run(Tokens({5, 6, 7}, 2));
+  ASSERT_TRUE(ids.status.ok());
+  ASSERT_TRUE(WaitForLog("prompt=[5,6,7] completion=")) << server_->log();
+}
+
 TEST_F(ServerE2eTest, LogLevelWarningLeavesOutInfoLines) {
   Start({"--log-level", "warning"});
   CreateSession("quiet");
@@ -841,10 +862,22 @@ TEST_F(ServerE2eTest, FullQueueIsRefusedAtOnceWithResourceExhausted) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(Info().waiting(), 1);
   const auto start = std::chrono::steady_clock::now();
-  const Generation c = Run(Tokens({5, 6}, 4));
-  EXPECT_EQ(c.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_THAT(c.status.error_message(), HasSubstr("queue is full"));
+  grpc::ClientContext c_context;
+  auto c = stub_->Generate(&c_context, Tokens({5, 6}, 4));
+  while (c->Read(&response)) {
+  }
+  const grpc::Status refused = c->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("queue is full"));
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  // With when to come back, for plain clients and for gRPC's own retry policy.
+  for (const char* key : {"retry-after-ms", "grpc-retry-pushback-ms"}) {
+    const auto hint = c_context.GetServerTrailingMetadata().find(key);
+    ASSERT_NE(hint, c_context.GetServerTrailingMetadata().end()) << key;
+    const int ms = std::stoi(std::string(hint->second.data(), hint->second.size()));
+    EXPECT_GE(ms, 500);
+    EXPECT_LT(ms, 1500);
+  }
   a_context.TryCancel();
   while (a->Read(&response)) {
   }
