@@ -4,7 +4,8 @@
 #   2. clang-format check of every C++ and CUDA source
 #   3. Release build (CPU engine, server, tools, tests, benchmarks); every build is warning-free
 #      (-Werror)
-#   4. AddressSanitizer + UBSan build of the engine and tokenizer tests, run
+#   4. AddressSanitizer + UBSan build (clang) of the engine and tokenizer tests, run; then every
+#      libFuzzer target for 20 s from its seed corpus (scripts/fuzz.sh)
 #   5. ThreadSanitizer build of the scheduler, session, engine and server tests, run (the server
 #      binary under test is the TSan one too)
 #   6. with nvcc present: the CUDA backend module for sm_80/86/89/90 and its tests (GPU ones skip)
@@ -62,8 +63,11 @@ phase "build (release)" cmake --build build/cpu -j "$jobs"
 phase "configure (sanitizers)" cmake --preset asan $werror -DMAMBASERVE_BUILD_TESTS=ON
 phase "build (sanitizers)" cmake --build build/asan -j "$jobs" --target \
   engine_model_loading_test engine_cpu_backend_test engine_serving_test engine_testing_models_test \
-  safetensors_fuzz session_blob_fuzz tokenizer_test tokenize_command_test tokenizer_fuzz
+  tokenizer_test tokenize_command_test \
+  safetensors_fuzz safetensors_index_fuzz config_json_fuzz session_blob_fuzz generate_request_fuzz \
+  tokenizer_fuzz
 phase "test (sanitizers)" run_ctest asan --test-dir build/asan -j "$jobs" --output-on-failure -L 'engine|tokenizer'
+phase "fuzz (libFuzzer, 20 s each)" scripts/fuzz.sh "${MAMBASERVE_FUZZ_SECONDS:-20}"
 
 # ThreadSanitizer: the scheduler, sessions and engine in-process, then the real server (built with
 # TSan, spawned by the end-to-end test) under concurrent streams. A report fails the run.

@@ -98,6 +98,17 @@ absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, const st
   if (rank_it != j.end() && rank_it->is_number_integer()) c.dt_rank = rank_it->get<int64_t>();
   if (!s.ok()) return s;
 
+  for (auto [field, value] : {std::pair{"hidden_size", c.d_model},
+                              {"num_hidden_layers", c.n_layers},
+                              {"state_size", c.d_state},
+                              {"conv_kernel", c.d_conv},
+                              {"intermediate_size", c.d_inner},
+                              {"vocab_size", c.vocab_size},
+                              {"time_step_rank", c.dt_rank}}) {
+    if (value > kMaxConfigSize) {
+      return FieldError(file, field, absl::StrCat("is ", value, "; at most ", kMaxConfigSize));
+    }
+  }
   if (c.d_model <= 0) return FieldError(file, "hidden_size", "must be a positive integer");
   if (c.n_layers <= 0) return FieldError(file, "num_hidden_layers", "must be a positive integer");
   if (c.d_state <= 0) return FieldError(file, "state_size", "must be a positive integer");

@@ -37,6 +37,12 @@ struct ModelConfig {
   int64_t state_bytes() const { return 4 * (conv_state_floats() + ssm_state_floats()); }
 };
 
+// The largest value config.json may give any size (hidden_size, num_hidden_layers, state_size,
+// conv_kernel, intermediate_size, vocab_size, time_step_rank): far above any real checkpoint's
+// (Falcon-Mamba-7B's largest is vocab_size 65024), and small enough that products of three sizes,
+// state bytes included, cannot overflow int64.
+inline constexpr int64_t kMaxConfigSize = int64_t{1} << 20;
+
 // Reads config.json fields. Sizes that only tensor shapes can settle (E, R, V) are provisional
 // here; LoadModel replaces them with the shapes' values.
 absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text,

@@ -182,6 +182,32 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
   return buffer.str();
 }
 
+absl::StatusOr<std::map<std::string, std::string>> ParseSafetensorsIndex(
+    std::string_view text, const std::string& file_name) {
+  nlohmann::json index = nlohmann::json::parse(text, nullptr, false);
+  if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
+      !index["weight_map"].is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_name, ": malformed index (expected a \"weight_map\" object)"));
+  }
+  std::map<std::string, std::string> shard_of;
+  for (const auto& [tensor, shard] : index["weight_map"].items()) {
+    if (!shard.is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_name, ": weight_map[\"", tensor, "\"] is not a file name"));
+    }
+    std::string shard_name = shard.get<std::string>();
+    // Shards live beside the index: no path may lead out of the checkpoint directory.
+    if (shard_name.find('/') != std::string::npos || shard_name == ".." || shard_name == "." ||
+        shard_name.empty() || shard_name.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_name, ": shard name \"", shard_name, "\" is not a plain file name"));
+    }
+    shard_of[tensor] = std::move(shard_name);
+  }
+  return shard_of;
+}
+
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
   namespace fs = std::filesystem;
   auto checkpoint = std::unique_ptr<Checkpoint>(new Checkpoint());
@@ -191,27 +217,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   std::error_code ec;
   if (fs::exists(index_path, ec)) {
     ASSIGN_OR_RETURN(std::string text, ReadTextFile(index_path.string()));
-    nlohmann::json index = nlohmann::json::parse(text, nullptr, false);
-    if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
-        !index["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          index_path.string(), ": malformed index (expected a \"weight_map\" object)"));
-    }
+    ASSIGN_OR_RETURN(const auto expected_shard, ParseSafetensorsIndex(text, index_path.string()));
     std::set<std::string> shards;
-    std::map<std::string, std::string> expected_shard;  // tensor -> shard file
-    for (const auto& [tensor, shard] : index["weight_map"].items()) {
-      if (!shard.is_string()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(index_path.string(), ": weight_map[\"", tensor, "\"] is not a file name"));
-      }
-      const std::string shard_name = shard.get<std::string>();
-      if (shard_name.find('/') != std::string::npos || shard_name == ".." || shard_name.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": shard name \"",
-                                                       shard_name, "\" is not a plain file name"));
-      }
-      shards.insert(shard_name);
-      expected_shard[tensor] = shard_name;
-    }
+    for (const auto& [tensor, shard] : expected_shard) shards.insert(shard);
     for (const auto& shard : shards)
       RETURN_IF_ERROR(checkpoint->AddFile((fs::path(dir) / shard).string()));
     for (const auto& [tensor, shard] : expected_shard) {

@@ -32,6 +32,10 @@ struct TensorView {
 absl::StatusOr<std::vector<TensorView>> ParseSafetensors(std::span<const unsigned char> image,
                                                          const std::string& file_name);
 
+// model.safetensors.index.json: each tensor's shard, a plain file name beside the index.
+absl::StatusOr<std::map<std::string, std::string>> ParseSafetensorsIndex(
+    std::string_view text, const std::string& file_name);
+
 // A read-only memory mapping of one file.
 class MappedFile {
  public:

@@ -25,8 +25,11 @@ inline float FastExp(float input) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  // Scale by 2^k through the exponent bits (k in [-126, 127] after the clamp).
-  const float scale = std::bit_cast<float>((static_cast<int32_t>(k) + 127) << 23);
+  // Scale by 2^k through the exponent bits (k in [-126, 127] after the clamp). A NaN input passes
+  // the clamp as NaN; converting that to an integer is undefined, so k is zeroed for it (the
+  // result is NaN through p all the same, which is what lets non-finite logits be detected).
+  const float k_finite = k == k ? k : 0.0f;
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(k_finite) + 127) << 23);
   const float result = p * scale;
   return input < -87.0f ? 0.0f : result;
 }

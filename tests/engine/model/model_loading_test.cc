@@ -228,6 +228,12 @@ TEST(ModelLoadingTest, BadConfigFields) {
   EXPECT_THAT(LoadModel(dir.path()).status().message(), HasSubstr("hidden_size"));
   std::ofstream(dir.file("config.json")) << "not json";
   EXPECT_THAT(LoadModel(dir.path()).status().message(), HasSubstr("not a JSON object"));
+  // Sizes are bounded, so that no product of them can overflow before the shapes are checked.
+  std::ofstream(dir.file("config.json"))
+      << R"({"model_type": "mamba", "hidden_size": 64, "num_hidden_layers": 2,)"
+      << R"( "state_size": 4611686018427387904})";
+  EXPECT_THAT(LoadModel(dir.path()).status().message(),
+              HasSubstr("\"state_size\" is 4611686018427387904; at most 1048576"));
 }
 
 TEST(ModelLoadingTest, ImplausibleLayerCountAndZeroSizedDimensions) {
