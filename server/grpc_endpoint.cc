@@ -7,6 +7,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/serving_metrics_adapter.h"
+#include "server/unparsable_request_interceptor.h"
 
 namespace mambaserve {
 
@@ -37,6 +38,8 @@ absl::StatusOr<GrpcEndpoint> StartGrpcEndpoint(MambaServeService* service,
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  // First, so that the metrics see the status it corrects.
+  interceptors.push_back(std::make_unique<UnparsableRequestInterceptorFactory>());
   interceptors.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(service->metrics_slot()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // gRPC sets SO_REUSEPORT by default: a second server on the same port would start and the kernel

@@ -14,7 +14,9 @@
 #include "absl/strings/str_replace.h"
 #include "engine/tokenizer/utf8.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/codegen/client_unary_call.h"
 #include "gtest/gtest.h"
 #include "mambaserve/v1/mambaserve.grpc.pb.h"
 #include "tests/server/server_process.h"
@@ -615,6 +617,48 @@ TEST_F(ServerE2eTest, LogLevelWarningLeavesOutInfoLines) {
   CreateSession("quiet");
   EXPECT_THAT(server_->log(), ::testing::Not(HasSubstr("ready version=")));
   EXPECT_THAT(server_->log(), ::testing::Not(HasSubstr("CreateSession session=quiet")));
+}
+
+// Bytes that are not the method's message get INVALID_ARGUMENT saying so on every method (gRPC's
+// callback handlers alone would answer UNIMPLEMENTED with no message).
+TEST_F(ServerE2eTest, UnparsableRequestsAreInvalidArgumentOnEveryUnaryMethod) {
+  Start();
+  const std::string not_a_message("\xff\xff\xff");
+  const std::string invalid_utf8("\x0a\x02\xc3\x28", 4);  // string field 1 holding C3 28
+  const std::vector<std::pair<const char*, std::vector<std::string>>> cases = {
+      {"CreateSession", {not_a_message, invalid_utf8}},
+      {"GetSession", {not_a_message, invalid_utf8}},
+      {"DeleteSession", {not_a_message, invalid_utf8}},
+      {"Tokenize", {not_a_message, invalid_utf8}},
+      {"ListSessions", {not_a_message}},
+      {"Detokenize", {not_a_message}},
+      {"GetModelInfo", {not_a_message}}};
+  for (const auto& [method, inputs] : cases) {
+    for (const std::string& bytes : inputs) {
+      grpc::ClientContext context;
+      grpc::Slice slice(bytes);
+      grpc::ByteBuffer request(&slice, 1), response;
+      const grpc::Status status =
+          grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+              server_->channel().get(),
+              grpc::internal::RpcMethod(absl::StrCat("/mambaserve.v1.MambaServe/", method).c_str(),
+                                        grpc::internal::RpcMethod::NORMAL_RPC),
+              &context, request, &response);
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+      EXPECT_THAT(status.error_message(), HasSubstr("could not be parsed")) << method;
+    }
+  }
+  // A method that does not exist is still UNIMPLEMENTED.
+  grpc::ClientContext context;
+  grpc::Slice slice(std::string("\xff"));
+  grpc::ByteBuffer request(&slice, 1), response;
+  EXPECT_EQ((grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+                 server_->channel().get(),
+                 grpc::internal::RpcMethod("/mambaserve.v1.MambaServe/NoSuchMethod",
+                                           grpc::internal::RpcMethod::NORMAL_RPC),
+                 &context, request, &response))
+                .error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST_F(ServerE2eTest, DetokenizeIsBounded) {
