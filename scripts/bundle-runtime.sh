@@ -9,14 +9,20 @@
 #                                                OpenBLAS, RE2, utf8proc, civetweb, ...), resolved by ldd
 # The C/C++ runtime (glibc, libstdc++, libgcc) comes from the base image, and cuBLAS/cudart from the
 # NVIDIA CUDA runtime base. Run with LD_LIBRARY_PATH=DEST/lib.
-#   usage: scripts/bundle-runtime.sh BUILD_DIR DEST     (e.g. build/cpu /opt/mambaserve)
+# EXTRA binaries (test and benchmark executables: scripts/gpu-bundle.sh) go into DEST/bin too, and
+# their libraries into DEST/lib.
+#   usage: scripts/bundle-runtime.sh BUILD_DIR DEST [EXTRA...]   (e.g. build/cpu /opt/mambaserve)
 set -euo pipefail
-build=${1:?usage: bundle-runtime.sh BUILD_DIR DEST}
-dest=${2:?usage: bundle-runtime.sh BUILD_DIR DEST}
+build=${1:?usage: bundle-runtime.sh BUILD_DIR DEST [EXTRA...]}
+dest=${2:?usage: bundle-runtime.sh BUILD_DIR DEST [EXTRA...]}
+shift 2
 
 mkdir -p "$dest/bin" "$dest/lib"
-install -m 0755 "$build/bin/mambaserve" "$build/bin/mambactl" "$dest/bin/"
-objects=("$dest/bin/mambaserve" "$dest/bin/mambactl")
+objects=()
+for binary in "$build/bin/mambaserve" "$build/bin/mambactl" "$@"; do
+  install -m 0755 "$binary" "$dest/bin/"
+  objects+=("$dest/bin/$(basename "$binary")")
+done
 if [[ -f "$build/kernels/libmambaserve_cuda.so" ]]; then
   mkdir -p "$dest/kernels"
   install -m 0755 "$build/kernels/libmambaserve_cuda.so" "$dest/kernels/"

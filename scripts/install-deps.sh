@@ -14,7 +14,7 @@ build_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libcli11-dev libssl-dev
 )
 other_packages=(
-  ccache git clang-format clang libclang-rt-dev openssl
+  ccache git clang-format clang libclang-rt-dev openssl patchelf
   python3-numpy python3-grpcio python3-protobuf python3-venv
   prometheus python3-matplotlib python3-yaml nginx curl
 )

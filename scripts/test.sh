@@ -8,7 +8,8 @@
 #      libFuzzer target for 20 s from its seed corpus (scripts/fuzz.sh)
 #   5. ThreadSanitizer build of the scheduler, session, engine and server tests, run (the server
 #      binary under test is the TSan one too)
-#   6. with nvcc present: the CUDA backend module for sm_80/86/89/90 and its tests (GPU ones skip)
+#   6. with nvcc present: the CUDA backend module for sm_80/86/89/90 and its tests (GPU ones skip),
+#      and the self-contained GPU bundle (scripts/gpu-bundle.sh) run from a copy
 #   7. every CTest test of the Release build (unit, end-to-end, float64 reference comparison, and
 #      the GPU suites run on the CUDA emulator, tests/cuda_emulator)
 # Prints the time each phase took and the test totals. Exit status is non-zero if anything failed.
@@ -89,10 +90,10 @@ nvcc=${CUDACXX:-/usr/local/cuda/bin/nvcc}
 if [[ -x "$nvcc" ]]; then
   phase "configure (cuda)" cmake --preset cuda $werror -DCMAKE_CUDA_COMPILER="$nvcc" -DMAMBASERVE_BUILD_TESTS=ON
   phase "build (cuda module)" cmake --build build/cuda -j "$jobs" --target \
-    mambaserve mambaserve_cuda cuda_bench kernels_math_test kernels_cuda_ops_test engine_cuda_backend_test \
-    engine_backend_factory_test
+    mambaserve mambactl mambaserve_cuda cuda_bench kernels_math_test kernels_cuda_ops_test \
+    engine_cuda_backend_test engine_backend_factory_test
   phase "test (cuda, gpu tests skip)" run_ctest cuda --test-dir build/cuda -j "$jobs" --output-on-failure \
-    -R '^(MambaMath|BackendFactory|CudaGraphBucket|Types/CudaOps|CudaArgMax|Models/CudaVsCpu|CudaBackend)'
+    -R '^(MambaMath|BackendFactory|CudaGraphBucket|Types/CudaOps|CudaArgMax|Models/CudaVsCpu|CudaBackend|deploy_gpu_bundle$)'
 else
   echo "==== no nvcc at $nvcc: CUDA module not built"
 fi
