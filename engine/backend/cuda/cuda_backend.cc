@@ -287,6 +287,10 @@ absl::Status CudaBackend::UploadWeights(const Model& model) {
   }
   RETURN_IF_ERROR(vec(model.norm_f, norm_f_));
   if (lm_head_.data != embeddings_.data) RETURN_IF_ERROR(mat(model.lm_head, lm_head_));
+  // cudaMemcpy from pageable memory returns once the bytes are staged, not when they have landed,
+  // and it runs on the legacy stream, which our non-blocking compute stream does not wait for:
+  // wait for every upload here, before the first kernel can read a weight.
+  MS_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize(), "weight upload");
   return absl::OkStatus();
 }
 
