@@ -108,6 +108,8 @@ absl::StatusOr<ModelConfig> ParseModelConfigJson(std::string_view text, const st
     if (value > kMaxConfigSize) {
       return FieldError(file, field, absl::StrCat("is ", value, "; at most ", kMaxConfigSize));
     }
+    // 0 is "not given" for the sizes only tensor shapes settle; below it nothing is a size.
+    if (value < 0) return FieldError(file, field, absl::StrCat("is ", value, "; a size is >= 0"));
   }
   if (c.d_model <= 0) return FieldError(file, "hidden_size", "must be a positive integer");
   if (c.n_layers <= 0) return FieldError(file, "num_hidden_layers", "must be a positive integer");

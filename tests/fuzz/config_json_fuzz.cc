@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (settled <= 0 || settled > mambaserve::kMaxConfigSize) std::abort();
   }
   for (int64_t provisional : {c.d_inner, c.vocab_size, c.dt_rank}) {
-    if (provisional > mambaserve::kMaxConfigSize) std::abort();
+    if (provisional < 0 || provisional > mambaserve::kMaxConfigSize) std::abort();
   }
   if (c.state_bytes() < 0) std::abort();
   absl::StatusOr<mambaserve::ModelConfig> again = mambaserve::ParseModelConfigJson(

@@ -234,6 +234,12 @@ TEST(ModelLoadingTest, BadConfigFields) {
       << R"( "state_size": 4611686018427387904})";
   EXPECT_THAT(LoadModel(dir.path()).status().message(),
               HasSubstr("\"state_size\" is 4611686018427387904; at most 1048576"));
+  // Found by config_json_fuzz: a negative size the tensor shapes would only replace later.
+  std::ofstream(dir.file("config.json"))
+      << R"({"model_type": "mamba", "hidden_size": 64, "num_hidden_layers": 2,)"
+      << R"( "state_size": 16, "intermediate_size": -28})";
+  EXPECT_THAT(LoadModel(dir.path()).status().message(),
+              HasSubstr("\"intermediate_size\" is -28; a size is >= 0"));
 }
 
 TEST(ModelLoadingTest, ImplausibleLayerCountAndZeroSizedDimensions) {
