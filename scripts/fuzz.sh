@@ -8,14 +8,20 @@
 # (edges: "cov", features: "ft") and corpus size per target and writes them as JSON. A crash, leak,
 # timeout or sanitizer report fails the run; the input is left under build/asan/fuzz-crashes/
 # (replay it with `build/asan/tests/.../TARGET FILE`, then make it a regression test).
-#   scripts/fuzz.sh [SECONDS] [--json FILE]     (.ci/run: 20 s each; a longer run: 600)
+#   scripts/fuzz.sh [SECONDS] [--seed N] [--json FILE]     (a longer run: scripts/fuzz.sh 600)
+# --seed fixes libFuzzer's mutation sequence (0, the default: a new one each run). .ci/run uses
+# `20 --seed 1` from the seed corpora alone, so every run tries the same mutations in the same order
+# (as far as the machine's speed takes it in 20 s) and a red CI means a change, not luck; exploring
+# is for the longer runs, whose findings become seeds and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=20
+seed=0
 json=build/asan/fuzz-summary.json
 while (($#)); do
   case $1 in
     --json) json=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
     *) seconds=$1; shift ;;
   esac
 done
@@ -41,7 +47,7 @@ for target in "${targets[@]}"; do
   rc=0
   # -timeout: one input running 10 s is a hang; -rss_limit_mb: one using 2 GB is a leak or a
   # missing bound. The first directory collects new inputs; the seeds are read, never written.
-  "$binary" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  "$binary" -max_total_time="$seconds" -seed="$seed" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="build/asan/fuzz-crashes/$target-" "$corpus" "tests/fuzz/corpus/$target" \
     >"$log" 2>&1 || rc=$?
   done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
