@@ -32,9 +32,13 @@ fi
 # Provided by every base image (the C and C++ runtimes) or by the CUDA runtime base (cuBLAS, the
 # driver): never copied.
 base='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libstdc\+\+|libgcc_s|libcuda|libcublas|libcublasLt|libcudart|libnvidia)\.'
-ldd "${objects[@]}" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |
+ldd "${objects[@]}" | awk '$2 == "=>" {print $1, $3}' | sort -u |
   while read -r name path; do
     [[ $name =~ $base ]] && continue
+    if [[ $path != /* ]]; then  # "not found": the bundle would lack it too
+      echo "bundle-runtime: $name is not found on this machine" >&2
+      exit 1
+    fi
     cp -L "$path" "$dest/lib/$name"  # -L: the file itself, not the distribution's symlink to it
   done
 echo "bundle-runtime: $(find "$dest" -type f | wc -l) files, $(du -sh "$dest" | cut -f1) in $dest"

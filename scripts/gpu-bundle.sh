@@ -31,13 +31,13 @@ scripts/bundle-runtime.sh "$build" "$dest" "${extras[@]}" >/dev/null
 strip --strip-unneeded "$dest"/bin/* "$dest"/kernels/*.so "$dest"/lib/*
 patchelf --force-rpath --set-rpath '$ORIGIN/../lib' "$dest"/bin/* "$dest"/kernels/*.so
 
-# Self-contained: with nothing in the environment, every library that is not the C/C++ runtime,
-# the driver or CUDA's own resolves inside the bundle.
-base='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libstdc\+\+|libgcc_s|libcuda|libcublas|libcublasLt|libcudart|libnvidia)\.'
+# Self-contained: with nothing in the environment, every library bundle-runtime.sh put in lib/
+# (all but what it leaves to the machine; it refuses one it cannot find) is loaded from there,
+# through the RPATH alone.
 outside=$(env -i PATH=/usr/bin:/bin ldd "$dest"/bin/* "$dest"/kernels/*.so |
   awk '$2 == "=>" {print $1, $3}' | sort -u |
   while read -r name path; do
-    [[ $name =~ $base ]] && continue
+    [[ -e $dest/lib/$name ]] || continue
     [[ $(realpath -m "$path") == "$(realpath "$dest")"/lib/* ]] || echo "$name => $path"
   done)
 if [[ -n $outside ]]; then

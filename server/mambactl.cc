@@ -29,11 +29,18 @@ using mambaserve::v1::MambaServe;
 // --token (or $MAMBASERVE_TOKEN): sent as "authorization: Bearer TOKEN" on every call.
 std::string g_token;
 
-// A call's context, carrying the bearer token when there is one.
-std::unique_ptr<grpc::ClientContext> NewContext() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  if (!g_token.empty()) context->AddMetadata("authorization", "Bearer " + g_token);
-  return context;
+// Every call carries the bearer token when there is one.
+void Authorize(grpc::ClientContext& context) {
+  if (!g_token.empty()) context.AddMetadata("authorization", "Bearer " + g_token);
+}
+
+// A whole file (a session blob, a PEM file); nothing when it cannot be read.
+std::optional<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
 }
 
 // What the command line asked for; CLI11 fills it (see Run).
@@ -108,8 +115,8 @@ int Generate(MambaServe::Stub& stub, const GenerateFlags& g) {
   for (const std::string& stop : g.stop) s->add_stop(stop);
   s->set_ignore_eos(g.ignore_eos);
 
-  const std::unique_ptr<grpc::ClientContext> call = NewContext();
-  grpc::ClientContext& context = *call;
+  grpc::ClientContext context;
+  Authorize(context);
   if (!request.session_id().empty()) context.AddMetadata("x-session-id", request.session_id());
   if (g.timeout_set->count() > 0) {
     context.set_deadline(std::chrono::system_clock::now() +
@@ -145,8 +152,8 @@ int Generate(MambaServe::Stub& stub, const GenerateFlags& g) {
 int Session(MambaServe::Stub& stub, const SessionFlags& f) {
   const std::string& verb = f.verb;
   const std::string& id = f.id;
-  const std::unique_ptr<grpc::ClientContext> call = NewContext();
-  grpc::ClientContext& context = *call;
+  grpc::ClientContext context;
+  Authorize(context);
   // Also as the header a session-affine proxy routes on (deploy/nginx), so every call about this
   // session reaches the replica that holds it.
   if (!id.empty()) context.AddMetadata("x-session-id", id);
@@ -210,14 +217,12 @@ int Session(MambaServe::Stub& stub, const SessionFlags& f) {
                 << first.model_fingerprint() << ") to " << path << "\n";
     }
   } else if (verb == "import") {
-    std::ifstream in(f.in, std::ios::binary);
-    if (!in) {
+    const std::optional<std::string> contents = ReadWholeFile(f.in);
+    if (!contents) {
       std::cerr << "mambactl: cannot read " << f.in << "\n";
       return 2;
     }
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    const std::string blob = bytes.str();
+    const std::string& blob = *contents;
     auto writer = stub.ImportSession(&context, &session);
     mambaserve::v1::ImportSessionRequest request;
     request.set_session_id(id);
@@ -237,14 +242,6 @@ int Session(MambaServe::Stub& stub, const SessionFlags& f) {
   return status.ok() ? 0 : Fail(status);
 }
 
-absl::StatusOr<std::string> ReadPem(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream pem;
-  pem << in.rdbuf();
-  return pem.str();
-}
-
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     bool tls, const std::string& ca, const std::string& cert, const std::string& key) {
   if (!tls && ca.empty() && cert.empty() && key.empty()) return grpc::InsecureChannelCredentials();
@@ -256,8 +253,8 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
        {std::pair{&ca, &options.pem_root_certs}, std::pair{&cert, &options.pem_cert_chain},
         std::pair{&key, &options.pem_private_key}}) {
     if (path->empty()) continue;
-    absl::StatusOr<std::string> contents = ReadPem(*path);
-    if (!contents.ok()) return contents.status();
+    std::optional<std::string> contents = ReadWholeFile(*path);
+    if (!contents) return absl::NotFoundError(absl::StrCat("cannot read ", *path));
     *pem = *std::move(contents);
   }
   return grpc::SslCredentials(options);
@@ -359,8 +356,8 @@ int Run(int argc, char** argv) {
   auto stub = MambaServe::NewStub(channel);
   if (generate->parsed()) return Generate(*stub, g);
   if (sessions->parsed()) return Session(*stub, session);
-  const std::unique_ptr<grpc::ClientContext> call = NewContext();
-  grpc::ClientContext& context = *call;
+  grpc::ClientContext context;
+  Authorize(context);
   if (tokenize->parsed()) {
     mambaserve::v1::TokenizeRequest request;
     request.set_text(text);

@@ -59,10 +59,8 @@ absl::Status CheckFiles(const TlsFiles& files) {
     return absl::InvalidArgumentError(
         absl::StrCat(files.key_file, " is not the private key of ", files.cert_file));
   }
-  if (!files.client_ca_file.empty()) {
-    ASSIGN_OR_RETURN(auto ca, ReadCertificate(files.client_ca_file));
-    static_cast<void>(ca);
-  }
+  if (!files.client_ca_file.empty())
+    RETURN_IF_ERROR(ReadCertificate(files.client_ca_file).status());
   return absl::OkStatus();
 }
 

@@ -20,11 +20,13 @@
 #include "gtest/gtest.h"
 #include "mambaserve/v1/mambaserve.grpc.pb.h"
 #include "tests/server/server_process.h"
+#include "tests/server/session_calls.h"
 #include "tests/testing/temp_dir.h"
 
 namespace mambaserve {
 namespace {
 
+using testing::Authorize;
 using ::testing::HasSubstr;
 using v1::GenerateRequest;
 using v1::GenerateResponse;
@@ -109,10 +111,6 @@ class ServerE2eTest : public ::testing::Test {
     int chunks = 0;
     size_t largest_chunk = 0;
   };
-  // The bearer token a server with --auth-tokens needs (none: the call goes without).
-  static void Authorize(grpc::ClientContext& context, const std::string& token) {
-    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
-  }
   Exported ExportBlob(const std::string& id, const std::string& token = "") {
     grpc::ClientContext context;
     Authorize(context, token);
@@ -390,26 +388,11 @@ TEST_F(ServerE2eTest, PrincipalsSeeOnlyTheirOwnSessions) {
   };
   const std::string alice = "alice-token-0123456789", bob = "bob-token-0123456789";
   auto get = [&](const std::string& token, const std::string& id) {
-    As as(token);
-    v1::GetSessionRequest request;
-    request.set_session_id(id);
-    v1::Session session;
-    return stub_->GetSession(&as.context, request, &session);
+    return testing::GetSession(*stub_, id, token);
   };
-  auto list = [&](const std::string& token) {
-    As as(token);
-    v1::ListSessionsResponse response;
-    EXPECT_TRUE(stub_->ListSessions(&as.context, {}, &response).ok());
-    std::vector<std::string> ids;
-    for (const auto& s : response.sessions()) ids.push_back(s.session_id());
-    return ids;
-  };
+  auto list = [&](const std::string& token) { return testing::ListSessionIds(*stub_, token); };
   auto create = [&](const std::string& token, const std::string& id) {
-    As as(token);
-    v1::CreateSessionRequest request;
-    request.set_session_id(id);
-    v1::Session session;
-    return stub_->CreateSession(&as.context, request, &session);
+    return testing::CreateSession(*stub_, id, token);
   };
   auto generate = [&](const std::string& token, const std::string& session) {
     As as(token);

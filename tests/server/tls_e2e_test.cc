@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "mambaserve/v1/mambaserve.grpc.pb.h"
 #include "tests/server/server_process.h"
+#include "tests/server/session_calls.h"
 #include "tests/testing/temp_dir.h"
 
 namespace mambaserve {
@@ -118,28 +119,6 @@ class TlsE2eTest : public ::testing::Test {
     while (reader->Read(&response)) *tokens += response.token_ids_size();
     return reader->Finish();
   }
-  static grpc::Status Create(v1::MambaServe::Stub& stub, const std::string& id) {
-    grpc::ClientContext context;
-    v1::CreateSessionRequest request;
-    request.set_session_id(id);
-    v1::Session session;
-    return stub.CreateSession(&context, request, &session);
-  }
-  static grpc::Status Get(v1::MambaServe::Stub& stub, const std::string& id) {
-    grpc::ClientContext context;
-    v1::GetSessionRequest request;
-    request.set_session_id(id);
-    v1::Session session;
-    return stub.GetSession(&context, request, &session);
-  }
-  static std::vector<std::string> List(v1::MambaServe::Stub& stub) {
-    grpc::ClientContext context;
-    v1::ListSessionsResponse response;
-    EXPECT_TRUE(stub.ListSessions(&context, {}, &response).ok());
-    std::vector<std::string> ids;
-    for (const auto& s : response.sessions()) ids.push_back(s.session_id());
-    return ids;
-  }
 
   std::vector<std::string> TlsArgs(const std::string& server = "server") {
     return {"--tls-cert", Pem(server), "--tls-key", Key(server)};
@@ -189,14 +168,14 @@ TEST_F(TlsE2eTest, TheClientCertificatesCommonNameOwnsTheSessions) {
   Start(args, Credentials("ca", "alice"));
   auto alice = Stub(Credentials("ca", "alice"));
   auto bob = Stub(Credentials("ca", "bob"));
-  ASSERT_TRUE(Create(*alice, "notes").ok());
-  EXPECT_TRUE(Get(*alice, "notes").ok());
+  ASSERT_TRUE(testing::CreateSession(*alice, "notes").ok());
+  EXPECT_TRUE(testing::GetSession(*alice, "notes").ok());
   // Another principal cannot tell the session exists.
-  EXPECT_EQ(Get(*bob, "notes").error_code(), grpc::StatusCode::NOT_FOUND);
-  EXPECT_TRUE(List(*bob).empty());
-  ASSERT_TRUE(Create(*bob, "notes").ok());  // bob's own, beside alice's
-  EXPECT_EQ(List(*alice), std::vector<std::string>{"notes"});
-  EXPECT_EQ(List(*bob), std::vector<std::string>{"notes"});
+  EXPECT_EQ(testing::GetSession(*bob, "notes").error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(testing::ListSessionIds(*bob).empty());
+  ASSERT_TRUE(testing::CreateSession(*bob, "notes").ok());  // bob's own, beside alice's
+  EXPECT_EQ(testing::ListSessionIds(*alice), std::vector<std::string>{"notes"});
+  EXPECT_EQ(testing::ListSessionIds(*bob), std::vector<std::string>{"notes"});
   // A common name that cannot be a principal is refused, not mapped to a shared scope.
   const grpc::Status odd = Info(*Stub(Credentials("ca", "bad-name")));
   EXPECT_EQ(odd.error_code(), grpc::StatusCode::UNAUTHENTICATED);
