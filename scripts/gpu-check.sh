@@ -120,6 +120,7 @@ if [[ -n $BUNDLE ]]; then
   ldd "$BIN/cuda_bench" | grep 'not found' && echo "(the bundle's binaries lack the libraries above)"
   OPS_TEST=$BIN/kernels_cuda_ops_test BACKEND_TEST=$BIN/engine_cuda_backend_test
   MATH_TEST=$BIN/kernels_math_test FACTORY_TEST=$BIN/engine_backend_factory_test
+  BENCH=$BIN/cuda_bench
 else
   stage "install dependencies" 300 scripts/install-deps.sh --build-only || echo "(continuing: configure will name anything missing)"
 
@@ -143,9 +144,8 @@ else
   BIN=$BUILD/bin
   OPS_TEST=$BUILD/tests/kernels/kernels_cuda_ops_test
   BACKEND_TEST=$BUILD/tests/engine/backend/engine_cuda_backend_test
+  BENCH=$BUILD/bench/cuda_bench
 fi
-BENCH=$BIN/cuda_bench
-[[ -x $BENCH ]] || BENCH=$BUILD/bench/cuda_bench
 export BIN OPS_TEST BACKEND_TEST MATH_TEST FACTORY_TEST EVAL_DIR
 
 # The benchmark first: if anything later hangs, the numbers are already in.
