@@ -48,14 +48,14 @@ struct GenerateFlags {
   std::string text;
   std::vector<int32_t> tokens;
   std::string session;
-  int32_t max_tokens = 0, top_k = 0, logprobs = 0;
+  int32_t max_tokens = 0, top_k = 0, logprobs = 0, prompt_logprobs = 0;
   double temperature = 0, top_p = 0, min_p = 0, timeout_s = 0;
   uint64_t seed = 0;
   std::vector<std::string> stop;
   bool ignore_eos = false, show_tokens = false;
   // Set only when given, so that the server's defaults apply otherwise.
   CLI::Option *max_tokens_set, *top_k_set, *logprobs_set, *temperature_set, *top_p_set, *min_p_set,
-      *timeout_set, *seed_set, *text_set, *tokens_set;
+      *timeout_set, *seed_set, *text_set, *tokens_set, *prompt_logprobs_set;
 };
 
 struct SessionFlags {
@@ -108,6 +108,7 @@ int Generate(MambaServe::Stub& stub, const GenerateFlags& g) {
   if (g.max_tokens_set->count() > 0) s->set_max_tokens(g.max_tokens);
   if (g.top_k_set->count() > 0) s->set_top_k(g.top_k);
   if (g.logprobs_set->count() > 0) s->set_logprobs(g.logprobs);
+  if (g.prompt_logprobs_set->count() > 0) s->set_prompt_logprobs(g.prompt_logprobs);
   if (g.temperature_set->count() > 0) s->set_temperature(g.temperature);
   if (g.top_p_set->count() > 0) s->set_top_p(g.top_p);
   if (g.min_p_set->count() > 0) s->set_min_p(g.min_p);
@@ -125,7 +126,18 @@ int Generate(MambaServe::Stub& stub, const GenerateFlags& g) {
   auto reader = stub.Generate(&context, request);
   mambaserve::v1::GenerateResponse response;
   mambaserve::v1::GenerateResponse last;
+  double prompt_nll = 0;
+  int64_t prompt_scored = 0;
   while (reader->Read(&response)) {
+    for (int i = 0; i < response.prompt_logprobs_size(); ++i) {
+      const auto& lp = response.prompt_logprobs(i);
+      std::cerr << "[prompt " << response.prompt_logprobs_offset() + i << ": " << lp.token_id()
+                << " logprob=" << lp.logprob();
+      for (const auto& top : lp.top()) std::cerr << " " << top.token_id() << ":" << top.logprob();
+      std::cerr << "]\n";
+      prompt_nll -= lp.logprob();
+      ++prompt_scored;
+    }
     std::cout << response.text() << std::flush;
     if (g.show_tokens) {
       for (int32_t id : response.token_ids()) std::cerr << "[" << id << "]";
@@ -138,14 +150,22 @@ int Generate(MambaServe::Stub& stub, const GenerateFlags& g) {
     if (response.finish_reason() != mambaserve::v1::FINISH_REASON_UNSPECIFIED) last = response;
   }
   std::cout << "\n";
+  if (prompt_scored > 0) {
+    std::cerr << "prompt: " << prompt_scored << " tokens scored, mean NLL "
+              << prompt_nll / static_cast<double>(prompt_scored) << ", perplexity "
+              << std::exp(prompt_nll / static_cast<double>(prompt_scored)) << "\n";
+  }
   grpc::Status status = reader->Finish();
   if (!status.ok()) return Fail(status);
   const auto& usage = last.usage();
   std::cerr << "finish_reason=" << mambaserve::v1::FinishReason_Name(last.finish_reason())
             << " prompt_tokens=" << usage.prompt_tokens()
             << " generated_tokens=" << usage.generated_tokens()
-            << " session_length=" << usage.session_length()
-            << " ttft_ms=" << usage.time_to_first_token_s() * 1000 << "\n";
+            << " session_length=" << usage.session_length();
+  // A scoring-only request (max_tokens 0) has no first token.
+  if (usage.time_to_first_token_s() >= 0)
+    std::cerr << " ttft_ms=" << usage.time_to_first_token_s() * 1000;
+  std::cerr << "\n";
   return 0;
 }
 
@@ -296,8 +316,10 @@ int Run(int argc, char** argv) {
                      ->excludes(g.text_set);
   generate->add_option("--session", g.session, "ID: continue this session's conversation");
   g.max_tokens_set =
-      generate->add_option("--max-tokens", g.max_tokens, "tokens to generate at most")
-          ->check(CLI::Range(1, kInt32Max));
+      generate
+          ->add_option("--max-tokens", g.max_tokens,
+                       "tokens to generate at most (0 with --prompt-logprobs: score only)")
+          ->check(CLI::Range(0, kInt32Max));
   g.temperature_set = generate->add_option("--temperature", g.temperature, "0: greedy")
                           ->check(CLI::Range(0.0, 1e6));
   g.top_k_set = generate->add_option("--top-k", g.top_k, "0: off")->check(CLI::Range(0, kInt32Max));
@@ -310,6 +332,12 @@ int Run(int argc, char** argv) {
                        ->add_option("--logprobs", g.logprobs,
                                     "N: each token's log-probability and the top N, to stderr")
                        ->check(CLI::Range(0, 20));
+  g.prompt_logprobs_set =
+      generate
+          ->add_option("--prompt-logprobs", g.prompt_logprobs,
+                       "N: each prompt token's log-probability and the top N, and the "
+                       "prompt's perplexity, to stderr")
+          ->check(CLI::Range(0, 20));
   generate->add_flag("--show-tokens", g.show_tokens, "each token's id, to stderr");
   g.timeout_set = generate->add_option("--timeout-s", g.timeout_s, "S: the call's deadline")
                       ->check(CLI::Range(1e-3, 1e9));

@@ -42,6 +42,7 @@ absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParams& p,
   s.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
   s.ignore_eos = p.ignore_eos();
   s.logprobs = p.logprobs();
+  if (p.has_prompt_logprobs()) s.prompt_logprobs = p.prompt_logprobs();
   return s;
 }
 
@@ -168,23 +169,32 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
   return out;
 }
 
+namespace {
+
+void ToProto(const SampledToken& sampled, const Tokenizer* tokenizer, v1::TokenLogprobs* out) {
+  out->set_token_id(sampled.token);
+  out->set_logprob(sampled.logprob);
+  for (const TokenLogprob& alt : sampled.top) {
+    v1::TokenLogprob* top = out->add_top();
+    top->set_token_id(alt.token);
+    top->set_logprob(alt.logprob);
+    if (tokenizer != nullptr) {
+      if (auto s = tokenizer->TokenString(alt.token)) top->set_token(*s);
+    }
+  }
+}
+
+}  // namespace
+
 void ToProto(const GenerationEvent& event, const Tokenizer* tokenizer, v1::GenerateResponse* out) {
   out->Clear();
   out->set_text(event.text);
   for (int32_t id : event.token_ids) out->add_token_ids(id);
-  for (const SampledToken& sampled : event.logprobs) {
-    v1::TokenLogprobs* lp = out->add_logprobs();
-    lp->set_token_id(sampled.token);
-    lp->set_logprob(sampled.logprob);
-    for (const TokenLogprob& alt : sampled.top) {
-      v1::TokenLogprob* top = lp->add_top();
-      top->set_token_id(alt.token);
-      top->set_logprob(alt.logprob);
-      if (tokenizer != nullptr) {
-        if (auto s = tokenizer->TokenString(alt.token)) top->set_token(*s);
-      }
-    }
-  }
+  for (const SampledToken& sampled : event.logprobs)
+    ToProto(sampled, tokenizer, out->add_logprobs());
+  for (const SampledToken& scored : event.prompt_logprobs)
+    ToProto(scored, tokenizer, out->add_prompt_logprobs());
+  if (!event.prompt_logprobs.empty()) out->set_prompt_logprobs_offset(event.prompt_logprobs_begin);
   if (event.final) {
     out->set_finish_reason(ToProto(event.finish_reason));
     v1::Usage* usage = out->mutable_usage();

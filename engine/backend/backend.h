@@ -26,6 +26,9 @@ struct SequenceInput {
   // leave this sequence's logits row unwritten. The CUDA backend then picks the token on the
   // device and copies back 4 bytes instead of the whole vocabulary row.
   bool token_only = false;
+  // With want_logits: logits for every token of `tokens`, in order, not only the last (prompt
+  // scoring). Never with token_only.
+  bool all_logits = false;
 };
 
 struct Step {
@@ -52,14 +55,25 @@ struct UninitializedAllocator : std::allocator<T> {
 
 struct StepOutput {
   int64_t vocab_size = 0;
-  // [rows][vocab_size], rows = sequences with want_logits. Reuse one StepOutput across steps: the
-  // buffer keeps its pages and is never rewritten before the backend writes it.
+  // [rows][vocab_size]: one row per sequence with want_logits (one per token with all_logits), in
+  // step order. Reuse one StepOutput across steps: the buffer keeps its pages and is never
+  // rewritten before the backend writes it.
   std::vector<float, UninitializedAllocator<float>> logits;
-  std::vector<int> row_of_sequence;  // per sequence: its row in `logits`, or -1
-  // Per sequence with want_logits: ArgMax of its logits (engine/greedy.h); -1 for the others.
+  std::vector<int> row_of_sequence;   // per sequence: its first row in `logits`, or -1
+  std::vector<int> rows_of_sequence;  // per sequence: how many rows it has (0, 1 or its tokens)
+  // Per sequence with want_logits: ArgMax of its last row (engine/greedy.h); -1 for the others.
   std::vector<int32_t> argmax;
+  // The row of the sequence's last token.
   std::span<const float> Row(int sequence) const {
-    const int row = row_of_sequence[sequence];
+    return RowAt(row_of_sequence[sequence] + rows_of_sequence[sequence] - 1);
+  }
+  // With all_logits: the row of the sequence's `token`-th token of this step.
+  std::span<const float> TokenRow(int sequence, int token) const {
+    return RowAt(row_of_sequence[sequence] + token);
+  }
+
+ private:
+  std::span<const float> RowAt(int row) const {
     return {logits.data() + static_cast<size_t>(row) * vocab_size, static_cast<size_t>(vocab_size)};
   }
 };

@@ -37,6 +37,11 @@ struct GenerationEvent {
   std::string text;  // new text: whole UTF-8 characters only
   std::vector<int32_t> token_ids;
   std::vector<SampledToken> logprobs;  // one per token id when the request asked for logprobs
+  // With sampling.prompt_logprobs: prompt tokens [prompt_logprobs_begin, + size) scored given the
+  // conversation before each. They all come before the first generated token; the prompt's first
+  // token is scored only in a session turn (the session's last token predicts it).
+  std::vector<SampledToken> prompt_logprobs;
+  int64_t prompt_logprobs_begin = 0;
   bool final = false;
   FinishReason finish_reason = FinishReason::kNone;
   GenerationUsage usage;

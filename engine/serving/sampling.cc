@@ -21,9 +21,18 @@ absl::Status OutOfRange(const char* field, double value, const char* range) {
 
 absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size,
                                     const SamplingLimits& limits) {
-  if (p.max_tokens < 1 || p.max_tokens > limits.max_tokens) {
-    return OutOfRange("max_tokens", p.max_tokens,
-                      absl::StrCat("in [1, ", limits.max_tokens, "]").c_str());
+  // Only a request that scores its prompt may generate nothing.
+  const int32_t min_tokens = p.prompt_logprobs ? 0 : 1;
+  if (p.max_tokens < min_tokens || p.max_tokens > limits.max_tokens) {
+    return OutOfRange(
+        "max_tokens", p.max_tokens,
+        absl::StrCat("in [", min_tokens, ", ", limits.max_tokens, "]",
+                     min_tokens == 1 ? " (0 only with prompt_logprobs: scoring only)" : "")
+            .c_str());
+  }
+  if (p.prompt_logprobs && (*p.prompt_logprobs < 0 || *p.prompt_logprobs > limits.max_logprobs)) {
+    return OutOfRange("prompt_logprobs", *p.prompt_logprobs,
+                      absl::StrCat("in [0, ", limits.max_logprobs, "]").c_str());
   }
   if (!(p.temperature >= 0 && p.temperature <= 100))
     return OutOfRange("temperature", p.temperature, "in [0, 100] (0 = greedy)");
@@ -210,19 +219,35 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
     for (float& v : work_) v *= inv_t;
     result.token = Draw(work_);
   }
-  if (params_.logprobs > 0) {
-    LogSoftmax(logits, &logprobs_);
-    result.logprob = logprobs_[result.token];
-    const int32_t n = std::min<int32_t>(params_.logprobs, static_cast<int32_t>(logprobs_.size()));
-    order_.resize(logprobs_.size());
-    std::iota(order_.begin(), order_.end(), 0);
-    std::partial_sort(order_.begin(), order_.begin() + n, order_.end(), [&](int32_t a, int32_t b) {
-      return logprobs_[a] > logprobs_[b] || (logprobs_[a] == logprobs_[b] && a < b);
-    });
-    for (int32_t i = 0; i < n; ++i) result.top.push_back({order_[i], logprobs_[order_[i]]});
-  }
+  if (params_.logprobs > 0) Score(logits, params_.logprobs, &result);
   ++output_counts_[result.token];
   return result;
+}
+
+SampledToken Sampler::ScorePromptToken(std::span<const float> logits, int32_t token) {
+  SampledToken result;
+  for (float v : logits) {
+    if (!math::IsFinite(v)) {
+      result.token = math::kNonFiniteRow;
+      return result;
+    }
+  }
+  result.token = token;
+  Score(logits, params_.prompt_logprobs.value_or(0), &result);
+  return result;
+}
+
+void Sampler::Score(std::span<const float> logits, int32_t top_n, SampledToken* result) {
+  LogSoftmax(logits, &logprobs_);
+  result->logprob = logprobs_[result->token];
+  if (top_n == 0) return;
+  const int32_t n = std::min<int32_t>(top_n, static_cast<int32_t>(logprobs_.size()));
+  order_.resize(logprobs_.size());
+  std::iota(order_.begin(), order_.end(), 0);
+  std::partial_sort(order_.begin(), order_.begin() + n, order_.end(), [&](int32_t a, int32_t b) {
+    return logprobs_[a] > logprobs_[b] || (logprobs_[a] == logprobs_[b] && a < b);
+  });
+  for (int32_t i = 0; i < n; ++i) result->top.push_back({order_[i], logprobs_[order_[i]]});
 }
 
 bool Sampler::OnlyNeedsArgMax() const {

@@ -30,6 +30,9 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   int32_t logprobs = 0;  // top-N alternatives per token; 0 = none
+  // Set: score the prompt too, each prompt token's log-probability given the tokens before it, with
+  // the top N alternatives (0 = the token's own only). max_tokens may then be 0 (scoring only).
+  std::optional<int32_t> prompt_logprobs;
 };
 
 struct SamplingLimits {
@@ -71,10 +74,16 @@ class Sampler {
   // `token` is the backend's greedy token, math::kNonFiniteRow passed through.
   SampledToken TakeArgMax(int32_t token);
 
+  // `token`'s log-probability under `logits` and the request's prompt_logprobs alternatives (raw
+  // logits: no penalty or temperature). token is math::kNonFiniteRow for a NaN or infinite row.
+  SampledToken ScorePromptToken(std::span<const float> logits, int32_t token);
+
   // Log-softmax of the raw logits (what `logprobs` reports), exposed for tests.
   static void LogSoftmax(std::span<const float> logits, std::vector<float>* out);
 
  private:
+  // Fills result->logprob for result->token and result->top with the `top_n` likeliest tokens.
+  void Score(std::span<const float> logits, int32_t top_n, SampledToken* result);
   void ApplyPenalties(std::vector<float>& logits) const;
   int32_t Draw(const std::vector<float>& logits);
 

@@ -13,6 +13,10 @@ namespace mambaserve {
 
 using Clock = std::chrono::steady_clock;
 
+// Prompt tokens a scoring sequence reads per step: each brings a logits row to the host (256 KB
+// at a 65k vocabulary), so the step's logits buffer stays bounded.
+constexpr int64_t kMaxScoredTokensPerStep = 128;
+
 struct Scheduler::Sequence {
   GenerationRequest request;
   Clock::time_point accepted;
@@ -21,8 +25,12 @@ struct Scheduler::Sequence {
   int slot = -1;
   bool start_fresh = false;
   std::vector<int32_t> feed;  // the session's pending tokens, then the prompt
-  size_t fed = 0;             // tokens of `feed` the state has consumed
-  bool decoding = false;      // prompt consumed; `next_token` is the sampled token to feed next
+  size_t prompt_begin = 0;    // where the prompt starts in `feed`
+  // Tokens of `feed` the state consumes in this turn: all of them, but a scoring-only turn
+  // (max_tokens 0) leaves the last one pending, as a generating turn leaves its last token.
+  size_t feed_end = 0;
+  size_t fed = 0;         // tokens of `feed` the state has consumed
+  bool decoding = false;  // prompt consumed; `next_token` is the sampled token to feed next
   int32_t next_token = 0;
   int32_t generated = 0;
   int64_t length_before = 0;  // the session's length when the turn began
@@ -32,6 +40,11 @@ struct Scheduler::Sequence {
   double time_to_first_token_s = -1;
   double queue_time_s = -1;
   std::optional<Clock::time_point> paused_since;  // its reader fell behind and has not caught up
+
+  bool scores_prompt() const { return request.sampling.prompt_logprobs.has_value(); }
+  bool scoring_only() const { return request.sampling.max_tokens == 0; }
+  // Whether it streams events now, so a full stream pauses it.
+  bool streaming() const { return decoding || scores_prompt(); }
 };
 
 Scheduler::Scheduler(Backend* backend, const Tokenizer* tokenizer, std::string model_fingerprint,
@@ -176,7 +189,7 @@ void Scheduler::DropCancelled() {
     } else if (seq.request.deadline && now >= *seq.request.deadline) {
       Finish(seq, FinishReason::kCancelled,
              absl::DeadlineExceededError("the request's deadline passed"));
-    } else if (seq.decoding && !seq.request.stream->HasRoom()) {
+    } else if (seq.streaming() && !seq.request.stream->HasRoom()) {
       // A paused stream keeps its slot; one whose client stops reading for good must not keep it
       // forever (it would take a batch place and a state slot from everyone else).
       if (!seq.paused_since) seq.paused_since = now;
@@ -223,7 +236,9 @@ absl::Status Scheduler::StartSequence(Sequence& seq) {
           absl::StrCat("the backend could not reset a state slot: ", reset.message()));
     }
   }
+  seq.prompt_begin = seq.feed.size();
   seq.feed.insert(seq.feed.end(), request.prompt.begin(), request.prompt.end());
+  seq.feed_end = seq.scoring_only() ? seq.feed.size() - 1 : seq.feed.size();
   seq.sampler.emplace(request.sampling, request.prompt);
   if (tokenizer_ != nullptr) seq.detokenizer.emplace(*tokenizer_);
   seq.admitted = true;
@@ -244,7 +259,11 @@ void Scheduler::Admit() {
       Finish(seq, FinishReason::kNone, started);
     } else {
       queued_.fetch_sub(1);
-      running_.push_back(std::move(waiting_.front()));
+      if (seq.feed_end == 0) {
+        Finish(seq, FinishReason::kLength, absl::OkStatus());  // scoring one token: nothing to run
+      } else {
+        running_.push_back(std::move(waiting_.front()));
+      }
     }
     waiting_.pop_front();
   }
@@ -313,6 +332,27 @@ void Scheduler::HandleToken(Sequence& seq, const SampledToken& sampled) {
   Finish(seq, reason, absl::OkStatus(), std::move(event));
 }
 
+bool Scheduler::EmitPromptLogprobs(Sequence& seq, int index, size_t first, size_t rows) {
+  GenerationEvent event;
+  for (size_t k = 0; k < rows; ++k) {
+    // The row at feed position p predicts feed[p + 1]: a prompt token, unless p + 1 is before the
+    // prompt (a session's pending tokens) or past it (the first generated token).
+    const size_t next = first + k + 1;
+    if (next < seq.prompt_begin || next >= seq.feed.size()) continue;
+    if (event.prompt_logprobs.empty())
+      event.prompt_logprobs_begin = static_cast<int64_t>(next - seq.prompt_begin);
+    SampledToken scored =
+        seq.sampler->ScorePromptToken(out_.TokenRow(index, static_cast<int>(k)), seq.feed[next]);
+    if (scored.token == math::kNonFiniteRow) {
+      Finish(seq, FinishReason::kNone, NonFiniteLogits(seq));
+      return false;
+    }
+    event.prompt_logprobs.push_back(std::move(scored));
+  }
+  if (!event.prompt_logprobs.empty()) seq.request.stream->Push(std::move(event));
+  return true;
+}
+
 void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status status,
                        GenerationEvent event) {
   const GenerationRequest& request = seq.request;
@@ -330,7 +370,9 @@ void Scheduler::Finish(Sequence& seq, FinishReason reason, absl::Status status,
       // A turn is atomic: only one that completed changes the session. The state has consumed
       // everything but the last sampled token, which the next turn feeds first.
       if (status.ok() && reason != FinishReason::kCancelled && reason != FinishReason::kNone) {
-        sessions_.CommitTurn(request.session_id, length, {seq.next_token});
+        std::vector<int32_t> pending{seq.next_token};
+        if (seq.generated == 0) pending.assign(seq.feed.begin() + seq.feed_end, seq.feed.end());
+        sessions_.CommitTurn(request.session_id, length, std::move(pending));
       } else {
         sessions_.RollBackTurn(request.session_id);
         event.usage.session_length = seq.length_before;
@@ -385,8 +427,17 @@ bool Scheduler::RunStep() {
       continue;
     }
     if (!seq.decoding) {
+      const size_t first = seq.fed;
       seq.fed += input.tokens.size();
-      if (!input.want_logits) continue;
+      if (seq.scores_prompt() &&
+          !EmitPromptLogprobs(seq, static_cast<int>(i), first, input.tokens.size())) {
+        continue;
+      }
+      if (seq.fed < seq.feed_end) continue;  // more of the prompt to read
+      if (seq.scoring_only()) {
+        Finish(seq, FinishReason::kLength, absl::OkStatus());
+        continue;
+      }
     }
     const SampledToken sampled = input.token_only
                                      ? seq.sampler->TakeArgMax(out_.argmax[i])
@@ -425,16 +476,25 @@ void Scheduler::BuildStep(int* decode_tokens, int* prefill_tokens) {
   // Then the rest of the budget, shared fairly among the prompts being read.
   std::vector<int64_t> needs;
   needs.reserve(reading.size());
-  for (Sequence* seq : reading) needs.push_back(static_cast<int64_t>(seq->feed.size() - seq->fed));
+  for (Sequence* seq : reading) {
+    int64_t need = static_cast<int64_t>(seq->feed_end - seq->fed);
+    if (seq->scores_prompt()) {
+      // Scoring streams an event per step: it pauses on a full stream like a decode.
+      need = seq->request.stream->HasRoom() ? std::min(need, kMaxScoredTokensPerStep) : 0;
+    }
+    needs.push_back(need);
+  }
   const std::vector<int64_t> shares = FairPrefillShares(needs, budget, prefill_rotation_++);
   for (size_t i = 0; i < reading.size(); ++i) {
     if (shares[i] == 0) continue;
     Sequence& seq = *reading[i];
     const size_t n = static_cast<size_t>(shares[i]);
-    const bool last_chunk = seq.fed + n == seq.feed.size();
+    const bool last_chunk = seq.fed + n == seq.feed_end;
+    const bool scores = seq.scores_prompt();
     step_.sequences.push_back({seq.slot, std::span<const int32_t>(seq.feed.data() + seq.fed, n),
-                               seq.start_fresh && seq.fed == 0, last_chunk,
-                               seq.sampler->OnlyNeedsArgMax()});
+                               seq.start_fresh && seq.fed == 0,
+                               scores || (last_chunk && !seq.scoring_only()),
+                               !scores && seq.sampler->OnlyNeedsArgMax(), scores});
     in_step_.push_back(&seq);
     *prefill_tokens += static_cast<int>(n);
   }
@@ -444,7 +504,7 @@ void Scheduler::PublishStats(int batch, int prefill_tokens, int decode_tokens, d
   SchedulerStats& s = counters_;
   s.running = static_cast<int32_t>(running_.size());
   s.paused = 0;
-  for (const auto& seq : running_) s.paused += seq->decoding && !seq->request.stream->HasRoom();
+  for (const auto& seq : running_) s.paused += seq->streaming() && !seq->request.stream->HasRoom();
   s.waiting = queued_.load();
   const SessionGauges g = sessions_.Gauges();
   s.slots_in_use = g.slots_running;

@@ -88,6 +88,9 @@ class Scheduler {
   absl::Status StartSequence(Sequence& seq);
   // Emits a sampled token: stop checks, detokenization, events, finishing.
   void HandleToken(Sequence& seq, const SampledToken& sampled);
+  // Scores the prompt tokens that step rows [0, rows) of sequence `index` predict (feed positions
+  // from `first`) and pushes them as one event. False when the sequence failed (and is finished).
+  bool EmitPromptLogprobs(Sequence& seq, int index, size_t first, size_t rows);
   // The error that ends a turn whose logits held a NaN or an infinity.
   absl::Status NonFiniteLogits(const Sequence& seq) const;
   // Ends `seq`: releases its slot, or commits (completed) or rolls back its session's turn, and

@@ -6,6 +6,7 @@ namespace mambaserve {
 
 int RunMakeModelCommand(int argc, char** argv);
 int RunEvalCommand(int argc, char** argv);
+int RunPerplexityCommand(int argc, char** argv);
 int RunServeCommand(int argc, char** argv);
 
 }  // namespace mambaserve

@@ -19,6 +19,8 @@ constexpr Subcommand kSubcommands[] = {
     {"make-model", mambaserve::RunMakeModelCommand,
      "write a deterministic random checkpoint (HF layout)"},
     {"eval", mambaserve::RunEvalCommand, "last logits + greedy tokens for a prompt, as JSON"},
+    {"perplexity", mambaserve::RunPerplexityCommand,
+     "score a text through the engine: mean NLL and perplexity"},
     {"tokenize", mambaserve::RunTokenizeCommand,
      "text -> token ids (or --decode ids -> text), as JSON"},
     {"serve", mambaserve::RunServeCommand,

@@ -1,15 +1,11 @@
 #include "server/cli/model_tokenizer.h"
 
-#include <unistd.h>
-
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
 #include "engine/testing/bpe_tokenizer_writer.h"
-#include "engine/testing/random_model.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/cli/output_file.h"
 
@@ -36,36 +32,6 @@ absl::Status WriteModelTokenizer(int64_t vocab_size, const std::optional<std::st
   if (vocab_size > kMaxTrainedVocab) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::string json, TrainByteLevelBpeJson(static_cast<int>(vocab_size)));
   return WriteOutputFile(target, json);
-}
-
-absl::Status EnsureDefaultModel(const std::string& dir) {
-  namespace fs = std::filesystem;
-  if (fs::exists(fs::path(dir) / "tokenizer.json")) return absl::OkStatus();  // written last
-  ASSIGN_OR_RETURN(ModelConfig config, PresetConfig("tiny", ModelType::kMamba));
-  const std::string scratch = absl::StrCat(dir, ".tmp-", getpid());
-  std::error_code ec;
-  fs::remove_all(scratch, ec);
-  RETURN_IF_ERROR(WriteRandomModel(config, DType::kF32, /*seed=*/0, scratch));
-  RETURN_IF_ERROR(WriteModelTokenizer(config.vocab_size, std::nullopt, scratch));
-  fs::remove_all(dir, ec);
-  fs::create_directories(fs::path(dir).parent_path(), ec);
-  fs::rename(scratch, dir, ec);
-  if (ec)
-    return absl::InternalError(
-        absl::StrCat("moving the default model into ", dir, ": ", ec.message()));
-  return absl::OkStatus();
-}
-
-std::string DefaultModelCacheDir() {
-  std::filesystem::path base;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg) {
-    base = xdg;
-  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home) {
-    base = std::filesystem::path(home) / ".cache";
-  } else {
-    base = std::filesystem::temp_directory_path();
-  }
-  return (base / "mambaserve" / "default-tiny").string();
 }
 
 }  // namespace mambaserve

@@ -1,4 +1,4 @@
-// tokenizer.json for generated models, and the default model `serve` runs without --model.
+// tokenizer.json for generated models.
 #pragma once
 
 #include <cstdint>
@@ -14,12 +14,5 @@ namespace mambaserve {
 // nothing.
 absl::Status WriteModelTokenizer(int64_t vocab_size, const std::optional<std::string>& source,
                                  const std::string& dir);
-
-// The embedded default: the "tiny" Mamba preset, f32, seed 0, with its trained tokenizer, written
-// once into `dir` (atomically: a half-written directory is never used).
-absl::Status EnsureDefaultModel(const std::string& dir);
-
-// $XDG_CACHE_HOME/mambaserve/default-tiny, else ~/.cache/mambaserve/default-tiny.
-std::string DefaultModelCacheDir();
 
 }  // namespace mambaserve

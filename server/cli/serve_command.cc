@@ -15,8 +15,8 @@
 #include "engine/model/safetensors.h"
 #include "engine/serving/session_blob.h"
 #include "server/cli/commands.h"
+#include "server/cli/default_model.h"
 #include "server/cli/flags.h"
-#include "server/cli/model_tokenizer.h"
 #include "server/server.h"
 
 namespace mambaserve {
@@ -68,9 +68,9 @@ struct ServeFlags {
         CLI::MultiOptionPolicy::TakeLast);
     app.add_option("--model", model,
                    "DIR: Hugging Face checkpoint dir (config.json, *.safetensors, tokenizer.json); "
-                   "without it, the embedded tiny default model, generated once into "
-                   "--model-cache");
-    app.add_option("--model-cache", model_cache, "DIR: where the default model is written");
+                   "without it, the embedded default model (kjv-mamba, a small Mamba trained on "
+                   "the King James Version), unpacked once into --model-cache");
+    app.add_option("--model-cache", model_cache, "DIR: where the default model is unpacked");
     app.add_option("--listen", o.listen, "HOST:PORT for gRPC (port 0: pick a free one)");
     app.add_option("--port-file", o.port_file, "FILE: write the bound port here once listening");
     app.add_option("--log-level", log_level, "the least severe log lines written to stderr")
@@ -176,8 +176,9 @@ struct ServeFlags {
       e.model_dir = model;
     } else {
       e.model_dir = model_cache;
-      LogInfo("no --model: using the embedded tiny default model in ", e.model_dir);
+      LogInfo("no --model: serving the embedded default model (kjv-mamba) from ", e.model_dir);
       o.prepare_model = [dir = e.model_dir] { return EnsureDefaultModel(dir); };
+      if (o.served_model_name.empty()) o.served_model_name = "kjv-mamba";
     }
     if (o.metrics_listen == "off") o.metrics_listen.clear();
     if (!blob_key_file.empty()) {

@@ -52,7 +52,8 @@ done
 "${ctl[@]}" health || fail "never SERVING"
 text=$("${ctl[@]}" generate --text "Once upon a time" --max-tokens 8 2>"$work/usage") || fail "generate"
 grep -q "generated_tokens=8" "$work/usage" || fail "generate: $(cat "$work/usage")"
-[[ -d $work/cache/mambaserve/default-tiny ]] || fail "the default model was not written to XDG_CACHE_HOME"
+compgen -G "$work/cache/mambaserve/kjv-mamba-*/model.safetensors" >/dev/null ||
+  fail "the default model was not unpacked into XDG_CACHE_HOME"
 # Read whole before matching: grep -q would stop reading early and fail curl (under pipefail).
 exposition=$(curl -sf "http://127.0.0.1:$metrics/metrics") || fail "/metrics: curl"
 grep -q '^vllm:generation_tokens_total' <<<"$exposition" || fail "/metrics: no vllm:generation_tokens_total"

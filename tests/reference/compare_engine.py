@@ -40,6 +40,9 @@ import mamba_ref  # noqa: E402
 
 N_GENERATE = 64
 PROMPT_LEN = 12
+# prompt_logprobs: SCORED_LEN tokens in windows of SCORED_CONTEXT, two windows batched at once.
+SCORED_LEN = 40
+SCORED_CONTEXT = 16
 NEAR_TIE_GAP = 0.05
 TOL_F32_TINY = 1e-4
 TOL_F32_130M = 5e-4
@@ -205,8 +208,55 @@ def run_case(c, binary, prompt_seed, backend):
     tok_ok, matched, note = compare_tokens(generated, ref["generated"], ref["top2_gap"],
                                            c["tokens_rule"])
     logits_ok = err <= tolerance(c, backend)
-    return dict(ok=bool(logits_ok and tok_ok), err=err, matched=matched, note=note,
-                times=dict(make=t_make, eval=t_eval, ref=t_ref), prompt=prompt)
+    scored_err, t_scored = check_prompt_logprobs(model, mdir, binary, backend,
+                                                 rng.integers(0, model.V, SCORED_LEN))
+    # A log-softmax moves by at most twice the largest logit error.
+    scored_ok = scored_err <= 2 * tolerance(c, backend)
+    if not scored_ok:
+        note = (note + "; " if note else "") + "prompt logprobs max_abs_err=%.3e (tol %.0e)" % (
+            scored_err, 2 * tolerance(c, backend))
+    return dict(ok=bool(logits_ok and tok_ok and scored_ok), err=err, matched=matched, note=note,
+                scored_err=scored_err,
+                times=dict(make=t_make, eval=t_eval, ref=t_ref, scored=t_scored), prompt=prompt)
+
+
+def log_softmax(logits):
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def check_prompt_logprobs(model, mdir, binary, backend, tokens):
+    """Max |engine - reference| over every prompt token's log-probability, as `mambaserve
+    perplexity` computes them through the engine's prompt_logprobs (windows from a fresh state,
+    each window's first token unscored)."""
+    tokens = [int(v) for v in tokens]
+    out_json = os.path.join(mdir, "perplexity.json")
+    argv = [binary, "perplexity", "--model", mdir, "--tokens", ",".join(str(v) for v in tokens),
+            "--context", str(SCORED_CONTEXT), "--parallel", "2", "--per-token", "--json",
+            out_json, "--backend", backend]
+    seconds = run_cmd(argv, 900, "perplexity")
+    try:
+        with open(out_json) as f:
+            got = json.load(f)
+        windows = [np.asarray(w, dtype=np.float64) for w in got["token_logprobs"]]
+        nll_sum = float(got["nll_sum"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CaseFailure("cannot read %s: %s" % (out_json, e))
+    starts = list(range(0, len(tokens) - 1, SCORED_CONTEXT))
+    if len(windows) != len(starts):
+        raise CaseFailure("perplexity scored %d windows, want %d" % (len(windows), len(starts)))
+    err = 0.0
+    for start, engine in zip(starts, windows):
+        window = tokens[start:start + SCORED_CONTEXT]
+        logits, _ = model.forward(window)
+        want = log_softmax(logits[:-1])[np.arange(len(window) - 1), window[1:]]
+        if engine.shape != want.shape:
+            raise CaseFailure("window at %d: %d logprobs, want %d" % (start, engine.size, want.size))
+        err = max(err, float(np.max(np.abs(engine - want))) if np.all(np.isfinite(engine))
+                  else float("nan"))
+    if abs(nll_sum + sum(float(np.sum(w)) for w in windows)) > 1e-3:
+        raise CaseFailure("perplexity's nll_sum %.6f is not minus its logprobs' sum" % nll_sum)
+    return err, seconds
 
 
 def main(argv=None):
@@ -251,13 +301,16 @@ def main(argv=None):
         t = r["times"]
         timing = "time=%.1fs" % elapsed
         if t:
-            timing += " (make %.1fs, eval %.1fs, ref %.1fs)" % (t["make"], t["eval"], t["ref"])
-        print("%s %-26s max_abs_err=%.3e tol=%.0e tokens=%d/%d %s"
-              % (status, c["name"], r["err"], tol, r["matched"], N_GENERATE, timing))
+            timing += " (make %.1fs, eval %.1fs, ref %.1fs, scoring %.1fs)" % (
+                t["make"], t["eval"], t["ref"], t["scored"])
+        print("%s %-26s max_abs_err=%.3e tol=%.0e tokens=%d/%d prompt_logprobs_err=%.3e %s"
+              % (status, c["name"], r["err"], tol, r["matched"], N_GENERATE,
+                 r.get("scored_err", float("nan")), timing))
         if r["note"]:
             print("     " + r["note"].replace("\n", "\n     "))
         sys.stdout.flush()
         summary.append(dict(case=c["name"], ok=r["ok"], max_abs_err=r["err"], tol=tol,
+                            prompt_logprobs_max_abs_err=r.get("scored_err"),
                             tokens_matched=r["matched"], note=r["note"], seconds=elapsed))
     with open(os.path.join(args.workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -210,6 +211,54 @@ TEST_F(ServerE2eTest, StreamsValidUtf8PiecesWithFinishReasonAndUsageOnlyOnTheLas
   ASSERT_GT(g.last.logprobs_size(), 0);
   EXPECT_EQ(g.last.logprobs(0).top_size(), 2);
   for (const std::string& piece : g.pieces) EXPECT_TRUE(ValidateUtf8(piece).ok());
+}
+
+// prompt_logprobs over gRPC: a scoring-only request streams every prompt token's log-probability
+// (from the second: the first has no context) and no tokens; with generation they all come first,
+// and the generated tokens are those of the same request without scoring.
+TEST_F(ServerE2eTest, PromptLogprobsScoreThePromptBeforeAnyTokenAndMaxTokensZeroOnlyScores) {
+  Start();
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 300; ++i) prompt.push_back(1 + (i * 37) % 500);
+  auto scored_run = [&](int max_tokens) {
+    GenerateRequest r = Tokens(prompt, max_tokens);
+    r.mutable_sampling()->set_prompt_logprobs(2);
+    grpc::ClientContext context;
+    auto reader = stub_->Generate(&context, r);
+    std::vector<v1::TokenLogprobs> logprobs;
+    std::vector<int32_t> tokens;
+    GenerateResponse response, last;
+    bool scored_after_a_token = false;
+    while (reader->Read(&response)) {
+      if (response.prompt_logprobs_size() > 0) {
+        EXPECT_EQ(response.prompt_logprobs_offset(), 1 + static_cast<int64_t>(logprobs.size()));
+        scored_after_a_token |= !tokens.empty();
+      }
+      logprobs.insert(logprobs.end(), response.prompt_logprobs().begin(),
+                      response.prompt_logprobs().end());
+      tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
+      last = response;
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    EXPECT_FALSE(scored_after_a_token);
+    return std::make_tuple(logprobs, tokens, last);
+  };
+  const auto [logprobs, tokens, last] = scored_run(0);
+  ASSERT_EQ(logprobs.size(), prompt.size() - 1);
+  EXPECT_TRUE(tokens.empty());
+  EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(last.usage().generated_tokens(), 0);
+  for (size_t i = 0; i < logprobs.size(); ++i) {
+    EXPECT_EQ(logprobs[i].token_id(), prompt[i + 1]);
+    EXPECT_LT(logprobs[i].logprob(), 0);
+    ASSERT_EQ(logprobs[i].top_size(), 2);
+    EXPECT_GE(logprobs[i].top(0).logprob(), logprobs[i].logprob());
+  }
+  const auto [again, generated, unused] = scored_run(8);
+  ASSERT_EQ(again.size(), logprobs.size());
+  for (size_t i = 0; i < again.size(); ++i)
+    EXPECT_FLOAT_EQ(again[i].logprob(), logprobs[i].logprob());
+  EXPECT_EQ(generated, Run(Tokens(prompt, 8)).tokens);
 }
 
 TEST_F(ServerE2eTest, SixtyFourConcurrentStreamsEqualTheSameRequestsAlone) {
@@ -968,6 +1017,11 @@ TEST_F(ServerE2eTest, InvalidRequestsSayWhatToFixAndOthersKeepBeingServed) {
        grpc::INVALID_ARGUMENT, "frequency_penalty"},
       {"logprobs", with([](v1::SamplingParams* s) { s->set_logprobs(100); }),
        grpc::INVALID_ARGUMENT, "logprobs"},
+      {"prompt_logprobs", with([](v1::SamplingParams* s) { s->set_prompt_logprobs(21); }),
+       grpc::INVALID_ARGUMENT, "prompt_logprobs"},
+      {"scoring only without prompt_logprobs",
+       with([](v1::SamplingParams* s) { s->set_max_tokens(0); }), grpc::INVALID_ARGUMENT,
+       "0 only with prompt_logprobs"},
       {"stop_token_ids", with([](v1::SamplingParams* s) { s->add_stop_token_ids(99999); }),
        grpc::INVALID_ARGUMENT, "stop_token_ids[0]"},
       {"empty prompt", GenerateRequest(), grpc::INVALID_ARGUMENT, "prompt is empty"},

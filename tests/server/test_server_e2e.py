@@ -53,7 +53,7 @@ class Server(ServeProcess):
 
 class StartupE2E(unittest.TestCase):
     def test_not_serving_until_the_default_model_is_ready(self):
-        """Without --model the server listens first, generates the default model, then serves."""
+        """Without --model the server listens first, unpacks the default model, then serves."""
         work = tempfile.mkdtemp(prefix="mambaserve-py-start-")
         port_file = os.path.join(work, "port")
         proc = subprocess.Popen([ARGS.binary, "serve", "--model-cache", os.path.join(work, "cache"),

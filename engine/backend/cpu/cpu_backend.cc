@@ -140,14 +140,14 @@ void CpuBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOut
   // Final norm and lm_head only for the rows whose logits are wanted, written straight into the
   // caller's rows (consecutive within a pass: see ForEachPass).
   int64_t n_final = 0;
-  int first_out_row = -1;
+  int64_t first_out_row = -1;
   for (const Chunk& ch : chunks) {
-    if (!ch.emits_logits) continue;
-    cpu::RmsNormRows(residual_.data() + (ch.row_begin + ch.len - 1) * D, D, norm_f_.data(),
-                     final_.data() + n_final * D, D, 1, D,
+    if (ch.logits_rows == 0) continue;
+    cpu::RmsNormRows(residual_.data() + (ch.row_begin + ch.len - ch.logits_rows) * D, D,
+                     norm_f_.data(), final_.data() + n_final * D, D, ch.logits_rows, D,
                      static_cast<float>(config_.layer_norm_epsilon));
-    if (first_out_row < 0) first_out_row = out->row_of_sequence[ch.sequence];
-    ++n_final;
+    if (first_out_row < 0) first_out_row = ch.out_row;
+    n_final += ch.logits_rows;
   }
   if (n_final == 0) return;
   const WeightMatrix& head = tied_ ? embeddings_ : lm_head_;

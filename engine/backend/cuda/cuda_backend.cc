@@ -577,12 +577,12 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
     m[meta_.len + i] = static_cast<int32_t>(ch.len);
     m[meta_.slot + i] = ch.slot;
     m[meta_.fresh + i] = ch.start_fresh ? 1 : 0;
-    if (ch.emits_logits) {
-      const int out_row = out->row_of_sequence[ch.sequence];
-      if (first_out_row < 0) first_out_row = out_row;
-      if (out_row != first_out_row + n_logits)
-        return absl::InternalError("logits rows of a pass are not contiguous");
-      m[meta_.logit_rows + n_logits++] = static_cast<int32_t>(ch.row_begin + ch.len - 1);
+    if (ch.logits_rows == 0) continue;
+    if (first_out_row < 0) first_out_row = static_cast<int>(ch.out_row);
+    if (ch.out_row != first_out_row + n_logits)
+      return absl::InternalError("logits rows of a pass are not contiguous");
+    for (int64_t r = ch.row_begin + ch.len - ch.logits_rows; r < ch.row_begin + ch.len; ++r) {
+      m[meta_.logit_rows + n_logits++] = static_cast<int32_t>(r);
       emitting.push_back(&ch);
     }
   }
@@ -633,8 +633,11 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
         "argmax download");
   }
   RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_), "forward pass"));
-  for (int r = 0; r < n_logits; ++r)
-    out->argmax[emitting[r]->sequence] = meta_host_[meta_.argmax + r];
+  // A sequence's argmax is its last row's: the last of its chunk that holds its last token.
+  for (int r = 0; r < n_logits; ++r) {
+    if (emitting[r]->emits_logits && (r + 1 == n_logits || emitting[r + 1] != emitting[r]))
+      out->argmax[emitting[r]->sequence] = meta_host_[meta_.argmax + r];
+  }
   return absl::OkStatus();
 }
 

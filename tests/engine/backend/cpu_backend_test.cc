@@ -136,6 +136,39 @@ TEST_P(CpuBackendTest, LogitsLandInTheirRowsWhenAStepSpansManyPasses) {
   }
 }
 
+// all_logits (prompt scoring): every token's row, in place among other sequences' rows, across
+// passes that split the sequences anywhere; each equals the prefix's last logits computed alone.
+TEST_P(CpuBackendTest, AllLogitsRowsEqualEachPrefixAloneAcrossPasses) {
+  auto small_passes = MakeBackend(4, /*max_tokens_per_pass=*/7);
+  auto alone = MakeBackend(1);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 4; ++i) prompts.push_back(RandomTokens(5 + 6 * i, 512, 400 + i));
+  Step step;
+  for (int i = 0; i < 4; ++i) {
+    SequenceInput s{i, prompts[i], true, /*want_logits=*/i != 2};
+    s.all_logits = i % 2 == 0 && i != 2;  // 0: all rows, 1 and 3: last row, 2: none
+    step.sequences.push_back(s);
+  }
+  StepOutput out;
+  ASSERT_TRUE(small_passes->Forward(step, &out).ok());
+  EXPECT_EQ(out.row_of_sequence, (std::vector<int>{0, 5, -1, 6}));
+  EXPECT_EQ(out.rows_of_sequence, (std::vector<int>{5, 1, 0, 1}));
+  for (size_t t = 0; t < prompts[0].size(); ++t) {
+    const std::span<const int32_t> prefix(prompts[0].data(), t + 1);
+    EXPECT_LT(MaxAbsDiff(out.TokenRow(0, static_cast<int>(t)), Prefill(*alone, 0, prefix)), 1e-4)
+        << "token " << t;
+  }
+  EXPECT_EQ(out.argmax[0], ArgMax(out.Row(0)));  // the last row's
+  for (int i : {1, 3}) {
+    EXPECT_LT(MaxAbsDiff(out.Row(i), Prefill(*alone, 0, prompts[i])), 1e-4) << "sequence " << i;
+  }
+  Step bad;
+  SequenceInput token_only{0, prompts[0], true, true, /*token_only=*/true};
+  token_only.all_logits = true;
+  bad.sequences.push_back(token_only);
+  EXPECT_TRUE(absl::IsInvalidArgument(small_passes->Forward(bad, &out)));
+}
+
 TEST_P(CpuBackendTest, ChunkedPrefillGivesTheSameState) {
   const auto prompt = RandomTokens(600, 512, 5);
   std::vector<std::vector<uint8_t>> states;

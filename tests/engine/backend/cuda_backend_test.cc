@@ -218,6 +218,38 @@ TEST_P(CudaVsCpuTest, MixedPrefillAndDecodeOverScatteredSlots) {
   }
 }
 
+// all_logits (prompt scoring) rows: every token's, next to last-row and token_only sequences, over
+// passes and lm_head groups that split them anywhere.
+TEST_P(CudaVsCpuTest, AllLogitsRowsMatchAcrossPasses) {
+  auto m = model();
+  const int64_t V = m->config.vocab_size;
+  auto cpu = MakeCpu(m, 4, 48);
+  auto gpu = MakeCuda(m, 4, 48);
+  ASSERT_NE(gpu, nullptr);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 4; ++i) prompts.push_back(RandomTokens(70 - 15 * i, V, 80 + i));
+  Step step;
+  for (int i = 0; i < 4; ++i) {
+    SequenceInput s{i, prompts[i], true, true, /*token_only=*/i == 3};
+    s.all_logits = i == 0 || i == 2;
+    step.sequences.push_back(s);
+  }
+  StepOutput co, go;
+  ASSERT_TRUE(cpu->Forward(step, &co).ok());
+  ASSERT_TRUE(gpu->Forward(step, &go).ok());
+  EXPECT_EQ(co.row_of_sequence, go.row_of_sequence);
+  EXPECT_EQ(co.rows_of_sequence, go.rows_of_sequence);
+  for (int i : {0, 2}) {
+    for (int t = 0; t < co.rows_of_sequence[i]; ++t) {
+      EXPECT_LT(MaxAbsDiff(co.TokenRow(i, t), go.TokenRow(i, t)), Tolerance())
+          << "sequence " << i << " token " << t;
+    }
+  }
+  EXPECT_LT(MaxAbsDiff(co.Row(1), go.Row(1)), Tolerance());
+  for (int i : {0, 1, 2}) EXPECT_EQ(go.argmax[i], ArgMax(go.Row(i))) << "sequence " << i;
+  EXPECT_GE(go.argmax[3], 0);
+}
+
 // token_only sequences get their greedy token picked on the device, and their logits rows are
 // not copied back; the others' rows still are. Prefill (eager) and decode (graph replay) passes.
 TEST_P(CudaVsCpuTest, TokenOnlySequencesGetTheirGreedyTokenWithoutTheirRow) {

@@ -52,6 +52,13 @@ TEST(SamplingValidationTest, EachFieldOutOfRangeNamesTheField) {
       {"presence_penalty", [](SamplingParams& p) { p.presence_penalty = 3; }},
       {"frequency_penalty", [](SamplingParams& p) { p.frequency_penalty = -3; }},
       {"logprobs", [](SamplingParams& p) { p.logprobs = 21; }},
+      {"prompt_logprobs", [](SamplingParams& p) { p.prompt_logprobs = 21; }},
+      {"prompt_logprobs", [](SamplingParams& p) { p.prompt_logprobs = -1; }},
+      {"max_tokens",
+       [](SamplingParams& p) {
+         p.prompt_logprobs = 0;
+         p.max_tokens = -1;
+       }},
       {"stop[0]", [](SamplingParams& p) { p.stop = {""}; }},
       {"stop_token_ids[1]",
        [](SamplingParams& p) {
@@ -67,6 +74,10 @@ TEST(SamplingValidationTest, EachFieldOutOfRangeNamesTheField) {
     EXPECT_THAT(std::string(s.message()), HasSubstr(c.field));
   }
   EXPECT_TRUE(ValidateSamplingParams(SamplingParams{}, 512).ok());
+  SamplingParams scoring_only;
+  scoring_only.max_tokens = 0;  // only with prompt_logprobs
+  scoring_only.prompt_logprobs = 0;
+  EXPECT_TRUE(ValidateSamplingParams(scoring_only, 512).ok());
 }
 
 TEST(SamplerTest, GreedyPicksArgmaxWithTiesToLowestId) {
