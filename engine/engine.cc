@@ -163,6 +163,22 @@ void Engine::ImportSession(std::string id, std::span<const uint8_t> blob,
        [done](absl::Status s) { done(s); });
 }
 
+void Engine::ForkSession(std::string source, std::string id, Callback<SessionInfo> done) {
+  Post(
+      [this, source = std::move(source), id = std::move(id), done] {
+        // A resident source state is read on the scheduler thread (the backend's only caller);
+        // `done` runs here, on the worker, as for every session operation.
+        auto forked = std::make_shared<std::promise<absl::StatusOr<SessionInfo>>>();
+        std::future<absl::StatusOr<SessionInfo>> result = forked->get_future();
+        absl::Status queued =
+            scheduler_->RunOnSchedulerThread([source, id, forked](SessionManager& sessions) {
+              forked->set_value(sessions.Fork(source, id));
+            });
+        done(queued.ok() ? result.get() : absl::StatusOr<SessionInfo>(queued));
+      },
+      [done](absl::Status s) { done(s); });
+}
+
 void Engine::ExportSession(std::string id, Callback<std::string> done) {
   Post(
       [this, id = std::move(id), done] {

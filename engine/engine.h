@@ -75,6 +75,9 @@ class Engine {
   void DeleteSession(std::string id, std::function<void(absl::Status)> done);
   void ExportSession(std::string id, Callback<std::string> done);
   void ImportSession(std::string id, std::span<const uint8_t> blob, Callback<SessionInfo> done);
+  // A new session `id` (empty or a scope alone: named by the server) with a copy of `source`'s
+  // conversation (SessionManager::Fork).
+  void ForkSession(std::string source, std::string id, Callback<SessionInfo> done);
 
   // Ends every request still waiting or running (UNAVAILABLE with `why`), runs the session
   // operations already posted, joins. Idempotent.

@@ -59,8 +59,8 @@ struct GenerateFlags {
 };
 
 struct SessionFlags {
-  std::string verb;  // the sub-subcommand: create, get, list, delete, export, import
-  std::string id;
+  std::string verb;  // the sub-subcommand: create, get, list, delete, export, import, fork
+  std::string id, source;
   std::string out, in;
 };
 
@@ -175,8 +175,9 @@ int Session(MambaServe::Stub& stub, const SessionFlags& f) {
   grpc::ClientContext context;
   Authorize(context);
   // Also as the header a session-affine proxy routes on (deploy/nginx), so every call about this
-  // session reaches the replica that holds it.
-  if (!id.empty()) context.AddMetadata("x-session-id", id);
+  // session reaches the replica that holds it; a fork goes where its source is.
+  const std::string& routed = verb == "fork" ? f.source : id;
+  if (!routed.empty()) context.AddMetadata("x-session-id", routed);
   mambaserve::v1::Session session;
   grpc::Status status;
   if (verb == "create") {
@@ -193,6 +194,12 @@ int Session(MambaServe::Stub& stub, const SessionFlags& f) {
     mambaserve::v1::ListSessionsResponse response;
     status = stub.ListSessions(&context, {}, &response);
     for (const auto& s : response.sessions()) PrintSession(s);
+  } else if (verb == "fork") {
+    mambaserve::v1::ForkSessionRequest request;
+    request.set_source_session_id(f.source);
+    request.set_session_id(id);
+    status = stub.ForkSession(&context, request, &session);
+    if (status.ok()) PrintSession(session);
   } else if (verb == "delete") {
     mambaserve::v1::DeleteSessionRequest request;
     request.set_session_id(id);
@@ -361,6 +368,9 @@ int Run(int argc, char** argv) {
   CLI::App* importer = verb("import", "recreate a session from an exported blob");
   importer->add_option("--in", session.in, "FILE")->required();
   importer->add_option("id", session.id, "ID (the server names it without)");
+  CLI::App* forker = verb("fork", "a new session continuing from a copy of SOURCE's conversation");
+  forker->add_option("source", session.source, "SOURCE")->required();
+  forker->add_option("id", session.id, "ID (the server names it without)");
 
   std::string text, ids_text, health_service;
   std::vector<int32_t> ids;

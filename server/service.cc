@@ -125,6 +125,36 @@ grpc::ServerUnaryReactor* MambaServeService::CreateSession(grpc::CallbackServerC
   return reactor;
 }
 
+grpc::ServerUnaryReactor* MambaServeService::ForkSession(grpc::CallbackServerContext* context,
+                                                         const v1::ForkSessionRequest* request,
+                                                         v1::Session* response) {
+  absl::StatusOr<Caller> caller = Authenticate(*context);
+  if (!caller.ok()) return Finished(context, caller.status());
+  absl::StatusOr<Engine*> engine = AcceptingEngine("fork the session");
+  if (!engine.ok()) return Finished(context, engine.status());
+  // x-session-id names the source: it routes the call to the replica holding the source's state.
+  absl::StatusOr<std::string> source =
+      CallerSessionId(*context, *caller, request->source_session_id());
+  if (!source.ok()) return Finished(context, source.status());
+  if (source->empty()) {
+    return Finished(context, absl::InvalidArgumentError("source_session_id is empty"));
+  }
+  if (!request->session_id().empty()) {
+    if (absl::Status valid = SessionManager::ValidateSessionId(request->session_id()); !valid.ok())
+      return Finished(context, valid);
+  }
+  const std::string id = caller->Scoped(request->session_id());  // the scope alone: a random name
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  (*engine)->ForkSession(
+      *source, id,
+      [reactor, response, caller = *caller, source = *source](absl::StatusOr<SessionInfo> info) {
+        if (info.ok()) LogInfo("ForkSession source=", source, " session=", info->id);
+        FinishWith(reactor, std::move(info),
+                   [&](const SessionInfo& i) { ToProto(caller.Unscoped(i), response); });
+      });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* MambaServeService::GetSession(grpc::CallbackServerContext* context,
                                                         const v1::GetSessionRequest* request,
                                                         v1::Session* response) {

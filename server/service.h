@@ -95,6 +95,9 @@ class MambaServeService final
       grpc::CallbackServerContext* context, const v1::ExportSessionRequest* request) override;
   grpc::ServerReadReactor<v1::ImportSessionRequest>* ImportSession(
       grpc::CallbackServerContext* context, v1::Session* response) override;
+  grpc::ServerUnaryReactor* ForkSession(grpc::CallbackServerContext* context,
+                                        const v1::ForkSessionRequest* request,
+                                        v1::Session* response) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const v1::TokenizeRequest* request,
                                      v1::TokenizeResponse* response) override;

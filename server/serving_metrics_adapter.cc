@@ -46,6 +46,13 @@ metrics::EngineStats EngineStatsFrom(const SchedulerStats& stats, const BackendI
   out.sessions_restored = stats.sessions_restored_total;
   out.sessions_evicted = stats.sessions_evicted_total;
   out.sessions_expired = stats.sessions_expired_total;
+  if (stats.prefix_cache_budget_bytes > 0) {
+    out.prefix_cache_hits = stats.prefix_cache_hits;
+    out.prefix_cache_misses = stats.prefix_cache_misses;
+    out.prefix_cache_saved_tokens = stats.prefix_cache_saved_tokens;
+    out.prefix_cache_bytes = stats.prefix_cache_bytes;
+    out.prefix_cache_entries = stats.prefix_cache_entries;
+  }
   return out;
 }
 

@@ -29,8 +29,9 @@ struct Scheduler::Sequence {
   // Tokens of `feed` the state consumes in this turn: all of them, but a scoring-only turn
   // (max_tokens 0) leaves the last one pending, as a generating turn leaves its last token.
   size_t feed_end = 0;
-  size_t fed = 0;         // tokens of `feed` the state has consumed
-  bool decoding = false;  // prompt consumed; `next_token` is the sampled token to feed next
+  size_t fed = 0;             // tokens of `feed` the state has consumed
+  size_t cache_boundary = 0;  // this step's chunk ends here, a prefix whose state gets cached
+  bool decoding = false;      // prompt consumed; `next_token` is the sampled token to feed next
   int32_t next_token = 0;
   int32_t generated = 0;
   int64_t length_before = 0;  // the session's length when the turn began
@@ -52,6 +53,7 @@ Scheduler::Scheduler(Backend* backend, const Tokenizer* tokenizer, std::string m
     : backend_(backend),
       tokenizer_(tokenizer),
       options_(std::move(options)),
+      prefix_cache_(options_.prefix_cache_bytes, options_.prefix_cache_block_tokens),
       sessions_(backend, std::move(model_fingerprint), options_.sessions),
       eos_token_id_(backend->config().eos_token_id) {
   options_.max_batch = std::clamp(options_.max_batch, 1, backend->num_slots());
@@ -239,6 +241,11 @@ absl::Status Scheduler::StartSequence(Sequence& seq) {
   seq.prompt_begin = seq.feed.size();
   seq.feed.insert(seq.feed.end(), request.prompt.begin(), request.prompt.end());
   seq.feed_end = seq.scoring_only() ? seq.feed.size() - 1 : seq.feed.size();
+  if (absl::Status cached = StartFromCachedPrefix(seq); !cached.ok()) {
+    sessions_.ReleaseSlot(seq.slot);  // only sequences without a session use the cache
+    return absl::InternalError(
+        absl::StrCat("the backend could not reset a state slot: ", cached.message()));
+  }
   seq.sampler.emplace(request.sampling, request.prompt);
   if (tokenizer_ != nullptr) seq.detokenizer.emplace(*tokenizer_);
   seq.admitted = true;
@@ -330,6 +337,40 @@ void Scheduler::HandleToken(Sequence& seq, const SampledToken& sampled) {
   }
   seq.held.clear();
   Finish(seq, reason, absl::OkStatus(), std::move(event));
+}
+
+absl::Status Scheduler::StartFromCachedPrefix(Sequence& seq) {
+  // Scoring needs every prompt row's logits, so it reads its whole prompt.
+  if (!prefix_cache_.enabled() || !seq.request.session_id.empty() || seq.scores_prompt())
+    return absl::OkStatus();
+  const PrefixCache::Hit hit =
+      prefix_cache_.Longest(std::span<const int32_t>(seq.feed).first(seq.feed_end));
+  if (hit.tokens == 0) return absl::OkStatus();
+  if (!backend_->WriteSlot(seq.slot, *hit.state).ok()) {
+    return backend_->ResetSlot(seq.slot);  // start from scratch: the write may have stopped midway
+  }
+  seq.fed = static_cast<size_t>(hit.tokens);
+  seq.start_fresh = false;
+  return absl::OkStatus();
+}
+
+int64_t Scheduler::NextBoundaryToCache(const Sequence& seq) const {
+  if (!prefix_cache_.enabled() || !seq.request.session_id.empty() || seq.scores_prompt()) return 0;
+  const size_t block = static_cast<size_t>(prefix_cache_.block_tokens());
+  for (size_t boundary = (seq.fed / block + 1) * block; boundary <= seq.feed_end;
+       boundary += block) {
+    if (!prefix_cache_.Contains(std::span<const int32_t>(seq.feed).first(boundary)))
+      return static_cast<int64_t>(boundary);
+  }
+  return 0;
+}
+
+void Scheduler::CacheBoundaryState(Sequence& seq) {
+  auto state =
+      std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(backend_->config().state_bytes()));
+  // A state that cannot be read is simply not cached.
+  if (backend_->ReadSlot(seq.slot, *state).ok())
+    prefix_cache_.Insert(std::span<const int32_t>(seq.feed).first(seq.fed), std::move(state));
 }
 
 bool Scheduler::EmitPromptLogprobs(Sequence& seq, int index, size_t first, size_t rows) {
@@ -429,6 +470,7 @@ bool Scheduler::RunStep() {
     if (!seq.decoding) {
       const size_t first = seq.fed;
       seq.fed += input.tokens.size();
+      if (seq.cache_boundary != 0 && seq.fed == seq.cache_boundary) CacheBoundaryState(seq);
       if (seq.scores_prompt() &&
           !EmitPromptLogprobs(seq, static_cast<int>(i), first, input.tokens.size())) {
         continue;
@@ -478,6 +520,10 @@ void Scheduler::BuildStep(int* decode_tokens, int* prefill_tokens) {
   needs.reserve(reading.size());
   for (Sequence* seq : reading) {
     int64_t need = static_cast<int64_t>(seq->feed_end - seq->fed);
+    // A chunk stops at the next block boundary whose state the prefix cache lacks.
+    seq->cache_boundary = static_cast<size_t>(NextBoundaryToCache(*seq));
+    if (seq->cache_boundary != 0)
+      need = std::min(need, static_cast<int64_t>(seq->cache_boundary - seq->fed));
     if (seq->scores_prompt()) {
       // Scoring streams an event per step: it pauses on a full stream like a decode.
       need = seq->request.stream->HasRoom() ? std::min(need, kMaxScoredTokensPerStep) : 0;
@@ -525,6 +571,13 @@ void Scheduler::PublishStats(int batch, int prefill_tokens, int decode_tokens, d
   s.sessions_restored_total = g.restored_total;
   s.sessions_evicted_total = g.evicted_total;
   s.sessions_expired_total = g.expired_total;
+  const PrefixCacheStats& cache = prefix_cache_.stats();
+  s.prefix_cache_budget_bytes = prefix_cache_.enabled() ? options_.prefix_cache_bytes : 0;
+  s.prefix_cache_hits = cache.hits;
+  s.prefix_cache_misses = cache.misses;
+  s.prefix_cache_saved_tokens = cache.saved_tokens;
+  s.prefix_cache_bytes = cache.bytes;
+  s.prefix_cache_entries = cache.entries;
   stats_.Publish(s);
   if (batch > 0 && options_.on_step) options_.on_step(s);
 }

@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "engine/backend/backend.h"
 #include "engine/serving/generation.h"
+#include "engine/serving/prefix_cache.h"
 #include "engine/serving/scheduler_stats.h"
 #include "engine/serving/session_manager.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -40,6 +41,10 @@ struct SchedulerOptions {
   // freed; 0 = never.
   int64_t stalled_reader_timeout_ms = 120'000;
   SessionManagerOptions sessions;
+  // States at every prefix_cache_block_tokens-aligned prompt prefix of requests without a
+  // session, up to this many bytes (0: off); see PrefixCache.
+  int64_t prefix_cache_bytes = 0;
+  int64_t prefix_cache_block_tokens = 256;
   // Called on the scheduler thread after each step that ran a batch, with the stats just published
   // (metrics: per-step histograms). Must be cheap and must not block.
   std::function<void(const SchedulerStats&)> on_step;
@@ -88,6 +93,12 @@ class Scheduler {
   absl::Status StartSequence(Sequence& seq);
   // Emits a sampled token: stop checks, detokenization, events, finishing.
   void HandleToken(Sequence& seq, const SampledToken& sampled);
+  // With the prefix cache: starts a sequence without a session from the longest cached prefix of
+  // its prompt (else from a zeroed state), and whether to stop its next chunk at a block boundary
+  // so the state there can be cached.
+  absl::Status StartFromCachedPrefix(Sequence& seq);
+  int64_t NextBoundaryToCache(const Sequence& seq) const;
+  void CacheBoundaryState(Sequence& seq);
   // Scores the prompt tokens that step rows [0, rows) of sequence `index` predict (feed positions
   // from `first`) and pushes them as one event. False when the sequence failed (and is finished).
   bool EmitPromptLogprobs(Sequence& seq, int index, size_t first, size_t rows);
@@ -103,6 +114,7 @@ class Scheduler {
   Backend* backend_;
   const Tokenizer* tokenizer_;
   SchedulerOptions options_;
+  PrefixCache prefix_cache_;
   SessionManager sessions_;
   int64_t eos_token_id_;
   SchedulerStatsPublisher stats_;

@@ -37,6 +37,13 @@ struct SchedulerStats {
   int64_t sessions_restored_total = 0;
   int64_t sessions_evicted_total = 0;  // dropped from host memory over the budget
   int64_t sessions_expired_total = 0;  // idle past the TTL
+  // The prefix-state cache (requests without a session); budget 0: off.
+  int64_t prefix_cache_budget_bytes = 0;
+  int64_t prefix_cache_hits = 0;
+  int64_t prefix_cache_misses = 0;
+  int64_t prefix_cache_saved_tokens = 0;  // prompt tokens not prefilled thanks to hits
+  int64_t prefix_cache_bytes = 0;         // gauge
+  int64_t prefix_cache_entries = 0;       // gauge
 };
 
 // Single writer (the scheduler thread), any number of readers.

@@ -247,7 +247,7 @@ std::string SessionManager::NewSessionId() const {
 }
 
 absl::StatusOr<SessionInfo> SessionManager::AddLocked(const std::string& requested_id,
-                                                      SessionBlob* imported) {
+                                                      SessionSnapshot* contents) {
   std::string id = requested_id;
   if (SessionName(id).empty()) {  // the scope, if any, stays in front of a random name
     const std::string prefix = id;
@@ -284,17 +284,17 @@ absl::StatusOr<SessionInfo> SessionManager::AddLocked(const std::string& request
   s.id = id;
   s.created_ms = s.last_used_ms = Now();
   s.use_pos = by_use_.insert(by_use_.end(), &s);
-  if (imported != nullptr) {
-    s.length = imported->length;
-    s.pending_tokens = std::move(imported->pending_tokens);
-    if (!imported->state.empty()) {
-      SetParkedState(s, std::make_shared<const std::vector<uint8_t>>(std::move(imported->state)));
+  if (contents != nullptr) {
+    s.length = contents->length;
+    s.pending_tokens = std::move(contents->pending_tokens);
+    if (contents->state != nullptr) {
+      SetParkedState(s, std::move(contents->state));
       EnforceHostBudget();  // the newest is evicted last: only if it alone is over the budget
       if (!sessions_.contains(id)) {
         tombstone_order_.erase(tombstones_[id].order);
         tombstones_.erase(id);
         return absl::ResourceExhaustedError(
-            absl::StrCat("the imported state does not fit the host-memory budget of ",
+            absl::StrCat("the session's state does not fit the host-memory budget of ",
                          options_.host_budget_bytes / (1024 * 1024), " MiB"));
       }
     }
@@ -358,8 +358,13 @@ absl::StatusOr<SessionInfo> SessionManager::Import(const std::string& id,
   ASSIGN_OR_RETURN(SessionBlob blob, std::move(decoded));
   RETURN_IF_ERROR(CheckSessionBlobFits(blob, fingerprint_, state_shape_,
                                        backend_->config().vocab_size, options_.max_pending_tokens));
+  SessionSnapshot contents;
+  contents.length = blob.length;
+  contents.pending_tokens = std::move(blob.pending_tokens);
+  if (!blob.state.empty())
+    contents.state = std::make_shared<const std::vector<uint8_t>>(std::move(blob.state));
   std::lock_guard<std::mutex> lock(mu_);
-  return AddLocked(id, &blob);
+  return AddLocked(id, &contents);
 }
 
 absl::Status SessionManager::Reserve(const std::string& id, bool prompt_is_empty) {
@@ -533,6 +538,12 @@ absl::StatusOr<SessionSnapshot> SessionManager::Snapshot(const std::string& id) 
     snapshot.state = s->host_state;
   }
   return snapshot;
+}
+
+absl::StatusOr<SessionInfo> SessionManager::Fork(const std::string& source, const std::string& id) {
+  ASSIGN_OR_RETURN(SessionSnapshot contents, Snapshot(source));
+  std::lock_guard<std::mutex> lock(mu_);
+  return AddLocked(id, &contents);
 }
 
 absl::StatusOr<std::string> SessionManager::Export(const std::string& id) {

@@ -131,6 +131,10 @@ class SessionManager {
   void RollBackTurn(const std::string& id);
   // The session as of now, reading a resident state from its slot. FailedPrecondition while busy.
   absl::StatusOr<SessionSnapshot> Snapshot(const std::string& id);
+  // A new session `id` (empty or a scope alone: a random name) holding a copy of `source`'s
+  // conversation, parked in host memory until its first turn. FailedPrecondition while the
+  // source is busy. A parked source's state is shared, not copied: parked states never change.
+  absl::StatusOr<SessionInfo> Fork(const std::string& source, const std::string& id);
   absl::StatusOr<std::string> Export(const std::string& id);  // Snapshot + EncodeSnapshot
   // The blob of `snapshot` (any thread); ResourceExhausted when host memory runs out.
   absl::StatusOr<std::string> EncodeSnapshot(const SessionSnapshot& snapshot) const;
@@ -159,7 +163,8 @@ class SessionManager {
   void Relist(Session& s, SessionList* list);
   void SetParkedState(Session& s, std::shared_ptr<const std::vector<uint8_t>> state);
   void ClearParkedState(Session& s);
-  absl::StatusOr<SessionInfo> AddLocked(const std::string& requested_id, SessionBlob* imported);
+  // Adds a session: new (null `contents`), or holding `contents`, parked.
+  absl::StatusOr<SessionInfo> AddLocked(const std::string& requested_id, SessionSnapshot* contents);
   std::string NewSessionId() const;
   int64_t Now() const { return options_.now_ms(); }
 

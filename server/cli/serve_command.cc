@@ -54,7 +54,7 @@ struct ServeFlags {
   ServeOptions o;
   std::string model, model_cache = DefaultModelCacheDir(), backend = "auto", weight_dtype = "auto",
                      log_level = "info", blob_key_file;
-  int64_t ttl_s = 3600, host_budget_mb = 1024, stalled_reader_s = 120;
+  int64_t ttl_s = 3600, host_budget_mb = 1024, stalled_reader_s = 120, prefix_cache_mb = 0;
   int max_tokens_limit = 4096;
 
   // Every flag, once: name, help, bounds and where its value goes. --help is generated from it.
@@ -113,6 +113,14 @@ struct ServeFlags {
                    "sessions that may exist at once; beyond, CreateSession/ImportSession answer "
                    "RESOURCE_EXHAUSTED")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+    app.add_option("--prefix-cache-mb", prefix_cache_mb,
+                   "MB: keep states at every --prefix-cache-block-tokens boundary of prompts "
+                   "without a session, so a prompt starting with a cached prefix prefills only the "
+                   "rest (a shared system prompt is read once); 0: off")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+    app.add_option("--prefix-cache-block-tokens", o.engine.scheduler.prefix_cache_block_tokens,
+                   "N: the prefix cache's block (states are kept at multiples of N tokens)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
     app.add_option("--host-state-budget-mb", host_budget_mb,
                    "host memory for parked session states; oldest evicted beyond")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
@@ -194,6 +202,7 @@ struct ServeFlags {
     e.max_prompt_tokens = o.limits.max_prompt_tokens;
     e.scheduler.sessions.ttl_ms = ttl_s * 1000;
     e.scheduler.sessions.host_budget_bytes = host_budget_mb * 1024 * 1024;
+    e.scheduler.prefix_cache_bytes = prefix_cache_mb * 1024 * 1024;
     e.scheduler.stalled_reader_timeout_ms = stalled_reader_s * 1000;
     o.limits.sampling.max_tokens = max_tokens_limit;
     o.limits.default_max_tokens = std::min(o.limits.default_max_tokens, max_tokens_limit);

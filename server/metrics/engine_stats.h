@@ -32,6 +32,13 @@ struct EngineStats {
   int64_t sessions_restored = -1;  // state copied host -> device for a request
   int64_t sessions_evicted = -1;   // dropped under memory pressure
   int64_t sessions_expired = -1;   // dropped by TTL
+
+  // The prefix-state cache; -1 when it is off.
+  int64_t prefix_cache_hits = -1;
+  int64_t prefix_cache_misses = -1;
+  int64_t prefix_cache_saved_tokens = -1;  // prompt tokens not prefilled thanks to hits
+  int64_t prefix_cache_bytes = -1;
+  int64_t prefix_cache_entries = -1;
 };
 
 class EngineStatsSource {

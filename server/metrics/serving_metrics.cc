@@ -399,6 +399,23 @@ std::vector<prometheus::MetricFamily> EngineCollector::Collect() const {
     }
     out.push_back(std::move(events));
   }
+  if (stats.prefix_cache_hits >= 0) {
+    out.push_back({"mambaserve_prefix_cache_lookups_total",
+                   "Prefix-state cache lookups by requests without a session whose prompt is a "
+                   "block or longer, by result.",
+                   MetricType::Counter,
+                   {Sample(MetricType::Counter, with("result", "hit"),
+                           static_cast<double>(stats.prefix_cache_hits)),
+                    Sample(MetricType::Counter, with("result", "miss"),
+                           static_cast<double>(stats.prefix_cache_misses))}});
+    scalar("mambaserve_prefix_cache_saved_prompt_tokens_total",
+           "Prompt tokens not prefilled because the state at their prefix was cached.",
+           static_cast<double>(stats.prefix_cache_saved_tokens), MetricType::Counter);
+    scalar("mambaserve_prefix_cache_bytes", "Bytes of states and token ids the cache holds.",
+           static_cast<double>(stats.prefix_cache_bytes));
+    scalar("mambaserve_prefix_cache_entries", "Prefix states the cache holds.",
+           static_cast<double>(stats.prefix_cache_entries));
+  }
   return out;
 }
 

@@ -29,6 +29,7 @@ namespace {
 
 using testing::Authorize;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using v1::GenerateRequest;
 using v1::GenerateResponse;
 using v1::MambaServe;
@@ -259,6 +260,41 @@ TEST_F(ServerE2eTest, PromptLogprobsScoreThePromptBeforeAnyTokenAndMaxTokensZero
   for (size_t i = 0; i < again.size(); ++i)
     EXPECT_FLOAT_EQ(again[i].logprob(), logprobs[i].logprob());
   EXPECT_EQ(generated, Run(Tokens(prompt, 8)).tokens);
+}
+
+// ForkSession: the copy continues like the source would, both equal one request with their whole
+// history; a fork needs an existing source that is the caller's own.
+TEST_F(ServerE2eTest, AForkedSessionContinuesFromACopyOfTheConversation) {
+  Start();
+  CreateSession("doc");
+  const std::vector<int32_t> document = {5, 6, 7, 8, 9, 10, 11, 12};
+  const Generation read = Run(Tokens(document, 3), std::chrono::seconds(60), "doc");
+  ASSERT_TRUE(read.status.ok()) << read.status.error_message();
+  v1::ForkSessionRequest fork;
+  fork.set_source_session_id("doc");
+  fork.set_session_id("copy");
+  v1::Session copy;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->ForkSession(&context, fork, &copy).ok());
+  }
+  EXPECT_EQ(copy.session_id(), "copy");
+  EXPECT_EQ(copy.length_tokens(), read.last.usage().session_length());
+  std::vector<int32_t> history = document;
+  history.insert(history.end(), read.tokens.begin(), read.tokens.end());
+  for (const char* id : {"copy", "doc"}) {
+    const Generation turn = Run(Tokens({40, 41}, 5), std::chrono::seconds(60), id);
+    std::vector<int32_t> whole = history;
+    whole.insert(whole.end(), {40, 41});
+    EXPECT_EQ(turn.tokens, Run(Tokens(whole, 5)).tokens) << id;
+  }
+  for (auto [source, code] :
+       {std::pair{"", grpc::INVALID_ARGUMENT}, {"nowhere", grpc::NOT_FOUND}}) {
+    grpc::ClientContext context;
+    fork.set_source_session_id(source);
+    fork.set_session_id("");
+    EXPECT_EQ(stub_->ForkSession(&context, fork, &copy).error_code(), code) << source;
+  }
 }
 
 TEST_F(ServerE2eTest, SixtyFourConcurrentStreamsEqualTheSameRequestsAlone) {
@@ -1167,6 +1203,12 @@ TEST_F(ServerE2eTest, MambactlGeneratesAndManagesSessions) {
   EXPECT_THAT(run("session import --in " + dir.file("chat.bin") + " copy").second,
               HasSubstr("location=host"));
   EXPECT_THAT(run("session list").second, HasSubstr("copy"));
+  EXPECT_THAT(run("session fork chat branch").second, HasSubstr("length=7"));
+  auto [scored_rc, scored] =
+      run("generate --session branch --tokens 4,5,6 --max-tokens 0 --prompt-logprobs 1");
+  EXPECT_EQ(scored_rc, 0) << scored;
+  EXPECT_THAT(scored, HasSubstr("prompt: 3 tokens scored"));  // the branch's history predicts 4
+  EXPECT_THAT(scored, Not(HasSubstr("ttft_ms")));             // nothing generated
   EXPECT_EQ(run("session delete chat").first, 0);
   auto [missing_rc, missing] = run("session get chat");
   EXPECT_NE(missing_rc, 0);

@@ -239,11 +239,16 @@ TEST_P(CudaVsCpuTest, AllLogitsRowsMatchAcrossPasses) {
   ASSERT_TRUE(gpu->Forward(step, &go).ok());
   EXPECT_EQ(co.row_of_sequence, go.row_of_sequence);
   EXPECT_EQ(co.rows_of_sequence, go.rows_of_sequence);
+  // The largest difference over every row of a 70-token prefill, not over one row: with bf16
+  // activations (passes over 4 rows) a few rows reach just past the one-row bound. A row in the
+  // wrong place would be off by far more (rows of neighbouring tokens differ by O(1)).
+  const double row_tolerance = GetParam().dtype == DType::kF32 ? Tolerance() : 2 * Tolerance();
   for (int i : {0, 2}) {
     for (int t = 0; t < co.rows_of_sequence[i]; ++t) {
-      EXPECT_LT(MaxAbsDiff(co.TokenRow(i, t), go.TokenRow(i, t)), Tolerance())
+      EXPECT_LT(MaxAbsDiff(co.TokenRow(i, t), go.TokenRow(i, t)), row_tolerance)
           << "sequence " << i << " token " << t;
     }
+    EXPECT_GT(MaxAbsDiff(co.TokenRow(i, 0), go.TokenRow(i, 1)), 10 * row_tolerance);
   }
   EXPECT_LT(MaxAbsDiff(co.Row(1), go.Row(1)), Tolerance());
   for (int i : {0, 1, 2}) EXPECT_EQ(go.argmax[i], ArgMax(go.Row(i))) << "sequence " << i;

@@ -296,6 +296,25 @@ TEST_F(ServingMetricsTest, EngineSnapshotIsReadAtScrapeTime) {
   // Events the engine does not count (-1) are left out rather than exported as 0.
   EXPECT_EQ(f.at("mambaserve_session_events_total").metric.size(), 2u);
 
+  // The prefix cache is off (-1): none of its series.
+  EXPECT_FALSE(f.count("mambaserve_prefix_cache_lookups_total"));
+  stats.prefix_cache_hits = 7;
+  stats.prefix_cache_misses = 2;
+  stats.prefix_cache_saved_tokens = 1792;
+  stats.prefix_cache_bytes = 5000;
+  stats.prefix_cache_entries = 3;
+  metrics_->SetEngineStatsSource(std::make_shared<FixedSource>(stats));
+  const auto cached = ByName(collection_);
+  EXPECT_EQ(Value(cached, "mambaserve_prefix_cache_lookups_total", "result", "hit"), 7);
+  EXPECT_EQ(Value(cached, "mambaserve_prefix_cache_lookups_total", "result", "miss"), 2);
+  EXPECT_EQ(cached.at("mambaserve_prefix_cache_lookups_total").type,
+            prometheus::MetricType::Counter);
+  EXPECT_EQ(Value(cached, "mambaserve_prefix_cache_saved_prompt_tokens_total"), 1792);
+  EXPECT_EQ(cached.at("mambaserve_prefix_cache_saved_prompt_tokens_total").type,
+            prometheus::MetricType::Counter);
+  EXPECT_EQ(Value(cached, "mambaserve_prefix_cache_bytes"), 5000);
+  EXPECT_EQ(Value(cached, "mambaserve_prefix_cache_entries"), 3);
+
   metrics_->SetEngineStatsSource(nullptr);
   EXPECT_FALSE(ByName(collection_).count("vllm:num_requests_running"));
 }
