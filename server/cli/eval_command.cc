@@ -76,19 +76,11 @@ absl::Status Eval(const EvalFlags& flags) {
 }  // namespace
 
 int RunEvalCommand(int argc, char** argv) {
-  EvalFlags flags;
-  CLI::App app{
+  return RunSubcommand<EvalFlags>(
+      "eval",
       "Writes {\"last_logits\": [V floats at the last prompt position], \"generated\": [greedy "
       "ids]} for a prompt.",
-      "mambaserve eval"};
-  flags.Declare(app);
-  if (std::optional<int> exit = ParseFlags(app, argc, argv)) return *exit;
-  absl::Status status = Eval(flags);
-  if (!status.ok()) {
-    std::cerr << "eval: " << status.message() << "\n";
-    return 2;
-  }
-  return 0;
+      argc, argv, Eval);
 }
 
 }  // namespace mambaserve

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "CLI/CLI.hpp"
+#include "absl/status/status.h"
 
 namespace mambaserve {
 
@@ -22,6 +23,21 @@ inline std::optional<int> ParseFlags(CLI::App& app, int argc, char** argv) {
     if (e.get_exit_code() != 0) std::cerr << app.get_name() << ": ";  // not a call for help
     return app.exit(e, std::cout, std::cerr) == 0 ? 0 : 2;
   }
+}
+
+// A subcommand's whole life: declares `Flags` (a struct with Declare(CLI::App&)), parses argv,
+// calls run(flags) and returns the exit code: ParseFlags's, 0 when run succeeds, else 2 with
+// "name: message" on stderr.
+template <typename Flags, typename Run>
+int RunSubcommand(const char* name, const char* description, int argc, char** argv, Run run) {
+  Flags flags;
+  CLI::App app{description, std::string("mambaserve ") + name};
+  flags.Declare(app);
+  if (std::optional<int> exit = ParseFlags(app, argc, argv)) return *exit;
+  const absl::Status status = run(flags);
+  if (status.ok()) return 0;
+  std::cerr << name << ": " << status.message() << "\n";
+  return 2;
 }
 
 }  // namespace mambaserve

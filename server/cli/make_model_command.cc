@@ -75,19 +75,11 @@ absl::Status MakeModel(const MakeModelFlags& f) {
 }  // namespace
 
 int RunMakeModelCommand(int argc, char** argv) {
-  MakeModelFlags flags;
-  CLI::App app{
+  return RunSubcommand<MakeModelFlags>(
+      "make-model",
       "Writes config.json + model.safetensors with Mamba's initialisation, and tokenizer.json, "
       "in the Hugging Face layout. Same flags, same bytes.",
-      "mambaserve make-model"};
-  flags.Declare(app);
-  if (std::optional<int> exit = ParseFlags(app, argc, argv)) return *exit;
-  absl::Status status = MakeModel(flags);
-  if (!status.ok()) {
-    std::cerr << "make-model: " << status.message() << "\n";
-    return 2;
-  }
-  return 0;
+      argc, argv, MakeModel);
 }
 
 }  // namespace mambaserve

@@ -251,19 +251,11 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
 }  // namespace
 
 int RunPerplexityCommand(int argc, char** argv) {
-  PerplexityFlags flags;
-  CLI::App app{
+  return RunSubcommand<PerplexityFlags>(
+      "perplexity",
       "Scores a text (or token ids) through the engine: tokens, mean negative log-likelihood per "
       "token and perplexity.",
-      "mambaserve perplexity"};
-  flags.Declare(app);
-  if (std::optional<int> exit = ParseFlags(app, argc, argv)) return *exit;
-  absl::Status status = Perplexity(flags);
-  if (!status.ok()) {
-    std::cerr << "perplexity: " << status.message() << "\n";
-    return 2;
-  }
-  return 0;
+      argc, argv, Perplexity);
 }
 
 }  // namespace mambaserve
