@@ -97,6 +97,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
   if (!info.backend_fallback_reason.empty()) {
     LogInfo("backend auto: using the CPU (", info.backend_fallback_reason, ")");
   }
+  // A GPU backend holds its own copy of the weights: the checkpoint's pages (14.5 GB for
+  // Falcon-Mamba-7B) need not stay in host memory. Nothing is lost: they are re-read from the file
+  // if touched again.
+  if (engine->backend_->info().name == "cuda" && engine->model_->checkpoint != nullptr)
+    engine->model_->checkpoint->ReleaseAllPages();
   RETURN_IF_ERROR(WarmUp(*engine->backend_));
 
   options.scheduler.sessions.max_pending_tokens = static_cast<size_t>(options.max_prompt_tokens);

@@ -174,6 +174,36 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<unsigned char*>(data_), size_);
 }
 
+bool MappedFile::Contains(const void* data, size_t bytes) const {
+  const auto* p = static_cast<const unsigned char*>(data);
+  return data_ != nullptr && p >= data_ && bytes <= size_ &&
+         p - data_ <= static_cast<ptrdiff_t>(size_ - bytes);
+}
+
+void MappedFile::ReleasePages(const void* data, size_t bytes) const {
+  if (!Contains(data, bytes)) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  // Whole pages only: a neighbouring tensor's bytes on a shared page stay resident. The mapping is
+  // read-only and file-backed, so dropped pages come back from the file, never zeroed.
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+bool Checkpoint::Maps(const void* data, size_t bytes) const {
+  for (const auto& file : files_)
+    if (file->Contains(data, bytes)) return true;
+  return false;
+}
+
+void Checkpoint::ReleasePages(const void* data, size_t bytes) const {
+  for (const auto& file : files_) file->ReleasePages(data, bytes);
+}
+
+void Checkpoint::ReleaseAllPages() const {
+  for (const auto& file : files_) file->ReleasePages(file->bytes().data(), file->bytes().size());
+}
+
 absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));

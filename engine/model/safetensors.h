@@ -46,6 +46,10 @@ class MappedFile {
 
   std::span<const unsigned char> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
+  bool Contains(const void* data, size_t bytes) const;
+  // Drops the resident pages wholly inside [data, data + bytes), which must be in this mapping:
+  // they stop counting in the process's memory and are read from the file again if touched.
+  void ReleasePages(const void* data, size_t bytes) const;
 
  private:
   MappedFile(std::string path, const unsigned char* data, size_t size)
@@ -65,6 +69,13 @@ class Checkpoint {
   const TensorView* Find(std::string_view name) const;
   const std::map<std::string, TensorView, std::less<>>& tensors() const { return tensors_; }
   const std::string& dir() const { return dir_; }
+
+  // Whether [data, data + bytes) lies in one of the checkpoint's file mappings (a tensor's view).
+  bool Maps(const void* data, size_t bytes) const;
+  // For a tensor copied or converted elsewhere: drops its resident pages
+  // (MappedFile::ReleasePages). A no-op for memory the checkpoint does not map.
+  void ReleasePages(const void* data, size_t bytes) const;
+  void ReleaseAllPages() const;  // every file's, once the weights live elsewhere (a GPU)
 
  private:
   absl::Status AddFile(const std::string& path);

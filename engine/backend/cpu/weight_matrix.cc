@@ -18,7 +18,7 @@ constexpr int64_t kTileBytes = 256 << 10;
 }  // namespace
 
 WeightMatrix WeightMatrix::FromTensor(const TensorView& tensor, int64_t rows, int64_t cols,
-                                      DType dtype) {
+                                      DType dtype, std::shared_ptr<const Model> model) {
   WeightMatrix m;
   const char* small_batch = std::getenv("MAMBASERVE_CPU_SMALL_BATCH_GEMM");
   m.use_small_batch_kernel_ = cpu::SmallBatchGemmAvailable() &&
@@ -27,6 +27,15 @@ WeightMatrix WeightMatrix::FromTensor(const TensorView& tensor, int64_t rows, in
   m.cols_ = cols;
   m.dtype_ = dtype;
   const size_t n = static_cast<size_t>(rows * cols);
+  if (dtype != DType::kBF16) m.dtype_ = DType::kF32;
+  const Checkpoint* checkpoint = model != nullptr ? model->checkpoint.get() : nullptr;
+  const size_t tensor_bytes = n * DTypeSize(tensor.dtype);
+  if (checkpoint != nullptr && tensor.dtype == m.dtype_ &&
+      checkpoint->Maps(tensor.data, tensor_bytes)) {
+    m.mapped_ = tensor.data;
+    m.mapping_ = std::move(model);
+    return m;
+  }
   if (dtype == DType::kBF16) {
     m.bf16_.resize(n);
     if (tensor.dtype == DType::kBF16) {
@@ -40,18 +49,18 @@ WeightMatrix WeightMatrix::FromTensor(const TensorView& tensor, int64_t rows, in
       }
     }
   } else {
-    m.dtype_ = DType::kF32;
     m.f32_.resize(n);
     ConvertToF32(tensor.dtype, tensor.data, n, m.f32_.data());
   }
+  if (checkpoint != nullptr) checkpoint->ReleasePages(tensor.data, tensor_bytes);
   return m;
 }
 
 void WeightMatrix::RowToF32(int64_t r, float* out) const {
   if (dtype_ == DType::kF32) {
-    std::memcpy(out, f32_.data() + r * cols_, cols_ * sizeof(float));
+    std::memcpy(out, f32() + r * cols_, cols_ * sizeof(float));
   } else {
-    ConvertToF32(DType::kBF16, bf16_.data() + r * cols_, cols_, out);
+    ConvertToF32(DType::kBF16, bf16() + r * cols_, cols_, out);
   }
 }
 
@@ -79,7 +88,7 @@ void WeightMatrix::MatMulRows(const float* x, int64_t ldx, int64_t tokens, float
     }
   };
   if (dtype_ == DType::kF32) {
-    multiply(f32_.data() + row_begin * cols_, row_begin, row_end - row_begin);
+    multiply(f32() + row_begin * cols_, row_begin, row_end - row_begin);
     return;
   }
   const int64_t tile_rows = std::max<int64_t>(8, kTileBytes / (cols_ * 4));
@@ -87,7 +96,7 @@ void WeightMatrix::MatMulRows(const float* x, int64_t ldx, int64_t tokens, float
   tile.resize(static_cast<size_t>(tile_rows * cols_));
   for (int64_t r0 = row_begin; r0 < row_end; r0 += tile_rows) {
     const int64_t nrows = std::min(tile_rows, row_end - r0);
-    ConvertToF32(DType::kBF16, bf16_.data() + r0 * cols_, nrows * cols_, tile.data());
+    ConvertToF32(DType::kBF16, bf16() + r0 * cols_, nrows * cols_, tile.data());
     multiply(tile.data(), r0, nrows);
   }
 }

@@ -2,10 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/backend/cpu/thread_pool.h"
+#include "engine/model/model.h"
 #include "engine/model/safetensors.h"
 
 namespace mambaserve {
@@ -13,13 +15,18 @@ namespace mambaserve {
 class WeightMatrix {
  public:
   WeightMatrix() = default;
-  // Converts a checkpoint tensor (any dtype, viewed as [rows][cols]) to `dtype` (kF32 or kBF16).
-  static WeightMatrix FromTensor(const TensorView& tensor, int64_t rows, int64_t cols, DType dtype);
+  // A checkpoint tensor (any dtype, viewed as [rows][cols]) held as `dtype` (kF32 or kBF16). With
+  // `model` given, a tensor already in `dtype` inside its checkpoint's file mapping is read in
+  // place, not copied (resident memory holds the weights once, not twice; the matrix keeps the
+  // model alive), and a tensor converted into memory of its own has its mapped pages released.
+  static WeightMatrix FromTensor(const TensorView& tensor, int64_t rows, int64_t cols, DType dtype,
+                                 std::shared_ptr<const Model> model = nullptr);
 
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
   DType dtype() const { return dtype_; }
   int64_t bytes() const { return rows_ * cols_ * static_cast<int64_t>(DTypeSize(dtype_)); }
+  bool in_place() const { return mapping_ != nullptr; }
 
   // Row r converted to f32: out[cols].
   void RowToF32(int64_t r, float* out) const;
@@ -39,8 +46,17 @@ class WeightMatrix {
   int64_t rows_ = 0;
   int64_t cols_ = 0;
   DType dtype_ = DType::kF32;
-  std::vector<float> f32_;      // [rows][cols] when dtype_ == kF32
-  std::vector<uint16_t> bf16_;  // [rows][cols] when dtype_ == kBF16
+  const float* f32() const {
+    return mapped_ != nullptr ? static_cast<const float*>(mapped_) : f32_.data();
+  }
+  const uint16_t* bf16() const {
+    return mapped_ != nullptr ? static_cast<const uint16_t*>(mapped_) : bf16_.data();
+  }
+
+  std::vector<float> f32_;                // [rows][cols] when dtype_ == kF32 and not in place
+  std::vector<uint16_t> bf16_;            // [rows][cols] when dtype_ == kBF16 and not in place
+  const void* mapped_ = nullptr;          // the checkpoint's tensor, when in place
+  std::shared_ptr<const Model> mapping_;  // keeps it mapped
 };
 
 }  // namespace mambaserve

@@ -169,6 +169,26 @@ TEST_P(CpuBackendTest, AllLogitsRowsEqualEachPrefixAloneAcrossPasses) {
   EXPECT_TRUE(absl::IsInvalidArgument(small_passes->Forward(bad, &out)));
 }
 
+// Weights already in the served dtype are read from the checkpoint's mapping, not copied (every
+// other test here runs on them, against the float64 reference in compare_engine.py); converted
+// ones are not.
+TEST_P(CpuBackendTest, WeightsInTheServedDtypeAreReadInPlace) {
+  const BackendInfo f32 = MakeBackend(1)->info();
+  const ModelConfig& c = model_->config;
+  const int64_t matrices =
+      4 * (c.n_layers * (2 * c.d_inner * c.d_model + (c.dt_rank + 2 * c.d_state) * c.d_inner +
+                         c.d_inner * c.dt_rank + c.d_model * c.d_inner) +
+           (model_->lm_head == model_->embeddings ? 1 : 2) * c.vocab_size * c.d_model);
+  EXPECT_EQ(f32.weight_bytes_mapped, matrices);
+  BackendOptions options;
+  options.kind = BackendKind::kCpu;
+  options.num_slots = 1;
+  options.weight_dtype = DType::kBF16;
+  absl::StatusOr<std::unique_ptr<Backend>> bf16 = CreateBackend(model_, options);
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ((*bf16)->info().weight_bytes_mapped, 0);
+}
+
 TEST_P(CpuBackendTest, ChunkedPrefillGivesTheSameState) {
   const auto prompt = RandomTokens(600, 512, 5);
   std::vector<std::vector<uint8_t>> states;
