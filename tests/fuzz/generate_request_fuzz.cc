@@ -75,8 +75,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (id < 0 || id >= vocab) std::abort();
   }
   const mambaserve::SamplingParams& s = accepted->sampling;
-  if (s.max_tokens < 1 || s.max_tokens > kLimits.sampling.max_tokens || s.logprobs < 0 ||
+  // max_tokens 0 is a scoring-only request: valid only with prompt_logprobs.
+  const int32_t min_tokens = s.prompt_logprobs ? 0 : 1;
+  if (s.max_tokens < min_tokens || s.max_tokens > kLimits.sampling.max_tokens || s.logprobs < 0 ||
       s.logprobs > kLimits.sampling.max_logprobs ||
+      (s.prompt_logprobs &&
+       (*s.prompt_logprobs < 0 || *s.prompt_logprobs > kLimits.sampling.max_logprobs)) ||
       s.stop.size() > static_cast<size_t>(kLimits.sampling.max_stop_strings)) {
     std::abort();
   }
