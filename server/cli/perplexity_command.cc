@@ -134,7 +134,13 @@ absl::StatusOr<std::vector<WindowScore>> ScoreWindows(Engine& engine,
         wake.notify_one();
       });
       streams[next] = request.stream;
-      RETURN_IF_ERROR(engine.Submit(std::move(request)));
+      if (absl::Status submitted = engine.Submit(std::move(request)); !submitted.ok()) {
+        // Not a return: the listeners of the windows already submitted refer to this frame and
+        // are cleared below.
+        streams[next]->SetListener(nullptr);
+        failed = submitted;
+        break;
+      }
     }
     int64_t seen;
     {
