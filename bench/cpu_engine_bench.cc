@@ -12,11 +12,11 @@
 #include <optional>
 #include <random>
 
+#include "bench/bench_model.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/blas_kernels.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/backend_factory.h"
-#include "engine/testing/random_model.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/flags.h"
 #include "server/cli/output_file.h"
@@ -125,18 +125,10 @@ absl::Status Run(const BenchFlags& flags) {
   const std::string& out_path = flags.out_path;
   const int threads = flags.threads;
   const int steps = flags.steps;
-  const std::string dir =
-      !flags.model_dir.empty()
-          ? flags.model_dir
-          : (std::filesystem::temp_directory_path() / ("mambaserve-bench-" + preset)).string();
-
-  auto config = PresetConfig(preset, ModelType::kMamba);
-  if (!config.ok()) return config.status();
-  if (!std::filesystem::exists(dir + "/model.safetensors")) {
-    std::cerr << "writing " << preset << " model to " << dir << "\n";
-    if (auto s = WriteRandomModel(*config, DType::kF32, 1, dir); !s.ok()) return s;
-  }
-  auto model = LoadModel(dir);
+  absl::StatusOr<BenchModel> bench_model = EnsureBenchModel(preset, flags.model_dir);
+  if (!bench_model.ok()) return bench_model.status();
+  const ModelConfig* config = &bench_model->config;
+  auto model = LoadModel(bench_model->dir);
   if (!model.ok()) return model.status();
   BackendOptions options;
   options.kind = BackendKind::kCpu;

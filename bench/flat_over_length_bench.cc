@@ -13,8 +13,8 @@
 #include <string>
 #include <thread>
 
+#include "bench/bench_model.h"
 #include "engine/engine.h"
-#include "engine/testing/random_model.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/flags.h"
 #include "server/cli/output_file.h"
@@ -51,16 +51,10 @@ int64_t ResidentBytes() {
 }
 
 absl::Status Run(const BenchFlags& f) {
-  const std::string dir =
-      !f.model_dir.empty()
-          ? f.model_dir
-          : (std::filesystem::temp_directory_path() / ("mambaserve-bench-" + f.preset)).string();
-  absl::StatusOr<ModelConfig> config = PresetConfig(f.preset, ModelType::kMamba);
-  if (!config.ok()) return config.status();
-  if (!std::filesystem::exists(dir + "/model.safetensors")) {
-    std::cerr << "writing " << f.preset << " model to " << dir << "\n";
-    if (absl::Status s = WriteRandomModel(*config, DType::kF32, 1, dir); !s.ok()) return s;
-  }
+  absl::StatusOr<BenchModel> bench_model = EnsureBenchModel(f.preset, f.model_dir);
+  if (!bench_model.ok()) return bench_model.status();
+  const std::string& dir = bench_model->dir;
+  const ModelConfig* config = &bench_model->config;
   EngineOptions options;
   options.model_dir = dir;
   options.backend.kind = BackendKind::kCpu;

@@ -12,8 +12,8 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "bench/bench_model.h"
 #include "engine/engine.h"
-#include "engine/testing/random_model.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/flags.h"
 #include "server/cli/output_file.h"
@@ -71,16 +71,10 @@ double Percentile(std::vector<double> v, double q) {
 }
 
 absl::Status Run(const BenchFlags& f) {
-  const std::string dir =
-      !f.model_dir.empty()
-          ? f.model_dir
-          : (std::filesystem::temp_directory_path() / ("mambaserve-bench-" + f.preset)).string();
-  absl::StatusOr<ModelConfig> config = PresetConfig(f.preset, ModelType::kMamba);
-  if (!config.ok()) return config.status();
-  if (!std::filesystem::exists(dir + "/model.safetensors")) {
-    std::cerr << "writing " << f.preset << " model to " << dir << "\n";
-    if (absl::Status s = WriteRandomModel(*config, DType::kF32, 1, dir); !s.ok()) return s;
-  }
+  absl::StatusOr<BenchModel> bench_model = EnsureBenchModel(f.preset, f.model_dir);
+  if (!bench_model.ok()) return bench_model.status();
+  const std::string& dir = bench_model->dir;
+  const ModelConfig* config = &bench_model->config;
   std::vector<int32_t> system(static_cast<size_t>(f.system_tokens));
   for (size_t i = 0; i < system.size(); ++i)
     system[i] = static_cast<int32_t>((i * 7919 + 13) % static_cast<size_t>(config->vocab_size));

@@ -168,18 +168,20 @@ void Engine::ImportSession(std::string id, std::span<const uint8_t> blob,
        [done](absl::Status s) { done(s); });
 }
 
+template <typename T>
+absl::StatusOr<T> Engine::OnSchedulerThread(std::function<absl::StatusOr<T>(SessionManager&)> op) {
+  auto result = std::make_shared<std::promise<absl::StatusOr<T>>>();
+  std::future<absl::StatusOr<T>> taken = result->get_future();
+  RETURN_IF_ERROR(scheduler_->RunOnSchedulerThread(
+      [op = std::move(op), result](SessionManager& sessions) { result->set_value(op(sessions)); }));
+  return taken.get();
+}
+
 void Engine::ForkSession(std::string source, std::string id, Callback<SessionInfo> done) {
   Post(
       [this, source = std::move(source), id = std::move(id), done] {
-        // A resident source state is read on the scheduler thread (the backend's only caller);
-        // `done` runs here, on the worker, as for every session operation.
-        auto forked = std::make_shared<std::promise<absl::StatusOr<SessionInfo>>>();
-        std::future<absl::StatusOr<SessionInfo>> result = forked->get_future();
-        absl::Status queued =
-            scheduler_->RunOnSchedulerThread([source, id, forked](SessionManager& sessions) {
-              forked->set_value(sessions.Fork(source, id));
-            });
-        done(queued.ok() ? result.get() : absl::StatusOr<SessionInfo>(queued));
+        done(OnSchedulerThread<SessionInfo>(
+            [&](SessionManager& sessions) { return sessions.Fork(source, id); }));
       },
       [done](absl::Status s) { done(s); });
 }
@@ -187,24 +189,11 @@ void Engine::ForkSession(std::string source, std::string id, Callback<SessionInf
 void Engine::ExportSession(std::string id, Callback<std::string> done) {
   Post(
       [this, id = std::move(id), done] {
-        // A resident state is read on the scheduler thread (the backend's only caller); this worker
-        // waits for that, then encodes and checksums here.
-        auto snapshot = std::make_shared<std::promise<absl::StatusOr<SessionSnapshot>>>();
-        std::future<absl::StatusOr<SessionSnapshot>> taken = snapshot->get_future();
-        absl::Status queued =
-            scheduler_->RunOnSchedulerThread([id, snapshot](SessionManager& sessions) {
-              snapshot->set_value(sessions.Snapshot(id));
-            });
-        if (!queued.ok()) {
-          done(queued);
-          return;
-        }
-        absl::StatusOr<SessionSnapshot> s = taken.get();
-        if (!s.ok()) {
-          done(s.status());
-          return;
-        }
-        done(scheduler_->sessions().EncodeSnapshot(*s));
+        // The state is read on the scheduler thread; this worker encodes and checksums it.
+        absl::StatusOr<SessionSnapshot> s = OnSchedulerThread<SessionSnapshot>(
+            [&](SessionManager& sessions) { return sessions.Snapshot(id); });
+        done(s.ok() ? scheduler_->sessions().EncodeSnapshot(*s)
+                    : absl::StatusOr<std::string>(s.status()));
       },
       [done](absl::Status s) { done(s); });
 }

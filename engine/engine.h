@@ -87,6 +87,10 @@ class Engine {
   Engine() = default;
   // Runs `op` on a worker, or `refused(status)` here when it cannot be queued.
   void Post(std::function<void()> op, const std::function<void(absl::Status)>& refused);
+  // From a worker: runs `op` on the scheduler thread (where session operations that read a state
+  // slot must run, the backend having one caller) and waits for its result.
+  template <typename T>
+  absl::StatusOr<T> OnSchedulerThread(std::function<absl::StatusOr<T>(SessionManager&)> op);
 
   EngineInfo info_;
   std::shared_ptr<const Model> model_;

@@ -62,10 +62,12 @@ bool PrefixCache::Contains(std::span<const int32_t> prefix) const {
 void PrefixCache::Insert(std::span<const int32_t> prefix,
                          std::shared_ptr<const std::vector<uint8_t>> state) {
   if (!enabled() || prefix.empty() || prefix.size() % static_cast<size_t>(block_tokens_) != 0 ||
-      state == nullptr || Contains(prefix)) {
+      state == nullptr) {
     return;
   }
-  Entry entry{BlockHashes(prefix).back(), {prefix.begin(), prefix.end()}, std::move(state)};
+  const uint64_t hash = BlockHashes(prefix).back();
+  if (Find(hash, prefix) != lru_.end()) return;  // already cached
+  Entry entry{hash, {prefix.begin(), prefix.end()}, std::move(state)};
   if (entry.bytes() > budget_bytes_) return;
   while (stats_.bytes + entry.bytes() > budget_bytes_ && !lru_.empty()) {
     Lru::iterator oldest = lru_.begin();
@@ -80,7 +82,6 @@ void PrefixCache::Insert(std::span<const int32_t> prefix,
   stats_.bytes += entry.bytes();
   ++stats_.entries;
   ++stats_.insertions;
-  const uint64_t hash = entry.hash;
   by_hash_[hash].push_back(lru_.insert(lru_.end(), std::move(entry)));
 }
 

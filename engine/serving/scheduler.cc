@@ -43,6 +43,9 @@ struct Scheduler::Sequence {
   std::optional<Clock::time_point> paused_since;  // its reader fell behind and has not caught up
 
   bool scores_prompt() const { return request.sampling.prompt_logprobs.has_value(); }
+  // Requests without a session read and fill the prefix cache; scoring ones do not, as they need
+  // every prompt row's logits.
+  bool may_use_prefix_cache() const { return request.session_id.empty() && !scores_prompt(); }
   bool scoring_only() const { return request.sampling.max_tokens == 0; }
   // Whether it streams events now, so a full stream pauses it.
   bool streaming() const { return decoding || scores_prompt(); }
@@ -340,9 +343,7 @@ void Scheduler::HandleToken(Sequence& seq, const SampledToken& sampled) {
 }
 
 absl::Status Scheduler::StartFromCachedPrefix(Sequence& seq) {
-  // Scoring needs every prompt row's logits, so it reads its whole prompt.
-  if (!prefix_cache_.enabled() || !seq.request.session_id.empty() || seq.scores_prompt())
-    return absl::OkStatus();
+  if (!prefix_cache_.enabled() || !seq.may_use_prefix_cache()) return absl::OkStatus();
   const PrefixCache::Hit hit =
       prefix_cache_.Longest(std::span<const int32_t>(seq.feed).first(seq.feed_end));
   if (hit.tokens == 0) return absl::OkStatus();
@@ -355,7 +356,7 @@ absl::Status Scheduler::StartFromCachedPrefix(Sequence& seq) {
 }
 
 int64_t Scheduler::NextBoundaryToCache(const Sequence& seq) const {
-  if (!prefix_cache_.enabled() || !seq.request.session_id.empty() || seq.scores_prompt()) return 0;
+  if (!prefix_cache_.enabled() || !seq.may_use_prefix_cache()) return 0;
   const size_t block = static_cast<size_t>(prefix_cache_.block_tokens());
   for (size_t boundary = (seq.fed / block + 1) * block; boundary <= seq.feed_end;
        boundary += block) {
