@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <future>
 #include <new>
 
 #include "absl/strings/str_cat.h"
@@ -117,6 +116,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
   engine->session_workers_ = std::make_unique<WorkerPool>(
       options.session_workers,
       static_cast<size_t>(std::max(options.scheduler.max_pending_tasks, 1)));
+  if (options.session_store) {
+    engine->stored_ = std::make_unique<StoredSessions>(
+        *options.session_store, engine->scheduler_.get(), engine->model_->fingerprint);
+    // Not fatal: the store may come up after this replica, and until then sessions live here.
+    if (absl::Status reachable = engine->stored_->store().Ping(); !reachable.ok()) {
+      LogWarning("session store: ", reachable.message(),
+                 "; serving on, sessions held here keep working");
+    }
+  }
   engine->scheduler_->Start();
   return engine;
 }
@@ -129,10 +137,22 @@ void Engine::Stop(std::string why) {
   // for one (an export) is released; then the workers finish what was posted.
   if (scheduler_) scheduler_->Stop(std::move(why));
   if (session_workers_) session_workers_->Stop();
+  // Last: the scheduler's final events post store writes, and the session workers may call it.
+  if (stored_) stored_->Stop();
 }
 
 absl::Status Engine::Submit(GenerationRequest request) {
+  if (stored_ && !request.session_id.empty()) return stored_->Submit(std::move(request));
   return scheduler_->Submit(std::move(request));
+}
+
+absl::Status Engine::FlushSessionStore(std::chrono::steady_clock::time_point deadline) {
+  return stored_ ? stored_->Flush(deadline) : absl::OkStatus();
+}
+
+std::optional<SessionStoreStats> Engine::session_store_stats() const {
+  if (!stored_) return std::nullopt;
+  return stored_->Stats();
 }
 
 void Engine::Post(std::function<void()> op, const std::function<void(absl::Status)>& refused) {
@@ -144,13 +164,20 @@ void Engine::Post(std::function<void()> op, const std::function<void(absl::Statu
 }
 
 void Engine::CreateSession(std::string id, Callback<SessionInfo> done) {
-  Post([this, id = std::move(id), done] { done(scheduler_->sessions().Create(id)); },
+  Post([this, id = std::move(id),
+        done] { done(stored_ ? stored_->Create(id) : scheduler_->sessions().Create(id)); },
        [done](absl::Status s) { done(s); });
 }
 
 void Engine::GetSession(std::string id, Callback<SessionInfo> done) {
-  Post([this, id = std::move(id), done] { done(scheduler_->sessions().Get(id)); },
-       [done](absl::Status s) { done(s); });
+  Post(
+      [this, id = std::move(id), done] {
+        if (stored_) {
+          if (absl::Status current = stored_->Refresh(id); !current.ok()) return done(current);
+        }
+        done(scheduler_->sessions().Get(id));
+      },
+      [done](absl::Status s) { done(s); });
 }
 
 void Engine::ListSessions(std::string owner_scope, Callback<std::vector<SessionInfo>> done) {
@@ -159,28 +186,25 @@ void Engine::ListSessions(std::string owner_scope, Callback<std::vector<SessionI
 }
 
 void Engine::DeleteSession(std::string id, std::function<void(absl::Status)> done) {
-  Post([this, id = std::move(id), done] { done(scheduler_->sessions().Delete(id)); }, done);
+  Post([this, id = std::move(id),
+        done] { done(stored_ ? stored_->Delete(id) : scheduler_->sessions().Delete(id)); },
+       done);
 }
 
 void Engine::ImportSession(std::string id, std::span<const uint8_t> blob,
                            Callback<SessionInfo> done) {
-  Post([this, id = std::move(id), blob, done] { done(scheduler_->sessions().Import(id, blob)); },
-       [done](absl::Status s) { done(s); });
-}
-
-template <typename T>
-absl::StatusOr<T> Engine::OnSchedulerThread(std::function<absl::StatusOr<T>(SessionManager&)> op) {
-  auto result = std::make_shared<std::promise<absl::StatusOr<T>>>();
-  std::future<absl::StatusOr<T>> taken = result->get_future();
-  RETURN_IF_ERROR(scheduler_->RunOnSchedulerThread(
-      [op = std::move(op), result](SessionManager& sessions) { result->set_value(op(sessions)); }));
-  return taken.get();
+  Post(
+      [this, id = std::move(id), blob, done] {
+        done(stored_ ? stored_->Import(id, blob) : scheduler_->sessions().Import(id, blob));
+      },
+      [done](absl::Status s) { done(s); });
 }
 
 void Engine::ForkSession(std::string source, std::string id, Callback<SessionInfo> done) {
   Post(
       [this, source = std::move(source), id = std::move(id), done] {
-        done(OnSchedulerThread<SessionInfo>(
+        if (stored_) return done(stored_->Fork(source, id));
+        done(scheduler_->CallOnSchedulerThread<SessionInfo>(
             [&](SessionManager& sessions) { return sessions.Fork(source, id); }));
       },
       [done](absl::Status s) { done(s); });
@@ -189,8 +213,11 @@ void Engine::ForkSession(std::string source, std::string id, Callback<SessionInf
 void Engine::ExportSession(std::string id, Callback<std::string> done) {
   Post(
       [this, id = std::move(id), done] {
+        if (stored_) {
+          if (absl::Status current = stored_->Refresh(id); !current.ok()) return done(current);
+        }
         // The state is read on the scheduler thread; this worker encodes and checksums it.
-        absl::StatusOr<SessionSnapshot> s = OnSchedulerThread<SessionSnapshot>(
+        absl::StatusOr<SessionSnapshot> s = scheduler_->CallOnSchedulerThread<SessionSnapshot>(
             [&](SessionManager& sessions) { return sessions.Snapshot(id); });
         done(s.ok() ? scheduler_->sessions().EncodeSnapshot(*s)
                     : absl::StatusOr<std::string>(s.status()));

@@ -8,9 +8,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,6 +24,7 @@
 #include "engine/serving/generation.h"
 #include "engine/serving/scheduler.h"
 #include "engine/serving/session_manager.h"
+#include "engine/session_store/stored_sessions.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace mambaserve {
@@ -33,6 +36,9 @@ struct EngineOptions {
   SchedulerOptions scheduler;
   int max_prompt_tokens = 8192;  // also bounds the pending tokens an imported session may carry
   int session_workers = 2;
+  // Sessions also kept in a Redis store shared by every replica (StoredSessions); unset: sessions
+  // live in this process only.
+  std::optional<StoredSessionsOptions> session_store;
 };
 
 // What the engine serves, fixed once it is created.
@@ -79,6 +85,11 @@ class Engine {
   // conversation (SessionManager::Fork).
   void ForkSession(std::string source, std::string id, Callback<SessionInfo> done);
 
+  // With a session store: waits for turns being stored, then stores every session whose newest
+  // turn is not in the store yet (a draining replica's sessions continue elsewhere).
+  absl::Status FlushSessionStore(std::chrono::steady_clock::time_point deadline);
+  std::optional<SessionStoreStats> session_store_stats() const;
+
   // Ends every request still waiting or running (UNAVAILABLE with `why`), runs the session
   // operations already posted, joins. Idempotent.
   void Stop(std::string why = "the server is shutting down; retry on another replica");
@@ -87,16 +98,13 @@ class Engine {
   Engine() = default;
   // Runs `op` on a worker, or `refused(status)` here when it cannot be queued.
   void Post(std::function<void()> op, const std::function<void(absl::Status)>& refused);
-  // From a worker: runs `op` on the scheduler thread (where session operations that read a state
-  // slot must run, the backend having one caller) and waits for its result.
-  template <typename T>
-  absl::StatusOr<T> OnSchedulerThread(std::function<absl::StatusOr<T>(SessionManager&)> op);
 
   EngineInfo info_;
   std::shared_ptr<const Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<StoredSessions> stored_;  // null without a session store
   std::unique_ptr<WorkerPool> session_workers_;
   std::atomic<bool> stopped_{false};
 };

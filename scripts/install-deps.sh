@@ -11,12 +11,12 @@ build_packages=(
   build-essential cmake ninja-build pkg-config
   libabsl-dev libopenblas-dev libre2-dev libutf8proc-dev nlohmann-json3-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
-  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libcli11-dev libssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libcli11-dev libssl-dev libhiredis-dev
 )
 other_packages=(
   ccache git clang-format clang libclang-rt-dev openssl patchelf
   python3-numpy python3-grpcio python3-protobuf python3-venv
-  prometheus python3-matplotlib python3-yaml nginx curl
+  prometheus python3-matplotlib python3-yaml nginx curl redis-server
 )
 
 packages=("${build_packages[@]}")

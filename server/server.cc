@@ -68,7 +68,7 @@ class MetricsPlumbing {
       return;
     }
     serving_ = *std::move(created);
-    stats_source_ = std::make_shared<SchedulerStatsSource>(&engine->stats(), backend);
+    stats_source_ = std::make_shared<SchedulerStatsSource>(engine);
     serving_->SetEngineStatsSource(stats_source_);
     service->SetMetrics(serving_.get());
   }
@@ -193,6 +193,19 @@ absl::Status RunServer(const ServeOptions& options) {
           options.shutdown_grace_s, " s");
   grpc.SetServing(false);
   Drain(service, **engine, options.shutdown_grace_s);
+  if (options.engine.session_store) {
+    // Every session's newest turn goes to the store, so its next turn continues on another
+    // replica. Turns still running past the grace period are not part of it: they fail, and
+    // their sessions keep the version before them.
+    const absl::Status flushed =
+        (*engine)->FlushSessionStore(std::chrono::steady_clock::now() +
+                                     std::chrono::seconds(std::max(5, options.shutdown_grace_s)));
+    if (flushed.ok()) {
+      LogInfo("session store: every session held here is stored");
+    } else {
+      LogWarning("session store: ", flushed.message());
+    }
+  }
   // Streams still running after the grace period end cleanly, with UNAVAILABLE and the reason (not
   // as if their clients had cancelled), and get a moment to deliver that; then gRPC cancels
   // whatever is left and waits for every call before the engine goes.

@@ -71,15 +71,29 @@ metrics::FinishReason MetricsFinishReason(FinishReason reason, bool failed) {
   return metrics::FinishReason::kAbort;
 }
 
+void AddSessionStoreStats(const SessionStoreStats& store, metrics::EngineStats* out) {
+  out->session_store_loads = store.loads;
+  out->session_store_writes = store.writes;
+  out->session_store_written_bytes = store.write_bytes;
+  out->session_store_write_seconds = store.write_seconds;
+  out->session_store_lease_conflicts = store.lease_conflicts;
+  out->session_store_errors = store.errors;
+  out->session_store_unstored_sessions = store.unstored_sessions;
+}
+
 metrics::EngineStats SchedulerStatsSource::Snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (stats_ == nullptr) return metrics::EngineStats{};
-  return EngineStatsFrom(stats_->Snapshot(), backend_);
+  if (engine_ == nullptr) return metrics::EngineStats{};
+  metrics::EngineStats out = EngineStatsFrom(engine_->stats().Snapshot(), engine_->info().backend);
+  if (std::optional<SessionStoreStats> store = engine_->session_store_stats()) {
+    AddSessionStoreStats(*store, &out);
+  }
+  return out;
 }
 
 void SchedulerStatsSource::Detach() {
   std::lock_guard<std::mutex> lock(mu_);
-  stats_ = nullptr;
+  engine_ = nullptr;
 }
 
 grpc::experimental::Interceptor* GrpcMetricsInterceptorFactory::CreateServerInterceptor(

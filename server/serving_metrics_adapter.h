@@ -9,6 +9,7 @@
 #include <string>
 
 #include "engine/backend/backend.h"
+#include "engine/engine.h"
 #include "engine/serving/generation.h"
 #include "engine/serving/scheduler_stats.h"
 #include "grpcpp/support/server_interceptor.h"
@@ -17,23 +18,23 @@
 namespace mambaserve {
 
 metrics::EngineStats EngineStatsFrom(const SchedulerStats& stats, const BackendInfo& backend);
+void AddSessionStoreStats(const SessionStoreStats& store, metrics::EngineStats* out);
 
 // eos/stop -> "stop", length -> "length", cancelled or failed -> "abort" (vLLM's values).
 metrics::FinishReason MetricsFinishReason(FinishReason reason, bool failed);
 
 // Reads the scheduler's last published snapshot (a copy under the publisher's short mutex; never
-// waits for a step). Detach() before the scheduler goes away; later scrapes see no engine.
+// waits for a step) and the session store's counters. Detach() before the engine goes away; later
+// scrapes see no engine.
 class SchedulerStatsSource final : public metrics::EngineStatsSource {
  public:
-  SchedulerStatsSource(const SchedulerStatsPublisher* stats, BackendInfo backend)
-      : stats_(stats), backend_(std::move(backend)) {}
+  explicit SchedulerStatsSource(const Engine* engine) : engine_(engine) {}
   metrics::EngineStats Snapshot() const override;
   void Detach();
 
  private:
   mutable std::mutex mu_;
-  const SchedulerStatsPublisher* stats_;  // guarded by mu_; null once detached
-  const BackendInfo backend_;
+  const Engine* engine_;  // guarded by mu_; null once detached
 };
 
 // Counts each RPC's final status in ServingMetrics::GrpcCallCompleted, with the method as

@@ -41,10 +41,25 @@ bool GenerationStream::HasRoom() const {
   return static_cast<int>(events_.size()) < capacity_;
 }
 
+void GenerationStream::InterceptFinal(std::function<void(GenerationEvent)> hook) {
+  std::lock_guard<std::mutex> lock(mu_);
+  final_hook_ = std::move(hook);
+}
+
 void GenerationStream::Push(GenerationEvent event) {
+  std::function<void(GenerationEvent)> hook;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    events_.push_back(std::move(event));
+    if (event.final && final_hook_) {
+      hook = std::move(final_hook_);
+      final_hook_ = nullptr;
+    } else {
+      events_.push_back(std::move(event));
+    }
+  }
+  if (hook) {
+    hook(std::move(event));
+    return;
   }
   std::lock_guard<std::mutex> lock(listener_mu_);
   if (listener_) listener_();

@@ -67,11 +67,18 @@ class GenerationStream {
   // Pushes even when full for a final event, so a request can always end.
   void Push(GenerationEvent event);
 
+  // --- Owner side (before the request is submitted).
+  // The next final event goes to `hook` (on the scheduler thread; it must not block) instead of
+  // the reader; the hook pushes it, possibly later, once what must precede it is done (a session
+  // store write). One-shot.
+  void InterceptFinal(std::function<void(GenerationEvent)> hook);
+
  private:
   const int capacity_;
   std::atomic<bool> cancelled_{false};
   mutable std::mutex mu_;
   std::deque<GenerationEvent> events_;
+  std::function<void(GenerationEvent)> final_hook_;  // guarded by mu_
   std::mutex listener_mu_;
   std::function<void()> listener_;
 };

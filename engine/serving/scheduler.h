@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
 #include "engine/serving/generation.h"
 #include "engine/serving/prefix_cache.h"
@@ -71,6 +73,19 @@ class Scheduler {
 
   // Runs `task` on the scheduler thread before the next step; ResourceExhausted when too many wait.
   absl::Status RunOnSchedulerThread(std::function<void(SessionManager&)> task);
+  // Runs `op` there and waits for its result: for session operations that read a state slot
+  // (fork, snapshot), called from a thread that may block (never the scheduler thread).
+  template <typename T>
+  absl::StatusOr<T> CallOnSchedulerThread(std::function<absl::StatusOr<T>(SessionManager&)> op) {
+    auto result = std::make_shared<std::promise<absl::StatusOr<T>>>();
+    std::future<absl::StatusOr<T>> taken = result->get_future();
+    absl::Status posted =
+        RunOnSchedulerThread([op = std::move(op), result](SessionManager& sessions) {
+          result->set_value(op(sessions));
+        });
+    if (!posted.ok()) return posted;
+    return taken.get();
+  }
 
   // Thread-safe: session operations that need no backend run on the caller's thread.
   SessionManager& sessions() { return sessions_; }

@@ -342,7 +342,7 @@ absl::Status SessionManager::Delete(const std::string& id) {
 }
 
 absl::StatusOr<SessionInfo> SessionManager::Import(const std::string& id,
-                                                   std::span<const uint8_t> bytes) {
+                                                   std::span<const uint8_t> bytes, bool replace) {
   // Decoding and checksumming a large blob happen here, outside the lock.
   if (bytes.size() > MaxBlobBytes()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -364,6 +364,13 @@ absl::StatusOr<SessionInfo> SessionManager::Import(const std::string& id,
   if (!blob.state.empty())
     contents.state = std::make_shared<const std::vector<uint8_t>>(std::move(blob.state));
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto held = sessions_.find(id); replace && held != sessions_.end()) {
+    if (held->second->busy) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "session \"", SessionName(id), "\" has a request in flight on this replica"));
+    }
+    Drop(*held->second, "it was replaced by a newer version");
+  }
   return AddLocked(id, &contents);
 }
 

@@ -103,8 +103,11 @@ class SessionManager {
   // Sessions whose id starts with `owner_scope` (empty: all), ordered by id.
   std::vector<SessionInfo> List(std::string_view owner_scope = "") const;
   absl::Status Delete(const std::string& id);
-  // Decodes and checks `blob` on the calling thread, then adds the session, parked.
-  absl::StatusOr<SessionInfo> Import(const std::string& id, std::span<const uint8_t> blob);
+  // Decodes and checks `blob` on the calling thread, then adds the session, parked. With
+  // `replace`, a session `id` already here is replaced (FailedPrecondition while busy) instead of
+  // refused: a newer version of it was loaded from a session store.
+  absl::StatusOr<SessionInfo> Import(const std::string& id, std::span<const uint8_t> blob,
+                                     bool replace = false);
   // Reserve marks the session busy when a request naming it is accepted: a second one gets
   // FailedPrecondition, and a request with an empty prompt is refused unless the session has
   // pending tokens to continue from. CancelReservation undoes it for a request never admitted.

@@ -14,6 +14,7 @@
 #include "engine/base/status_macros.h"
 #include "engine/model/safetensors.h"
 #include "engine/serving/session_blob.h"
+#include "engine/session_store/redis_url.h"
 #include "server/cli/commands.h"
 #include "server/cli/default_model.h"
 #include "server/cli/flags.h"
@@ -56,6 +57,9 @@ struct ServeFlags {
                      log_level = "info", blob_key_file;
   int64_t ttl_s = 3600, host_budget_mb = 1024, stalled_reader_s = 120, prefix_cache_mb = 0;
   int max_tokens_limit = 4096;
+  std::string session_store, session_store_password_file;
+  StoredSessionsOptions store;
+  int64_t store_timeout_ms = 2000, lease_s = 10, lease_wait_ms = 5000;
 
   // Every flag, once: name, help, bounds and where its value goes. --help is generated from it.
   void Declare(CLI::App& app) {
@@ -141,6 +145,29 @@ struct ServeFlags {
                    "FILE: a secret of at least 32 bytes (e.g. `openssl rand -hex 32`); exported "
                    "sessions are signed with it (HMAC-SHA256) and only blobs signed with it are "
                    "imported");
+    app.add_option("--session-store", session_store,
+                   "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]: sessions are also kept in this "
+                   "Redis, shared by every replica: a replica that gets a turn for a session it "
+                   "does not hold (or holds an older version of) loads it, one turn at a time "
+                   "per session runs anywhere (a lease in Redis), and a draining replica stores "
+                   "its sessions before it exits");
+    app.add_flag("--session-store-sync", store.sync,
+                 "a turn's final response is sent only once the store has acknowledged the new "
+                 "version (a completed turn is never lost); default: written right after it");
+    app.add_option("--session-store-password-file", session_store_password_file,
+                   "FILE: the Redis password (instead of one in the URL)");
+    app.add_option("--session-store-prefix", store.store.key_prefix,
+                   "key prefix in Redis, so that deployments can share one");
+    app.add_option("--session-store-timeout-ms", store_timeout_ms,
+                   "Redis connect and command timeout; beyond, the call needing it is UNAVAILABLE")
+        ->check(CLI::Range(int64_t{1}, int64_t{600000}));
+    app.add_option("--session-lease-s", lease_s,
+                   "a session's lease lasts this long past a replica that died mid-turn")
+        ->check(CLI::Range(int64_t{1}, int64_t{3600}));
+    app.add_option("--session-lease-wait-ms", lease_wait_ms,
+                   "how long a turn waits for the session's previous turn (on any replica) to "
+                   "be stored; a turn still running elsewhere is ABORTED at once")
+        ->check(CLI::Range(int64_t{0}, int64_t{600000}));
     app.add_option("--auth-tokens", o.auth_tokens_file,
                    "FILE: one \"TOKEN PRINCIPAL\" per line; every call but health and reflection "
                    "then needs \"authorization: Bearer TOKEN\", and each principal sees only its "
@@ -204,6 +231,26 @@ struct ServeFlags {
     e.scheduler.sessions.host_budget_bytes = host_budget_mb * 1024 * 1024;
     e.scheduler.prefix_cache_bytes = prefix_cache_mb * 1024 * 1024;
     e.scheduler.stalled_reader_timeout_ms = stalled_reader_s * 1000;
+    if (!session_store.empty()) {
+      ASSIGN_OR_RETURN(store.store.endpoint, ParseRedisUrl(session_store));
+      if (!session_store_password_file.empty()) {
+        absl::StatusOr<std::string> password = ReadTextFile(session_store_password_file);
+        if (!password.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "--session-store-password-file: cannot read ", session_store_password_file));
+        }
+        absl::StripTrailingAsciiWhitespace(&*password);
+        store.store.endpoint.password = *std::move(password);
+      }
+      store.store.timeout = std::chrono::milliseconds(store_timeout_ms);
+      store.lease_ttl = std::chrono::seconds(lease_s);
+      store.lease_wait = std::chrono::milliseconds(lease_wait_ms);
+      store.session_ttl = std::chrono::seconds(ttl_s);
+      e.session_store = store;
+      LogInfo("session store: ", RedactedRedisUrl(session_store),
+              store.sync ? " (turns acknowledged by the store before they complete)"
+                         : " (turns written behind)");
+    }
     o.limits.sampling.max_tokens = max_tokens_limit;
     o.limits.default_max_tokens = std::min(o.limits.default_max_tokens, max_tokens_limit);
     return absl::OkStatus();

@@ -39,6 +39,15 @@ struct EngineStats {
   int64_t prefix_cache_saved_tokens = -1;  // prompt tokens not prefilled thanks to hits
   int64_t prefix_cache_bytes = -1;
   int64_t prefix_cache_entries = -1;
+
+  // The shared session store (StoredSessions); -1 without one.
+  int64_t session_store_loads = -1;
+  int64_t session_store_writes = -1;
+  int64_t session_store_written_bytes = -1;
+  double session_store_write_seconds = -1;  // summed over the writes
+  int64_t session_store_lease_conflicts = -1;
+  int64_t session_store_errors = -1;
+  int64_t session_store_unstored_sessions = -1;  // now: newest turn not in the store yet
 };
 
 class EngineStatsSource {

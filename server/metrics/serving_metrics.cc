@@ -416,6 +416,30 @@ std::vector<prometheus::MetricFamily> EngineCollector::Collect() const {
     scalar("mambaserve_prefix_cache_entries", "Prefix states the cache holds.",
            static_cast<double>(stats.prefix_cache_entries));
   }
+  if (stats.session_store_writes >= 0) {
+    const auto counter = [&](const char* name, const char* help, double value) {
+      scalar(name, help, value, MetricType::Counter);
+    };
+    counter("mambaserve_session_store_loads_total",
+            "Sessions read from the session store: not held by this replica, or a newer version.",
+            static_cast<double>(stats.session_store_loads));
+    counter("mambaserve_session_store_writes_total", "Session versions written to the store.",
+            static_cast<double>(stats.session_store_writes));
+    counter("mambaserve_session_store_written_bytes_total", "Bytes of session blobs written.",
+            static_cast<double>(stats.session_store_written_bytes));
+    counter("mambaserve_session_store_write_seconds_total",
+            "Time spent writing session versions (divide by the writes for the mean).",
+            stats.session_store_write_seconds);
+    counter("mambaserve_session_store_lease_conflicts_total",
+            "Turns refused ABORTED because the session had a turn running elsewhere.",
+            static_cast<double>(stats.session_store_lease_conflicts));
+    counter("mambaserve_session_store_errors_total",
+            "Session store operations that failed (unreachable, timed out, full, corrupt).",
+            static_cast<double>(stats.session_store_errors));
+    scalar("mambaserve_session_store_unstored_sessions",
+           "Sessions held here whose newest turn is not in the store yet.",
+           static_cast<double>(stats.session_store_unstored_sessions));
+  }
   return out;
 }
 

@@ -108,6 +108,13 @@ class KubernetesTest(unittest.TestCase):
         if overlay == "gpu":
             self.assertEqual(container["resources"]["limits"]["nvidia.com/gpu"], 1)
             self.assertIn("--model=/models", container["args"])
+            # The session-store component: the flag, and a Redis Service where it points.
+            self.assertIn("--session-store=$(SESSION_STORE)", container["args"])
+            redis = objects[("Service", "mambaserve-redis")]
+            self.assertEqual(flags_map["data"]["SESSION_STORE"],
+                             f"redis://{redis['metadata']['name']}:{redis['spec']['ports'][0]['port']}")
+            redis_pod = objects[("Deployment", "mambaserve-redis")]["spec"]["template"]
+            self.assertTrue(set(redis["spec"]["selector"].items()) <= set(redis_pod["metadata"]["labels"].items()))
 
 
 def main():

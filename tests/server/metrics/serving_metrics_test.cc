@@ -315,6 +315,29 @@ TEST_F(ServingMetricsTest, EngineSnapshotIsReadAtScrapeTime) {
   EXPECT_EQ(Value(cached, "mambaserve_prefix_cache_bytes"), 5000);
   EXPECT_EQ(Value(cached, "mambaserve_prefix_cache_entries"), 3);
 
+  // Without a session store (-1): none of its series; with one, each counter and the gauge.
+  EXPECT_FALSE(cached.count("mambaserve_session_store_writes_total"));
+  stats.session_store_loads = 4;
+  stats.session_store_writes = 11;
+  stats.session_store_written_bytes = 11 << 20;
+  stats.session_store_write_seconds = 0.25;
+  stats.session_store_lease_conflicts = 2;
+  stats.session_store_errors = 5;
+  stats.session_store_unstored_sessions = 1;
+  metrics_->SetEngineStatsSource(std::make_shared<FixedSource>(stats));
+  const auto stored = ByName(collection_);
+  EXPECT_EQ(Value(stored, "mambaserve_session_store_loads_total"), 4);
+  EXPECT_EQ(Value(stored, "mambaserve_session_store_writes_total"), 11);
+  EXPECT_EQ(Value(stored, "mambaserve_session_store_written_bytes_total"), 11 << 20);
+  EXPECT_EQ(Value(stored, "mambaserve_session_store_write_seconds_total"), 0.25);
+  EXPECT_EQ(Value(stored, "mambaserve_session_store_lease_conflicts_total"), 2);
+  EXPECT_EQ(Value(stored, "mambaserve_session_store_errors_total"), 5);
+  EXPECT_EQ(stored.at("mambaserve_session_store_errors_total").type,
+            prometheus::MetricType::Counter);
+  EXPECT_EQ(Value(stored, "mambaserve_session_store_unstored_sessions"), 1);
+  EXPECT_EQ(stored.at("mambaserve_session_store_unstored_sessions").type,
+            prometheus::MetricType::Gauge);
+
   metrics_->SetEngineStatsSource(nullptr);
   EXPECT_FALSE(ByName(collection_).count("vllm:num_requests_running"));
 }
