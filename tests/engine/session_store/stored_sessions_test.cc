@@ -5,6 +5,7 @@
 #include "engine/session_store/stored_sessions.h"
 
 #include <fstream>
+#include <future>
 
 #include "engine/engine.h"
 #include "engine/testing/random_model.h"
@@ -223,6 +224,25 @@ TEST_P(StoredSessionsTest, WhileRedisIsDownHeldSessionsKeepWorkingAndAreStoredWh
       a->FlushSessionStore(std::chrono::steady_clock::now() + std::chrono::seconds(5)).ok());
   EXPECT_EQ(a->session_store_stats()->unstored_sessions, 0);
   TurnMatchesWholeHistory(*b, *reference, "kept", {5, 6}, &history);
+}
+
+TEST_P(StoredSessionsTest, ARedisThatStopsAnsweringStallsNoOtherStream) {
+  std::unique_ptr<Engine> a = Replica();
+  ASSERT_TRUE(Create(*a, "waiting").ok());
+  redis_.Pause();  // accepts connections, answers nothing: each call waits out the 500 ms timeout
+  auto turn = std::async(std::launch::async, [&] { return GenerateGreedy(*a, {1}, 2, "waiting"); });
+  // A stream without a session runs to its end while the session's turn waits on the store.
+  EXPECT_TRUE(GenerateGreedy(*a, {5, 6, 7}, 4).ok());
+  EXPECT_EQ(turn.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  absl::StatusOr<std::vector<int32_t>> waited = turn.get();
+  redis_.Resume();
+  // The session is held here: its turn ran from memory; with sync, it could not be acknowledged.
+  if (GetParam()) {
+    EXPECT_TRUE(absl::IsUnavailable(waited.status())) << waited.status();
+  } else {
+    EXPECT_TRUE(waited.ok()) << waited.status();
+  }
+  EXPECT_GT(a->session_store_stats()->errors, 0);
 }
 
 TEST_P(StoredSessionsTest, AForeignOrCorruptStoredSessionIsDataLossAndHarmsNoOther) {

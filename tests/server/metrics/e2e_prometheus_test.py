@@ -60,6 +60,13 @@ EXPECTED_TYPES = {
     "mambaserve_admission_rejections_total": "counter",
     "mambaserve_grpc_requests_total": "counter",
     "mambaserve_build_info": "gauge",
+    "mambaserve_session_store_loads_total": "counter",
+    "mambaserve_session_store_writes_total": "counter",
+    "mambaserve_session_store_written_bytes_total": "counter",
+    "mambaserve_session_store_write_seconds_total": "counter",
+    "mambaserve_session_store_lease_conflicts_total": "counter",
+    "mambaserve_session_store_errors_total": "counter",
+    "mambaserve_session_store_unstored_sessions": "gauge",
     "process_resident_memory_bytes": "gauge",
     "process_cpu_seconds_total": "counter",
 }

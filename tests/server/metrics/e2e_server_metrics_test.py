@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """End to end with the real server: `mambaserve serve` (embedded tiny model, CPU) with
---metrics-listen on 127.0.0.1, a real Prometheus scraping it every second, and traffic from
-mambactl (the C++ gRPC client). Checks through Prometheus's HTTP API that every metric is there
+--metrics-listen on 127.0.0.1 and its sessions in a real redis-server (--session-store), a real
+Prometheus scraping it every second, and traffic from mambactl (the C++ gRPC client). Checks through Prometheus's HTTP API that every metric is there
 with its type, that counters equal the traffic sent, that promtool accepts the live /metrics, and
 that every rule, alert expression and dashboard query returns data (the device-memory ones
 excepted: a CPU backend has no device memory).
@@ -12,6 +12,7 @@ Bounded: gives up after 85 s; the processes it starts are stopped on every exit 
 import concurrent.futures
 import json
 import pathlib
+import socket
 import subprocess
 import sys
 import time
@@ -37,10 +38,26 @@ def main():
 
     stack = prom_stack.Stack([], metrics_port_log_pattern=r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
     grpc_port_file = stack.dir / "grpc.port"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        redis_port = s.getsockname()[1]
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", str(stack.dir)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stack.exporter_cmd = [server_bin, "serve", "--listen", "127.0.0.1:0", "--port-file",
                           str(grpc_port_file), "--metrics-listen", "127.0.0.1:0",
                           "--model-cache", str(stack.dir / "model"), "--served-model-name", MODEL,
-                          "--max-sessions", "8", "--threads", "1"]
+                          "--max-sessions", "8", "--threads", "1",
+                          "--session-store", f"redis://127.0.0.1:{redis_port}"]
+    try:
+        return run(stack, server_bin, client_bin, checks, started)
+    finally:
+        redis.kill()
+        redis.wait()
+
+
+def run(stack, server_bin, client_bin, checks, started):
+    grpc_port_file = stack.dir / "grpc.port"
     with stack:
         grpc_port = int(prom_stack.wait_for(
             lambda: grpc_port_file.exists() and grpc_port_file.read_text().strip(), 30, "gRPC port"))
@@ -123,6 +140,11 @@ def main():
                                  f'method="mambaserve.v1.MambaServe/CreateSession",code="OK"}})'),
                      2, "grpc CreateSession OK")
         checks.equal(stack.value(f"sum(mambaserve_sessions{{{m}}})"), 2, "mambaserve_sessions")
+        # Every session turn's new version went to Redis (written behind: waits for the last).
+        prom_stack.wait_for(lambda: stack.value(f"sum(mambaserve_session_store_writes_total{{{m}}})")
+                            == len(turns), 10, "every session turn stored")
+        checks.equal(stack.value(f"sum(mambaserve_session_store_errors_total{{{m}}})"), 0,
+                     "mambaserve_session_store_errors_total")
         steps = stack.value(f"sum(mambaserve_scheduler_step_tokens_sum{{{m}}})")
         checks.check(steps is not None and steps >= generated,
                      f"tokens fed over all steps ({steps}) < tokens generated ({generated})")
