@@ -1,0 +1,184 @@
+// mambabench: a load generator for a mambaserve server (or an Engine in this process).
+//
+//   mambabench --target 127.0.0.1:50051 --concurrency 1,4,16,64,256 --prompt-tokens 128
+//              --output-tokens 64 --out bench/results/mambabench.json
+//   mambabench --target ... --rates 0.5,1,2 --requests 40          # Poisson arrivals
+//   mambabench --target ... --multi-turn 8:6 --turn-tokens 64      # 8 conversations of 6 turns
+//   mambabench --target ... --compare-in-process MODEL_DIR         # the server's overhead
+//
+// Per level: output tokens/s, requests/s, TTFT and inter-token latency p50/p90/p99, errors by
+// code; JSON (with the latency samples) for bench/plot_mambabench.py.
+#include <iostream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "bench/mambabench/workload.h"
+#include "server/cli/flags.h"
+#include "server/cli/output_file.h"
+#include "server/cli/progress_bar.h"
+
+namespace mambaserve::bench {
+namespace {
+
+struct Flags {
+  std::string target = "127.0.0.1:50051", in_process, compare_in_process, concurrency = "1,4,16",
+              rates, multi_turn, prompt_tokens = "128", output_tokens = "64",
+              out = "bench/results/mambabench.json";
+  int requests = 0, turn_tokens = 64, threads = 0, max_batch = 64;
+  uint64_t seed = 1;
+
+  void Declare(CLI::App& app) {
+    app.option_defaults()->always_capture_default();
+    app.add_option("--target", target, "HOST:PORT of the server");
+    app.add_option("--in-process", in_process,
+                   "MODEL_DIR: run an Engine here instead of calling a server");
+    app.add_option("--compare-in-process", compare_in_process,
+                   "MODEL_DIR: also run every closed-loop level on an Engine here, and report "
+                   "the server's throughput as a fraction of it");
+    app.add_option("--concurrency", concurrency, "closed-loop levels: streams in flight");
+    app.add_option("--rates", rates, "Poisson levels, requests/s (replaces --concurrency)");
+    app.add_option("--multi-turn", multi_turn,
+                   "SESSIONS:TURNS: conversations with a session vs resending the history");
+    app.add_option("--turn-tokens", turn_tokens, "new prompt tokens per turn (--multi-turn)")
+        ->check(CLI::Range(1, 1 << 20));
+    app.add_option("--requests", requests,
+                   "requests per level (0: 4x the concurrency, at least 16)")
+        ->check(CLI::Range(0, 1 << 24));
+    app.add_option("--prompt-tokens", prompt_tokens, "N or MIN:MAX (uniform)");
+    app.add_option("--output-tokens", output_tokens, "N or MIN:MAX (uniform)");
+    app.add_option("--threads", threads, "in-process Engine threads (0: all cores)");
+    app.add_option("--max-batch", max_batch, "in-process Engine's --max-batch")
+        ->check(CLI::Range(1, 1 << 16));
+    app.add_option("--seed", seed, "prompts, lengths and arrivals");
+    app.add_option("--out", out, "FILE: the JSON result");
+  }
+};
+
+absl::StatusOr<std::vector<double>> ParseList(const std::string& text) {
+  std::vector<double> values;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    double v = 0;
+    if (!absl::SimpleAtod(part, &v) || !(v > 0)) {
+      return absl::InvalidArgumentError("\"" + text + "\" is not a list of positive numbers");
+    }
+    values.push_back(v);
+  }
+  return values;
+}
+
+Progress Bar(std::unique_ptr<ProgressBar>* bar, const std::string& label, int64_t total) {
+  *bar = std::make_unique<ProgressBar>(label, total, "requests");
+  ProgressBar* raw = bar->get();
+  auto mu = std::make_shared<std::mutex>();
+  return [raw, mu](int64_t done) {
+    std::lock_guard<std::mutex> lock(*mu);
+    raw->Update(done);
+  };
+}
+
+void PrintLevel(const std::string& where, const LevelResult& r) {
+  const nlohmann::json j = r.ToJson();
+  std::cerr << where << " " << r.kind << " " << r.level << ": " << j["output_tokens_per_s"]
+            << " tok/s, TTFT p50 " << j["ttft"]["p50_ms"] << " ms, ITL p50 "
+            << j["inter_token"]["p50_ms"] << " ms, errors " << j["errors"].dump() << "\n";
+}
+
+absl::Status Run(const Flags& f) {
+  absl::StatusOr<LengthSpec> prompt = LengthSpec::Parse(f.prompt_tokens);
+  if (!prompt.ok()) return prompt.status();
+  absl::StatusOr<LengthSpec> output = LengthSpec::Parse(f.output_tokens);
+  if (!output.ok()) return output.status();
+  absl::StatusOr<std::unique_ptr<Target>> target =
+      f.in_process.empty() ? ConnectGrpcTarget(f.target)
+                           : StartInProcessTarget(f.in_process, f.threads, f.max_batch);
+  if (!target.ok()) return target.status();
+  std::unique_ptr<Target> in_process;
+  if (!f.compare_in_process.empty()) {
+    absl::StatusOr<std::unique_ptr<Target>> engine =
+        StartInProcessTarget(f.compare_in_process, f.threads, f.max_batch);
+    if (!engine.ok()) return engine.status();
+    in_process = *std::move(engine);
+  }
+  const int64_t vocab = (*target)->vocab_size();
+
+  nlohmann::json result = {{"target", f.in_process.empty() ? f.target : "in-process"},
+                           {"prompt_tokens", prompt->ToString()},
+                           {"output_tokens", output->ToString()},
+                           {"seed", f.seed}};
+  std::unique_ptr<ProgressBar> bar;
+  if (!f.rates.empty()) {
+    absl::StatusOr<std::vector<double>> rates = ParseList(f.rates);
+    if (!rates.ok()) return rates.status();
+    for (double rate : *rates) {
+      const int n = f.requests > 0 ? f.requests : 32;
+      RequestMaker maker(vocab, *prompt, *output, f.seed);
+      LevelResult r = RunPoisson(**target, maker, rate, n, f.seed,
+                                 Bar(&bar, absl::StrCat("poisson ", rate, "/s"), n));
+      bar->Finish();
+      PrintLevel("server", r);
+      result["levels"].push_back(r.ToJson());
+    }
+  } else if (!f.concurrency.empty() && f.multi_turn.empty()) {
+    absl::StatusOr<std::vector<double>> levels = ParseList(f.concurrency);
+    if (!levels.ok()) return levels.status();
+    for (double level : *levels) {
+      const int concurrency = static_cast<int>(level);
+      const int n = f.requests > 0 ? f.requests : std::max(16, 4 * concurrency);
+      // The same prompts for both, in-process first: a server left idle uses no CPU.
+      if (in_process) {
+        RequestMaker maker(vocab, *prompt, *output, f.seed);
+        LevelResult r = RunClosedLoop(*in_process, maker, concurrency, n,
+                                      Bar(&bar, absl::StrCat("in-process x", concurrency), n));
+        bar->Finish();
+        PrintLevel("in-process", r);
+        result["in_process_levels"].push_back(r.ToJson());
+      }
+      RequestMaker maker(vocab, *prompt, *output, f.seed);
+      LevelResult r = RunClosedLoop(**target, maker, concurrency, n,
+                                    Bar(&bar, absl::StrCat("streams x", concurrency), n));
+      bar->Finish();
+      PrintLevel("server", r);
+      nlohmann::json measured = r.ToJson();
+      if (in_process) {
+        const double engine = result["in_process_levels"].back()["output_tokens_per_s"];
+        measured["fraction_of_in_process_throughput"] =
+            engine > 0 ? r.output_tokens_per_s() / engine : 0;
+      }
+      result["levels"].push_back(measured);
+    }
+  }
+  if (!f.multi_turn.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(f.multi_turn, ':');
+    int sessions = 0, turns = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &sessions) ||
+        !absl::SimpleAtoi(parts[1], &turns) || sessions < 1 || turns < 1) {
+      return absl::InvalidArgumentError("--multi-turn: expected SESSIONS:TURNS, e.g. 8:6");
+    }
+    for (bool resend : {false, true}) {
+      RequestMaker maker(vocab, *prompt, *output, f.seed);
+      nlohmann::json mode = RunMultiTurn(
+          **target, maker, sessions, turns, f.turn_tokens, output->min, resend,
+          Bar(&bar, resend ? "resend history" : "sessions", int64_t{sessions} * turns));
+      bar->Finish();
+      if (mode.contains("error"))
+        return absl::FailedPreconditionError(mode["error"].get<std::string>());
+      result["multi_turn"][resend ? "resend_history" : "session"] = mode;
+    }
+    for (const char* mode : {"session", "resend_history"}) {
+      std::cerr << mode << " TTFT p50 by turn (ms):";
+      for (const auto& t : result["multi_turn"][mode]["turns"])
+        std::cerr << " " << t["ttft"]["p50_ms"];
+      std::cerr << "\n";
+    }
+  }
+  return WriteOutputFile(f.out, result.dump(1) + "\n");
+}
+
+}  // namespace
+}  // namespace mambaserve::bench
+
+int main(int argc, char** argv) {
+  return mambaserve::RunSubcommand<mambaserve::bench::Flags>(
+      "mambabench", "A load generator for a mambaserve server.", argc, argv,
+      mambaserve::bench::Run);
+}

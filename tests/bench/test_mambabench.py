@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""mambabench against a real server (a tiny generated model): every request it counts was served
+and every token it counts arrived; errors are counted by code; the multi-turn mode's two ways of
+holding a conversation see the same history lengths; the in-process comparison is reported; the
+plot script draws every figure from the result. Stdlib only (plus Debian's python3-matplotlib for
+the plots, run with /usr/bin/python3).
+
+  tests/bench/test_mambabench.py --mambaserve BIN --mambabench BIN
+"""
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def start_server(mambaserve, model, work, *extra):
+    port_file = work / "port"
+    log = open(work / "server.log", "w")
+    proc = subprocess.Popen([mambaserve, "serve", "--model", str(model), "--listen", "127.0.0.1:0",
+                             "--port-file", str(port_file), "--metrics-listen", "off", "--threads", "1",
+                             *extra], stderr=log)
+    deadline = time.monotonic() + 30
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("mambaserve did not start: " + (work / "server.log").read_text())
+        time.sleep(0.05)
+    return proc, f"127.0.0.1:{port_file.read_text().strip()}"
+
+
+def bench(mambabench, out, *args):
+    subprocess.run([mambabench, *args, "--out", str(out)], check=True, timeout=120,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mambaserve", required=True)
+    parser.add_argument("--mambabench", required=True)
+    args = parser.parse_args()
+    failures = []
+
+    def check(ok, what):
+        if not ok:
+            failures.append(what)
+
+    with tempfile.TemporaryDirectory(prefix="mambabench-test-") as tmp:
+        work = pathlib.Path(tmp)
+        model = work / "model"
+        subprocess.run([args.mambaserve, "make-model", "--preset", "tiny", "--seed", "3", "--out", str(model)],
+                       check=True, stdout=subprocess.DEVNULL)
+        server, target = start_server(args.mambaserve, model, work, "--max-tokens-limit", "6")
+        try:
+            # Closed loop at two levels, beside the same workload in process.
+            r = bench(args.mambabench, work / "loop.json", "--target", target, "--concurrency", "1,3",
+                      "--requests", "6", "--prompt-tokens", "4:9", "--output-tokens", "5",
+                      "--compare-in-process", str(model), "--threads", "1")
+            check([lv["level"] for lv in r["levels"]] == [1, 3], f"levels {r['levels']}")
+            for lv in r["levels"] + r["in_process_levels"]:
+                check(lv["requests_ok"] == 6 and lv["errors"] == {}, f"level {lv['level']}: {lv['errors']}")
+                check(lv["output_tokens"] == 30, f"level {lv['level']}: {lv['output_tokens']} tokens")
+                check(lv["ttft"]["samples"] == 6 and lv["inter_token"]["samples"] == 24,
+                      f"level {lv['level']}: samples {lv['ttft']['samples']}, {lv['inter_token']['samples']}")
+                check(0 < lv["ttft"]["p50_ms"] <= lv["ttft"]["p99_ms"], f"ttft {lv['ttft']}")
+                check(lv["output_tokens_per_s"] > 0, "no throughput")
+            for lv in r["levels"]:
+                check(lv["fraction_of_in_process_throughput"] > 0, "no in-process comparison")
+
+            # Requests the server refuses are counted by code, not as tokens.
+            r = bench(args.mambabench, work / "refused.json", "--target", target, "--concurrency", "2",
+                      "--requests", "4", "--prompt-tokens", "3", "--output-tokens", "7")
+            lv = r["levels"][0]
+            check(lv["errors"] == {"INVALID_ARGUMENT": 4} and lv["requests_ok"] == 0,
+                  f"refused: {lv['errors']}, ok {lv['requests_ok']}")
+
+            # Poisson arrivals.
+            r = bench(args.mambabench, work / "poisson.json", "--target", target, "--rates", "50",
+                      "--requests", "5", "--prompt-tokens", "3", "--output-tokens", "2")
+            check(r["levels"][0]["kind"] == "poisson" and r["levels"][0]["requests_ok"] == 5,
+                  f"poisson {r['levels'][0]}")
+
+            # Multi-turn: both modes, the same history lengths, every turn served.
+            r = bench(args.mambabench, work / "turns.json", "--target", target, "--multi-turn", "2:3",
+                      "--turn-tokens", "8", "--output-tokens", "4")
+            session, resend = r["multi_turn"]["session"]["turns"], r["multi_turn"]["resend_history"]["turns"]
+            check(len(session) == 3 and len(resend) == 3, "turns")
+            check([t["history_tokens_mean"] for t in session] == [8, 20, 32], f"history {session}")
+            check([t["history_tokens_mean"] for t in resend] == [8, 20, 32], f"history {resend}")
+            check(all(t["errors"] == {} and t["ttft"]["samples"] == 2 for t in session + resend), "turn errors")
+
+            r["levels"] = json.loads((work / "loop.json").read_text())["levels"]
+            r["in_process_levels"] = json.loads((work / "loop.json").read_text())["in_process_levels"]
+            (work / "all.json").write_text(json.dumps(r))
+            plots = subprocess.run(["/usr/bin/python3", str(ROOT / "bench" / "plot_mambabench.py"),
+                                    str(work / "all.json")], check=True, capture_output=True, text=True)
+            drawn = plots.stdout.split()
+            check(len(drawn) == 3 and all(pathlib.Path(p).stat().st_size > 1000 for p in drawn), f"plots {drawn}")
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+
+    for f in failures:
+        print("FAIL:", f)
+    print(f"mambabench: {'ok' if not failures else f'{len(failures)} failures'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
