@@ -91,6 +91,20 @@ ROWS = [
             (sel("model_name:mambaserve_state_memory_bytes:sum"), "{{location}}"),
         ]),
     ]),
+    ("Session store (Redis, --session-store)", [
+        dict(title="Store operations (per s)", unit="short", width=8, targets=[
+            (sel("model_name:mambaserve_session_store_writes:rate1m"), "versions written"),
+            (sel("model_name:mambaserve_session_store_loads:rate1m"), "sessions loaded"),
+            (sel("model_name:mambaserve_session_store_lease_conflicts:rate1m"), "turns ABORTED (busy elsewhere)"),
+            (sel("model_name:mambaserve_session_store_errors:rate1m"), "failures"),
+        ]),
+        dict(title="Bytes written to the store", unit="Bps", width=8, targets=[
+            (sel("model_name:mambaserve_session_store_written_bytes:rate1m"), "written"),
+        ]),
+        dict(title="Sessions whose newest turn is not stored", unit="short", width=8, targets=[
+            (sel("model_name:mambaserve_session_store_unstored_sessions:sum"), "unstored"),
+        ]),
+    ]),
     ("Memory", [
         dict(title="Device and host memory", unit="bytes", width=24, targets=[
             (sel("model_name:mambaserve_device_memory_used_bytes:sum"), "device used"),
