@@ -10,36 +10,36 @@
 #include <numeric>
 #include <thread>
 
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "grpcpp/support/status_code_enum.h"
 
 namespace mambaserve::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const char* CodeName(int code) {
-  static const char* kNames[] = {"OK",
-                                 "CANCELLED",
-                                 "UNKNOWN",
-                                 "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND",
-                                 "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED",
-                                 "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION",
-                                 "ABORTED",
-                                 "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED",
-                                 "INTERNAL",
-                                 "UNAVAILABLE",
-                                 "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
-}
+// Records finished streams into a level from any thread, and reports progress.
+class Collector {
+ public:
+  Collector(LevelResult* result, const Progress& progress) : result_(result), progress_(progress) {}
+  void Add(const StreamResult& r) {
+    int64_t finished = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      result_->Add(r);
+      finished = ++finished_;
+    }
+    progress_(finished);
+  }
+
+ private:
+  LevelResult* const result_;
+  const Progress& progress_;
+  std::mutex mu_;
+  int64_t finished_ = 0;
+};
 
 double Percentile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
@@ -103,7 +103,7 @@ nlohmann::json Distribution(std::vector<double> seconds) {
 
 void LevelResult::Add(const StreamResult& r) {
   if (r.code != 0) {
-    ++errors[CodeName(r.code)];
+    ++errors[absl::StatusCodeToString(static_cast<absl::StatusCode>(r.code))];
     return;
   }
   ++ok;
@@ -141,20 +141,12 @@ LevelResult RunClosedLoop(Target& target, RequestMaker& maker, int concurrency, 
   result.kind = "closed_loop";
   result.level = concurrency;
   std::atomic<int> next{0};
-  std::atomic<int64_t> finished{0};
-  std::mutex mu;
+  Collector collector(&result, progress);
   const auto start = Clock::now();
   std::vector<std::thread> streams;
   for (int s = 0; s < concurrency; ++s) {
     streams.emplace_back([&] {
-      while (next.fetch_add(1) < requests) {
-        const StreamResult r = target.Generate(maker.Next());
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          result.Add(r);
-        }
-        progress(finished.fetch_add(1) + 1);
-      }
+      while (next.fetch_add(1) < requests) collector.Add(target.Generate(maker.Next()));
     });
   }
   for (std::thread& t : streams) t.join();
@@ -169,8 +161,7 @@ LevelResult RunPoisson(Target& target, RequestMaker& maker, double rate, int req
   result.level = rate;
   std::mt19937_64 random(seed);
   std::exponential_distribution<double> interval(rate);
-  std::atomic<int64_t> finished{0};
-  std::mutex mu;
+  Collector collector(&result, progress);
   const auto start = Clock::now();
   auto due = start;
   std::vector<std::thread> streams;
@@ -178,14 +169,7 @@ LevelResult RunPoisson(Target& target, RequestMaker& maker, double rate, int req
     due += std::chrono::duration_cast<Clock::duration>(
         std::chrono::duration<double>(interval(random)));
     std::this_thread::sleep_until(due);
-    streams.emplace_back([&, request = maker.Next()] {
-      const StreamResult r = target.Generate(request);
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        result.Add(r);
-      }
-      progress(finished.fetch_add(1) + 1);
-    });
+    streams.emplace_back([&, request = maker.Next()] { collector.Add(target.Generate(request)); });
   }
   for (std::thread& t : streams) t.join();
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
