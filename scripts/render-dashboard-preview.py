@@ -28,6 +28,7 @@ UNIT_FORMAT = {
     "bytes": lambda v: next(f"{v / d:.3g} {u}" for d, u in
                             ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B"))
                             if abs(v) >= d or d == 1),
+    "Bps": lambda v: UNIT_FORMAT["bytes"](v) + "/s",
     "s": lambda v: f"{v * 1000:.3g} ms" if abs(v) < 1 else f"{v:.3g} s",
     "percentunit": lambda v: f"{v * 100:.0f}%",
     "reqps": lambda v: f"{v:.3g}/s",
