@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/bench_model.h"
+#include "bench/bench_stats.h"
 #include "engine/engine.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/flags.h"
@@ -63,11 +64,6 @@ absl::StatusOr<double> TimeToFirstToken(Engine& engine, std::vector<int32_t> pro
     }
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
-}
-
-double Percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
 }
 
 absl::Status Run(const BenchFlags& f) {

@@ -16,6 +16,7 @@
 #include <iostream>
 
 #include "bench/bench_model.h"
+#include "bench/bench_stats.h"
 #include "engine/engine.h"
 #include "engine/session_store/redis_url.h"
 #include "nlohmann/json.hpp"
@@ -49,11 +50,6 @@ struct BenchFlags {
     app.add_option("--out", out_path, "FILE: the JSON result");
   }
 };
-
-double Percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
-}
 
 nlohmann::json Summary(const std::vector<double>& ms) {
   return {{"p50_ms", Percentile(ms, 0.5)},

@@ -306,19 +306,13 @@ void StoredSessions::RunTurn(std::shared_ptr<GenerationRequest> request) {
         })) {
       // Stopping: the turn is not stored now; Flush or the lease's expiry covers it.
       stream->Push(std::move(*owned));
-      std::lock_guard<std::mutex> lock(mu_);
-      --turns_finishing_;
-      changed_.notify_all();
+      TurnFinished();
     }
   });
   if (absl::Status submitted = scheduler_->Submit(std::move(*request)); !submitted.ok()) {
     stream->InterceptFinal(nullptr);
     if (*leased) ReleaseLease(id, token);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      --turns_finishing_;
-    }
-    changed_.notify_all();
+    TurnFinished();
     EndStream(*stream, std::move(submitted));
   }
 }
@@ -365,6 +359,10 @@ void StoredSessions::FinishTurn(const std::string& id, const std::string& token,
     store().IgnoreError();  // logged and counted; retried at the next turn or Flush
     if (leased) ReleaseLease(id, holder);
   }
+  TurnFinished();
+}
+
+void StoredSessions::TurnFinished() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     --turns_finishing_;
@@ -390,6 +388,7 @@ absl::StatusOr<SessionInfo> StoredSessions::AddToStore(absl::StatusOr<SessionInf
 
 absl::StatusOr<SessionInfo> StoredSessions::Create(const std::string& id) {
   absl::StatusOr<SessionInfo> made = sessions_.Create(id);
+  if (!made.ok()) return made;
   ASSIGN_OR_RETURN(std::string blob, sessions_.EncodeSnapshot(SessionSnapshot{}));
   return AddToStore(std::move(made), std::move(blob));
 }

@@ -101,6 +101,7 @@ class StoredSessions {
                                  const GenerationStream& stream);
   void FinishTurn(const std::string& id, const std::string& token, bool leased,
                   const std::shared_ptr<GenerationStream>& stream, GenerationEvent event);
+  void TurnFinished();  // its final event is pushed: one fewer for Flush to wait for
   absl::Status AcquireLease(const std::string& id, const std::string& token,
                             const GenerationStream* stream);
   void ReleaseLease(const std::string& id, const std::string& token);

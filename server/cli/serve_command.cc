@@ -36,16 +36,19 @@ CLI::Validator OpenClosedUnit() {
       "FLOAT in (0, 1]");
 }
 
-// The key file's bytes, less trailing whitespace (a newline from `openssl rand -hex 32 > FILE`).
+// A secret file's bytes, less trailing whitespace (a newline from `openssl rand -hex 32 > FILE`).
+absl::StatusOr<std::string> ReadSecretFile(const std::string& flag, const std::string& path) {
+  absl::StatusOr<std::string> secret = ReadTextFile(path);
+  if (!secret.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+  absl::StripTrailingAsciiWhitespace(&*secret);
+  return secret;
+}
+
 absl::StatusOr<std::string> ReadBlobKey(const std::string& path) {
-  absl::StatusOr<std::string> key = ReadTextFile(path);
-  if (!key.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--session-blob-key: cannot read ", path));
-  }
-  absl::StripTrailingAsciiWhitespace(&*key);
-  if (key->size() < kMinSessionBlobKeyBytes) {
+  ASSIGN_OR_RETURN(std::string key, ReadSecretFile("--session-blob-key", path));
+  if (key.size() < kMinSessionBlobKeyBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--session-blob-key: ", path, " holds ", key->size(), " bytes; a key needs at least ",
+        "--session-blob-key: ", path, " holds ", key.size(), " bytes; a key needs at least ",
         kMinSessionBlobKeyBytes, " (e.g. `openssl rand -hex 32 > ", path, "`)"));
   }
   return key;
@@ -234,13 +237,9 @@ struct ServeFlags {
     if (!session_store.empty()) {
       ASSIGN_OR_RETURN(store.store.endpoint, ParseRedisUrl(session_store));
       if (!session_store_password_file.empty()) {
-        absl::StatusOr<std::string> password = ReadTextFile(session_store_password_file);
-        if (!password.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "--session-store-password-file: cannot read ", session_store_password_file));
-        }
-        absl::StripTrailingAsciiWhitespace(&*password);
-        store.store.endpoint.password = *std::move(password);
+        ASSIGN_OR_RETURN(
+            store.store.endpoint.password,
+            ReadSecretFile("--session-store-password-file", session_store_password_file));
       }
       store.store.timeout = std::chrono::milliseconds(store_timeout_ms);
       store.lease_ttl = std::chrono::seconds(lease_s);
