@@ -12,6 +12,7 @@ build_packages=(
   libabsl-dev libopenblas-dev libre2-dev libutf8proc-dev nlohmann-json3-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libcli11-dev libssl-dev libhiredis-dev
+  libdnnl-dev
 )
 other_packages=(
   ccache git clang-format clang libclang-rt-dev openssl patchelf

@@ -76,12 +76,12 @@ phase "fuzz (libFuzzer, 20 s each)" scripts/fuzz.sh "${MAMBASERVE_FUZZ_SECONDS:-
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp"
 phase "configure (tsan)" cmake --preset tsan $werror -DMAMBASERVE_BUILD_TESTS=ON
 phase "build (tsan)" cmake --build build/tsan -j "$jobs" --target engine_serving_test server_e2e_test \
-  engine_session_store_test session_store_e2e_test mambaserve mambactl
+  engine_session_store_test session_store_e2e_test engine_cpu_backend_test mambaserve mambactl
 # Left out: the 2 MiB export, whose TSan-built client idles over a minute between 1 MiB messages
 # (under a second in release, or with a TSan server and a release client); smaller exports cover
 # the server's streaming code here.
 phase "test (tsan)" run_ctest tsan --test-dir build/tsan -j 1 --output-on-failure \
-  -R '^(SamplingTest|SessionManagerTest|SessionBlobTest|SchedulerTest|EngineTest|ServerE2eTest|WriteModes/StoredSessionsTest|SessionStoreE2eTest)\.' \
+  -R '^(ThreadPoolTest|SamplingTest|SessionManagerTest|SessionBlobTest|SchedulerTest|EngineTest|ServerE2eTest|WriteModes/StoredSessionsTest|SessionStoreE2eTest)\.' \
   -E 'AStateLargerThanAMessageCrossesInChunks'
 unset TSAN_OPTIONS
 

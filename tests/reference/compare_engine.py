@@ -39,21 +39,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mamba_ref  # noqa: E402
 
 N_GENERATE = 64
-PROMPT_LEN = 12
+PROMPT_LEN = 40
 # prompt_logprobs: SCORED_LEN tokens in windows of SCORED_CONTEXT, two windows batched at once.
 SCORED_LEN = 40
 SCORED_CONTEXT = 16
 NEAR_TIE_GAP = 0.05
 TOL_F32_TINY = 1e-4
 TOL_F32_130M = 5e-4
-TOL_BF16 = 2e-2
-# The CUDA backend also rounds the activations it feeds cuBLAS to bf16 (passes of more than 4
-# rows), which the reference does not: the GPU-vs-CPU bound for bf16.
-TOL_BF16_CUDA = 5e-2
+# bf16 weights: both backends also round the activations of multi-token passes to bf16 for their
+# bf16 GEMMs (the CPU's oneDNN for passes of more than 16 tokens, cuBLAS for more than 4 rows),
+# which the reference does not. PROMPT_LEN is long enough for the prompt to take that path.
+TOL_BF16 = 5e-2
 
-
-def tolerance(c, backend):
-    return TOL_BF16_CUDA if backend == "cuda" and c["dtype"] == "bf16" else c["tol"]
 
 
 def case(name, preset, model_type, dtype, seed, tol, tokens_rule, extra=(), quick=True,
@@ -207,14 +204,14 @@ def run_case(c, binary, prompt_seed, backend):
     err = float(np.max(diff)) if np.all(np.isfinite(logits)) else float("nan")
     tok_ok, matched, note = compare_tokens(generated, ref["generated"], ref["top2_gap"],
                                            c["tokens_rule"])
-    logits_ok = err <= tolerance(c, backend)
+    logits_ok = err <= c["tol"]
     scored_err, t_scored = check_prompt_logprobs(model, mdir, binary, backend,
                                                  rng.integers(0, model.V, SCORED_LEN))
     # A log-softmax moves by at most twice the largest logit error.
-    scored_ok = scored_err <= 2 * tolerance(c, backend)
+    scored_ok = scored_err <= 2 * c["tol"]
     if not scored_ok:
         note = (note + "; " if note else "") + "prompt logprobs max_abs_err=%.3e (tol %.0e)" % (
-            scored_err, 2 * tolerance(c, backend))
+            scored_err, 2 * c["tol"])
     return dict(ok=bool(logits_ok and tok_ok and scored_ok), err=err, matched=matched, note=note,
                 scored_err=scored_err,
                 times=dict(make=t_make, eval=t_eval, ref=t_ref, scored=t_scored), prompt=prompt)
@@ -285,7 +282,7 @@ def main(argv=None):
         if args.quick and not c["quick"]:
             print("SKIP %-26s (--quick)" % c["name"])
             continue
-        tol = tolerance(c, args.backend)
+        tol = c["tol"]
         t0 = time.time()
         try:
             r = run_case(c, binary, prompt_seed=1000 + i, backend=args.backend)

@@ -1,5 +1,6 @@
 #include "engine/backend/cpu/mixer_ops.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -33,9 +34,10 @@ void RmsNormRows(const float* x, int64_t ldx, const float* w, float* y, int64_t 
   }
 }
 
-void CausalConv1dSilu(const float* x, int64_t ldx, int64_t len, const float* weight,
-                      const float* bias, int64_t k_conv, float* state, float* out, int64_t ldo,
-                      int64_t c_begin, int64_t c_end) {
+MAMBASERVE_CPU_CLONES void CausalConv1dSilu(const float* x, int64_t ldx, int64_t len,
+                                            const float* weight, const float* bias, int64_t k_conv,
+                                            float* state, float* out, int64_t ldo, int64_t c_begin,
+                                            int64_t c_end) {
   const int64_t hist = k_conv - 1;
   if (len == 1) {
     // Decode: the window is the state plus this token; shift the new token into the state.
@@ -52,27 +54,40 @@ void CausalConv1dSilu(const float* x, int64_t ldx, int64_t len, const float* wei
     return;
   }
   // window(t, k) is the input at time t-K+1+k: from the state for the first K-1 steps of the
-  // chunk, from x after that. Time outer, channels inner, so every row access is contiguous.
+  // chunk, from x after that.
   auto input = [&](int64_t ch, int64_t time) {  // time in [-hist, len)
     return time < 0 ? state[ch * hist + (hist + time)] : x[time * ldx + ch];
   };
-  for (int64_t t = 0; t < len; ++t) {
-    float* out_t = out + t * ldo;
-    if (t >= hist) {
-      for (int64_t ch = c_begin; ch < c_end; ++ch) {
-        float acc = bias != nullptr ? bias[ch] : 0.0f;
-        const float* w = weight + ch * k_conv;
-        for (int64_t k = 0; k < k_conv; ++k) acc += w[k] * x[(t - hist + k) * ldx + ch];
-        out_t[ch] = FastSilu(acc);
-      }
-    } else {
-      for (int64_t ch = c_begin; ch < c_end; ++ch) {
-        float acc = bias != nullptr ? bias[ch] : 0.0f;
-        const float* w = weight + ch * k_conv;
-        for (int64_t k = 0; k < k_conv; ++k) acc += w[k] * input(ch, t - hist + k);
-        out_t[ch] = FastSilu(acc);
-      }
+  const int64_t first_from_x = std::min(hist, len);
+  for (int64_t t = 0; t < first_from_x; ++t) {
+    for (int64_t ch = c_begin; ch < c_end; ++ch) {
+      float acc = bias != nullptr ? bias[ch] : 0.0f;
+      const float* w = weight + ch * k_conv;
+      for (int64_t k = 0; k < k_conv; ++k) acc += w[k] * input(ch, t - hist + k);
+      out[t * ldo + ch] = FastSilu(acc);
     }
+  }
+  // The rest reads only x: time outer, taps next, channels inner, so every access is a contiguous
+  // row and the channel loop vectorises (the taps transposed once to [K][channels] for that).
+  const int64_t channels = c_end - c_begin;
+  thread_local std::vector<float> taps;
+  taps.resize(static_cast<size_t>(k_conv * channels));
+  for (int64_t i = 0; i < channels; ++i) {
+    for (int64_t k = 0; k < k_conv; ++k)
+      taps[k * channels + i] = weight[(c_begin + i) * k_conv + k];
+  }
+  for (int64_t t = first_from_x; t < len; ++t) {
+    float* __restrict out_t = out + t * ldo + c_begin;
+#pragma omp simd
+    for (int64_t i = 0; i < channels; ++i) out_t[i] = bias != nullptr ? bias[c_begin + i] : 0.0f;
+    for (int64_t k = 0; k < k_conv; ++k) {
+      const float* __restrict x_row = x + (t - hist + k) * ldx + c_begin;
+      const float* __restrict tap = taps.data() + k * channels;
+#pragma omp simd
+      for (int64_t i = 0; i < channels; ++i) out_t[i] += tap[i] * x_row[i];
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < channels; ++i) out_t[i] = FastSilu(out_t[i]);
   }
   // New state: the last K-1 inputs (from the old state when the chunk is shorter than K-1).
   std::vector<float> last(hist);

@@ -2,13 +2,26 @@
 
 #include <immintrin.h>
 
+#include <type_traits>
+#include <utility>
+
+// Everything up to the pop is compiled for AVX-512 (lambdas included, which a per-function target
+// attribute would not reach); it runs only after SmallBatchGemmAvailable() said the CPU has it.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl")
+#endif
+
 namespace mambaserve::cpu {
 namespace {
 
 // The sum of the 16 lanes, halving the width each step (lanes i and i^8, then ^4, ^2, ^1) — the
 // tree _mm512_reduce_add_ps uses. Written with the all-lanes-masked forms of the shuffles: GCC 12's
 // unmasked ones (and that macro) pass an undefined register and warn (GCC bug 105593).
-__attribute__((target("avx512f"))) inline float SumLanes(__m512 v) {
+inline float SumLanes(__m512 v) {
   constexpr __mmask16 kAll = 0xffff;
   v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, kAll, v, v, _MM_SHUFFLE(1, 0, 3, 2)));
   v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, kAll, v, v, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -17,32 +30,52 @@ __attribute__((target("avx512f"))) inline float SumLanes(__m512 v) {
   return _mm512_cvtss_f32(v);
 }
 
-// One tile: kRows weight rows x kTokens tokens, accumulated over all columns in 16-lane vectors
-// (the tail of `cols` via a masked load). 4 x 6 = 24 accumulators + 4 weight vectors + 1 token
-// vector fit the 32 zmm registers.
-template <int kRows, int kTokens>
-__attribute__((target("avx512f"))) void Tile(const float* x, int64_t ldx, const float* w,
-                                             int64_t cols, float* y, int64_t ldy) {
-  __m512 acc[kRows][kTokens];
-  for (int i = 0; i < kRows; ++i)
-    for (int j = 0; j < kTokens; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < cols; k += 16) {
-    const __mmask16 mask = cols - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - k)) - 1);
-    __m512 wv[kRows];
-    for (int i = 0; i < kRows; ++i) wv[i] = _mm512_maskz_loadu_ps(mask, w + i * cols + k);
-    for (int j = 0; j < kTokens; ++j) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + j * ldx + k);
-      for (int i = 0; i < kRows; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
-    }
-  }
-  for (int i = 0; i < kRows; ++i)
-    for (int j = 0; j < kTokens; ++j) y[j * ldy + i] = SumLanes(acc[i][j]);
+// 16 weights from w as f32 lanes (lanes outside `mask` are zero and not read). The bf16 widening
+// uses the zero-masking forms for the same GCC bug.
+inline __m512 LoadWeights(const float* w, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, w); }
+inline __m512 LoadWeights(const uint16_t* w, __mmask16 mask) {
+  const __m512i widened = _mm512_maskz_cvtepu16_epi32(mask, _mm256_maskz_loadu_epi16(mask, w));
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(mask, widened, 16));
 }
 
-template <int kRows>
-__attribute__((target("avx512f"))) void RowBlock(const float* x, int64_t ldx, int64_t tokens,
-                                                 const float* w, int64_t cols, float* y,
-                                                 int64_t ldy) {
+// Calls f(std::integral_constant<int, I>()) for I = 0 .. N-1, unrolled at compile time, so that
+// every accumulator index below is a constant and GCC keeps the accumulators in registers (with
+// runtime loop indices it kept them on the stack, storing each one every iteration).
+template <int N, typename F>
+inline void Unroll(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>()), ...); }
+  (std::make_integer_sequence<int, N>());
+}
+
+// acc[i][j] += w[i][k..k+16) · x[j][k..k+16), lanes outside `mask` left out.
+template <int kRows, int kTokens, typename W>
+inline void MultiplyAdd(const float* x, int64_t ldx, const W* w, int64_t cols, int64_t k,
+                        __mmask16 mask, __m512 (&acc)[kRows][kTokens]) {
+  __m512 wv[kRows];
+  Unroll<kRows>([&](auto i) { wv[i] = LoadWeights(w + i * cols + k, mask); });
+  Unroll<kTokens>([&](auto j) {
+    const __m512 xv = _mm512_maskz_loadu_ps(mask, x + j * ldx + k);
+    Unroll<kRows>([&](auto i) { acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]); });
+  });
+}
+
+// One tile: kRows weight rows x kTokens tokens, accumulated over all columns in 16-lane vectors,
+// the tail of `cols` by masked loads after the loop. 4 x 6 = 24 accumulators + 4 weight vectors +
+// 1 token vector fit the 32 zmm registers.
+template <int kRows, int kTokens, typename W>
+void Tile(const float* x, int64_t ldx, const W* w, int64_t cols, float* y, int64_t ldy) {
+  __m512 acc[kRows][kTokens];
+  Unroll<kRows>([&](auto i) { Unroll<kTokens>([&](auto j) { acc[i][j] = _mm512_setzero_ps(); }); });
+  int64_t k = 0;
+  for (; k + 16 <= cols; k += 16) MultiplyAdd(x, ldx, w, cols, k, __mmask16(0xffff), acc);
+  if (k < cols) MultiplyAdd(x, ldx, w, cols, k, __mmask16((1u << (cols - k)) - 1), acc);
+  Unroll<kRows>(
+      [&](auto i) { Unroll<kTokens>([&](auto j) { y[j * ldy + i] = SumLanes(acc[i][j]); }); });
+}
+
+template <int kRows, typename W>
+void RowBlock(const float* x, int64_t ldx, int64_t tokens, const W* w, int64_t cols, float* y,
+              int64_t ldy) {
   int64_t t = 0;
   for (; t + 6 <= tokens; t += 6) Tile<kRows, 6>(x + t * ldx, ldx, w, cols, y + t * ldy, ldy);
   const float* xt = x + t * ldx;
@@ -68,15 +101,35 @@ __attribute__((target("avx512f"))) void RowBlock(const float* x, int64_t ldx, in
   }
 }
 
-}  // namespace
-
-bool SmallBatchGemmAvailable() { return __builtin_cpu_supports("avx512f"); }
-
-void SmallBatchGemm(const float* x, int64_t ldx, int64_t tokens, const float* w, int64_t rows,
-                    int64_t cols, float* y, int64_t ldy) {
+template <typename W>
+void Gemm(const float* x, int64_t ldx, int64_t tokens, const W* w, int64_t rows, int64_t cols,
+          float* y, int64_t ldy) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) RowBlock<4>(x, ldx, tokens, w + r * cols, cols, y + r, ldy);
   for (; r < rows; ++r) RowBlock<1>(x, ldx, tokens, w + r * cols, cols, y + r, ldy);
+}
+
+}  // namespace
+
+void SmallBatchGemm(const float* x, int64_t ldx, int64_t tokens, const float* w, int64_t rows,
+                    int64_t cols, float* y, int64_t ldy) {
+  Gemm(x, ldx, tokens, w, rows, cols, y, ldy);
+}
+
+void SmallBatchGemm(const float* x, int64_t ldx, int64_t tokens, const uint16_t* w, int64_t rows,
+                    int64_t cols, float* y, int64_t ldy) {
+  Gemm(x, ldx, tokens, w, rows, cols, y, ldy);
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+bool SmallBatchGemmAvailable() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
 }
 
 }  // namespace mambaserve::cpu

@@ -1,9 +1,14 @@
-// y = x · Wᵀ for a handful of tokens (decode batches), without BLAS's packing of W.
+// y = x · Wᵀ for a handful of tokens (decode batches), without BLAS, for f32 and bf16 weights.
 //
-// A GEMM library packs the weight panel into a cache-friendly layout on every call; with 2-64
+// A GEMM library packs the weight panel into a cache-friendly layout on every call; with 2-16
 // activation rows that copy costs as much as the arithmetic, and at batch 32 it was a quarter of
-// the CPU decode step. This kernel instead streams each block of 4 weight rows once from memory
-// and multiplies it, from L1, against all tokens in register tiles of 4 rows x 6 tokens.
+// the CPU decode step. This kernel instead streams each block of weight rows once from memory and
+// multiplies it, from L1, against all tokens in register tiles (4 rows x 6 tokens).
+//
+// bf16 weights are widened to f32 in registers (a bf16 is the top half of an f32, so widening is a
+// 16-bit shift and exact): memory traffic is half that of f32 weights, which is what decode is
+// bound by, and the products and sums are the same f32 ones as for f32 weights. (AVX-512 BF16's
+// dot product would also round the activations to bf16; it saves ALU work decode does not lack.)
 #pragma once
 
 #include <cstdint>
@@ -13,12 +18,15 @@ namespace mambaserve::cpu {
 // Largest token count the kernel is used for; beyond it BLAS's packed GEMM wins.
 inline constexpr int64_t kSmallBatchMaxTokens = 16;
 
-// True when the CPU supports the AVX-512 kernel.
+// True when the CPU supports the AVX-512 kernel (F, BW and VL: every AVX-512 CPU since 2017).
 bool SmallBatchGemmAvailable();
 
 // y[t][r] (row stride ldy) = sum_k x[t][k] (row stride ldx) * w[r][k] (rows of `cols`), for
 // t < tokens, r < rows. Requires SmallBatchGemmAvailable().
 void SmallBatchGemm(const float* x, int64_t ldx, int64_t tokens, const float* w, int64_t rows,
+                    int64_t cols, float* y, int64_t ldy);
+// The same with w in bfloat16 (the upper 16 bits of each f32).
+void SmallBatchGemm(const float* x, int64_t ldx, int64_t tokens, const uint16_t* w, int64_t rows,
                     int64_t cols, float* y, int64_t ldy);
 
 }  // namespace mambaserve::cpu

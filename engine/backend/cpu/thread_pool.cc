@@ -2,7 +2,29 @@
 
 #include <algorithm>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace mambaserve {
+namespace {
+
+// Spins until done() or kSpinBeforeBlocking has passed; returns done().
+template <typename Done>
+bool SpinUntil(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + ThreadPool::kSpinBeforeBlocking;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      _mm_pause();  // lets the sibling hyperthread run and saves power while spinning
+#endif
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
@@ -13,7 +35,7 @@ ThreadPool::ThreadPool(int num_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true, std::memory_order_release);
   }
   work_cv_.notify_all();
   for (auto& t : workers_) t.join();
@@ -30,41 +52,50 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   // Even split in units of `align`.
   const int64_t units = (n + align - 1) / align;
   auto bound = [&](int64_t part) { return std::min(n, (units * part / parts) * align); };
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    for (size_t w = 0; w < ranges_.size(); ++w) {
-      const int64_t part = static_cast<int64_t>(w) + 1;
-      ranges_[w] =
-          part < parts ? std::make_pair(bound(part), bound(part + 1)) : std::make_pair(n, n);
-    }
-    pending_ = static_cast<int>(workers_.size());
-    ++generation_;
+  job_ = &fn;
+  for (size_t w = 0; w < ranges_.size(); ++w) {
+    const int64_t part = static_cast<int64_t>(w) + 1;
+    ranges_[w] = part < parts ? std::make_pair(bound(part), bound(part + 1)) : std::make_pair(n, n);
   }
-  work_cv_.notify_all();
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  bool wake;
+  {
+    // Under the lock, so that a worker deciding to block either sees the new generation or is
+    // counted in sleeping_workers_ and notified.
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_release);
+    wake = sleeping_workers_ > 0;
+  }
+  if (wake) work_cv_.notify_all();
   fn(0, bound(1));
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [&] { return pending_ == 0; });
-  job_ = nullptr;
+  auto all_done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!SpinUntil(all_done)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, all_done);
+  }
 }
 
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    std::pair<int64_t, int64_t> range;
-    const std::function<void(int64_t, int64_t)>* job;
-    {
+    auto has_work = [&] {
+      return stop_.load(std::memory_order_acquire) ||
+             generation_.load(std::memory_order_acquire) != seen;
+    };
+    if (!SpinUntil(has_work)) {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      range = ranges_[index];
-      job = job_;
+      ++sleeping_workers_;
+      work_cv_.wait(lock, has_work);
+      --sleeping_workers_;
     }
-    if (range.first < range.second) (*job)(range.first, range.second);
-    {
+    if (stop_.load(std::memory_order_acquire)) return;
+    seen = generation_.load(std::memory_order_acquire);
+    const std::pair<int64_t, int64_t> range = ranges_[index];
+    if (range.first < range.second) (*job_)(range.first, range.second);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // The caller may have stopped spinning and be blocked (or about to block) on done_cv_.
       std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      done_cv_.notify_one();
     }
   }
 }

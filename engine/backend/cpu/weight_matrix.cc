@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "engine/backend/cpu/onednn_matmul.h"
 #include "engine/backend/cpu/small_batch_gemm.h"
 
 namespace mambaserve {
@@ -23,6 +24,8 @@ WeightMatrix WeightMatrix::FromTensor(const TensorView& tensor, int64_t rows, in
   const char* small_batch = std::getenv("MAMBASERVE_CPU_SMALL_BATCH_GEMM");
   m.use_small_batch_kernel_ = cpu::SmallBatchGemmAvailable() &&
                               !(small_batch != nullptr && std::string_view(small_batch) == "0");
+  const char* onednn = std::getenv("MAMBASERVE_CPU_ONEDNN");
+  m.use_onednn_ = cpu::OneDnnAvailable() && !(onednn != nullptr && std::string_view(onednn) == "0");
   m.rows_ = rows;
   m.cols_ = cols;
   m.dtype_ = dtype;
@@ -66,38 +69,81 @@ void WeightMatrix::RowToF32(int64_t r, float* out) const {
 
 void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                           ThreadPool& pool) const {
+  const bool small_batch = use_small_batch_kernel_ && tokens <= cpu::kSmallBatchMaxTokens;
+  if (!small_batch && use_onednn_ && tokens > 1) {
+    MatMulOneDnn(x, ldx, tokens, y, ldy, pool);
+    return;
+  }
   // Keep per-thread slices a multiple of 16 rows so each thread's output stays cache-line aligned.
   pool.ParallelFor(
       rows_, [&](int64_t begin, int64_t end) { MatMulRows(x, ldx, tokens, y, ldy, begin, end); },
       16);
 }
 
+void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
+                                ThreadPool& pool) const {
+  // oneDNN multiplies bf16 weights by bf16 activations: round them once here, for all threads.
+  const void* activations = x;
+  int64_t ld = ldx;
+  thread_local std::vector<uint16_t> x_bf16;
+  if (dtype_ == DType::kBF16) {
+    x_bf16.resize(static_cast<size_t>(tokens * cols_));
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t c = 0; c < cols_; ++c) x_bf16[t * cols_ + c] = F32ToBf16(x[t * ldx + c]);
+    }
+    activations = x_bf16.data();
+    ld = cols_;
+  }
+  const void* weights = dtype_ == DType::kBF16 ? static_cast<const void*>(bf16()) : f32();
+  const size_t element = DTypeSize(dtype_);
+  pool.ParallelFor(
+      rows_,
+      [&](int64_t begin, int64_t end) {
+        const void* w = static_cast<const char*>(weights) + begin * cols_ * element;
+        if (!cpu::OneDnnMatMul(activations, ld, tokens, w, end - begin, cols_, dtype_, y + begin,
+                               ldy)) {
+          MatMulRows(x, ldx, tokens, y, ldy, begin, end);
+        }
+      },
+      16);
+}
+
 void WeightMatrix::MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                               int64_t row_begin, int64_t row_end) const {
-  auto multiply = [&](const float* w, int64_t row0, int64_t nrows) {
-    if (tokens > 1 && tokens <= cpu::kSmallBatchMaxTokens && use_small_batch_kernel_) {
-      cpu::SmallBatchGemm(x, ldx, tokens, w, nrows, cols_, y + row0, ldy);
-    } else if (tokens == 1) {
-      // GEMV: the batch-1 decode path is bandwidth-bound; sgemv streams W once.
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(nrows), static_cast<int>(cols_),
+  const int64_t nrows = row_end - row_begin;
+  if (tokens <= cpu::kSmallBatchMaxTokens && use_small_batch_kernel_) {
+    // Decode: weights streamed once, straight from their stored dtype.
+    if (dtype_ == DType::kF32) {
+      cpu::SmallBatchGemm(x, ldx, tokens, f32() + row_begin * cols_, nrows, cols_, y + row_begin,
+                          ldy);
+    } else {
+      cpu::SmallBatchGemm(x, ldx, tokens, bf16() + row_begin * cols_, nrows, cols_, y + row_begin,
+                          ldy);
+    }
+    return;
+  }
+  auto multiply = [&](const float* w, int64_t row0, int64_t rows) {
+    if (tokens == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(cols_),
                   1.0f, w, static_cast<int>(cols_), x, 1, 0.0f, y + row0, 1);
     } else {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens),
-                  static_cast<int>(nrows), static_cast<int>(cols_), 1.0f, x, static_cast<int>(ldx),
+                  static_cast<int>(rows), static_cast<int>(cols_), 1.0f, x, static_cast<int>(ldx),
                   w, static_cast<int>(cols_), 0.0f, y + row0, static_cast<int>(ldy));
     }
   };
   if (dtype_ == DType::kF32) {
-    multiply(f32() + row_begin * cols_, row_begin, row_end - row_begin);
+    multiply(f32() + row_begin * cols_, row_begin, nrows);
     return;
   }
+  // bf16 through BLAS (prefill, or no AVX-512): widen tiles of rows to f32 first.
   const int64_t tile_rows = std::max<int64_t>(8, kTileBytes / (cols_ * 4));
   thread_local std::vector<float> tile;
   tile.resize(static_cast<size_t>(tile_rows * cols_));
   for (int64_t r0 = row_begin; r0 < row_end; r0 += tile_rows) {
-    const int64_t nrows = std::min(tile_rows, row_end - r0);
-    ConvertToF32(DType::kBF16, bf16() + r0 * cols_, nrows * cols_, tile.data());
-    multiply(tile.data(), r0, nrows);
+    const int64_t rows = std::min(tile_rows, row_end - r0);
+    ConvertToF32(DType::kBF16, bf16() + r0 * cols_, rows * cols_, tile.data());
+    multiply(tile.data(), r0, rows);
   }
 }
 

@@ -1,0 +1,110 @@
+// WeightMatrix::MatMul on every path (the decode kernel, oneDNN, OpenBLAS) and both weight dtypes,
+// against a float64 product of the values each path is specified to multiply.
+#include "engine/backend/cpu/weight_matrix.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/backend/cpu/onednn_matmul.h"
+#include "engine/backend/cpu/small_batch_gemm.h"
+#include "gtest/gtest.h"
+
+namespace mambaserve {
+namespace {
+
+float RoundToBf16(float v) {
+  const uint32_t bits = static_cast<uint32_t>(F32ToBf16(v)) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+// Sets the path switches WeightMatrix reads when it is built, and clears them after.
+class PathSwitches {
+ public:
+  PathSwitches(bool small_batch, bool onednn) {
+    setenv("MAMBASERVE_CPU_SMALL_BATCH_GEMM", small_batch ? "1" : "0", 1);
+    setenv("MAMBASERVE_CPU_ONEDNN", onednn ? "1" : "0", 1);
+  }
+  ~PathSwitches() {
+    unsetenv("MAMBASERVE_CPU_SMALL_BATCH_GEMM");
+    unsetenv("MAMBASERVE_CPU_ONEDNN");
+  }
+};
+
+struct Path {
+  std::string name;
+  bool small_batch;
+  bool onednn;
+};
+
+class WeightMatrixTest : public ::testing::TestWithParam<Path> {};
+
+TEST_P(WeightMatrixTest, MatchesFloat64ForEveryShapeAndDtype) {
+  const Path& path = GetParam();
+  if (path.small_batch && !cpu::SmallBatchGemmAvailable()) GTEST_SKIP() << "no AVX-512 here";
+  if (path.onednn && !cpu::OneDnnAvailable()) GTEST_SKIP() << "oneDNN has no CPU engine here";
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist;
+  ThreadPool pool(2);
+  for (const DType dtype : {DType::kF32, DType::kBF16}) {
+    for (const int64_t tokens : {1, 5, 16, 17, 40}) {
+      for (const int64_t rows : {1, 37, 64}) {
+        for (const int64_t cols : {5, 48, 77}) {
+          std::vector<float> w(rows * cols);
+          for (float& v : w) v = dist(rng);
+          TensorView tensor;
+          tensor.dtype = DType::kF32;
+          tensor.shape = {rows, cols};
+          tensor.data = reinterpret_cast<const unsigned char*>(w.data());
+          tensor.nbytes = w.size() * sizeof(float);
+          WeightMatrix matrix;
+          {
+            PathSwitches switches(path.small_batch, path.onednn);
+            matrix = WeightMatrix::FromTensor(tensor, rows, cols, dtype);
+          }
+          ASSERT_EQ(matrix.dtype(), dtype);
+          const int64_t ldx = cols + 3, ldy = rows + 2;  // strided rows, as in the engine
+          std::vector<float> x(tokens * ldx), y(tokens * ldy, -7.0f);
+          for (float& v : x) v = dist(rng);
+          matrix.MatMul(x.data(), ldx, tokens, y.data(), ldy, pool);
+
+          // What each path multiplies: the stored weights (bf16-rounded for bf16), and for bf16
+          // through oneDNN (more tokens than the decode kernel takes) activations rounded too.
+          const bool decode_kernel = path.small_batch && tokens <= cpu::kSmallBatchMaxTokens;
+          const bool rounds_x =
+              dtype == DType::kBF16 && path.onednn && !decode_kernel && tokens > 1;
+          const std::string where = std::string(DTypeName(dtype)) + " " + std::to_string(tokens) +
+                                    "x" + std::to_string(rows) + "x" + std::to_string(cols);
+          for (int64_t t = 0; t < tokens; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+              double expected = 0, magnitude = 0;
+              for (int64_t k = 0; k < cols; ++k) {
+                const double wv =
+                    dtype == DType::kBF16 ? RoundToBf16(w[r * cols + k]) : w[r * cols + k];
+                const double xv = rounds_x ? RoundToBf16(x[t * ldx + k]) : x[t * ldx + k];
+                expected += wv * xv;
+                magnitude += std::abs(wv * xv);
+              }
+              ASSERT_NEAR(y[t * ldy + r], expected, 1e-5 * magnitude + 1e-6) << where;
+            }
+            EXPECT_EQ(y[t * ldy + rows], -7.0f) << where << ": wrote past the rows";
+          }
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, WeightMatrixTest,
+                         ::testing::Values(Path{"DecodeKernelThenOneDnn", true, true},
+                                           Path{"DecodeKernelThenOpenBlas", true, false},
+                                           Path{"OneDnnOnly", false, true},
+                                           Path{"OpenBlasOnly", false, false}),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace mambaserve
