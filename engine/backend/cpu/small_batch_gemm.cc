@@ -105,6 +105,9 @@ template <typename W>
 void Gemm(const float* x, int64_t ldx, int64_t tokens, const W* w, int64_t rows, int64_t cols,
           float* y, int64_t ldy) {
   int64_t r = 0;
+  if (tokens == 1) {
+    for (; r + 8 <= rows; r += 8) RowBlock<8>(x, ldx, tokens, w + r * cols, cols, y + r, ldy);
+  }
   for (; r + 4 <= rows; r += 4) RowBlock<4>(x, ldx, tokens, w + r * cols, cols, y + r, ldy);
   for (; r < rows; ++r) RowBlock<1>(x, ldx, tokens, w + r * cols, cols, y + r, ldy);
 }

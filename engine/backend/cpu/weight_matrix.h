@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/backend/cpu/huge_page_allocator.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/model/model.h"
 #include "engine/model/safetensors.h"
@@ -59,8 +60,9 @@ class WeightMatrix {
     return mapped_ != nullptr ? static_cast<const uint16_t*>(mapped_) : bf16_.data();
   }
 
-  std::vector<float> f32_;                // [rows][cols] when dtype_ == kF32 and not in place
-  std::vector<uint16_t> bf16_;            // [rows][cols] when dtype_ == kBF16 and not in place
+  // [rows][cols] when not in place, in dtype_; on huge pages (see huge_page_allocator.h).
+  std::vector<float, cpu::HugePageAllocator<float>> f32_;
+  std::vector<uint16_t, cpu::HugePageAllocator<uint16_t>> bf16_;
   const void* mapped_ = nullptr;          // the checkpoint's tensor, when in place
   std::shared_ptr<const Model> mapping_;  // keeps it mapped
 };

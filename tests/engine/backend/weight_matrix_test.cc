@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -40,6 +42,8 @@ struct Path {
   bool small_batch;
   bool onednn;
 };
+
+void PrintTo(const Path& path, std::ostream* os) { *os << path.name; }
 
 class WeightMatrixTest : public ::testing::TestWithParam<Path> {};
 
