@@ -3,7 +3,7 @@
 
 Runs Debian's /usr/bin/python3 (standard library only). The two engines alternate round by round
 (f32 then bf16 each round), so a noisy neighbour hits both alike; each figure is the best of its
-rounds. Rows: prefill of a 512-token prompt, batch-1 decode, and aggregate decode with 8 and 32
+rounds, and the ratio within every round is reported too. Rows: prefill of a 512-token prompt, batch-1 decode, and aggregate decode with 8 and 32
 parallel streams.
 
   mambaserve:  build/cpu/bench/cpu_engine_bench on --model-dir (held as f32 and as bf16)
@@ -37,7 +37,8 @@ def run(argv, timeout=1800):
 
 def mambaserve_round(args, dtype):
     out = os.path.join(args.workdir, "cpu_engine_%s.json" % dtype)
-    run([args.cpu_engine_bench, "--model-dir", args.model_dir, "--dtypes", dtype,
+    run([args.cpu_engine_bench, "--preset", args.preset, "--model-dir", args.model_dir,
+         "--dtypes", dtype,
          "--threads", str(args.threads), "--decode-batches", "1,8,32", "--steps", "20",
          "--out", out])
     with open(out) as f:
@@ -77,6 +78,7 @@ def main():
     ap.add_argument("--gguf-bf16", required=True)
     ap.add_argument("--model-dir", required=True, help="the checkpoint both were made from")
     ap.add_argument("--cpu-engine-bench", default="build/cpu/bench/cpu_engine_bench")
+    ap.add_argument("--preset", default="130m", help="the model's shape, for cpu_engine_bench")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workdir", default="/tmp/compare-llama-cpp")
@@ -84,7 +86,7 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
 
-    best = {}
+    best, rounds = {}, []
     for round_index in range(args.rounds):
         for dtype, gguf in (("f32", args.gguf_f32), ("bf16", args.gguf_bf16)):
             for engine, measure in (("llama.cpp", lambda: llama_cpp_round(args, gguf)),
@@ -92,30 +94,41 @@ def main():
                 figures = measure()
                 print("round %d %-10s %-4s %s" % (round_index + 1, engine, dtype, " ".join(
                     "%s=%.1f" % kv for kv in figures.items())), file=sys.stderr)
+                rounds.append({"round": round_index + 1, "engine": engine, "dtype": dtype,
+                               "tokens_per_s": figures})
                 slot = best.setdefault(dtype, {}).setdefault(engine, {})
                 for key, value in figures.items():
                     slot[key] = max(slot.get(key, 0.0), value)
+
+    def figure(round_index, engine, dtype, key):
+        return next(r["tokens_per_s"][key] for r in rounds if r["round"] == round_index + 1 and
+                    r["engine"] == engine and r["dtype"] == dtype)
 
     table = []
     for dtype in ("f32", "bf16"):
         for key, label in ROWS:
             ours, theirs = best[dtype]["mambaserve"][key], best[dtype]["llama.cpp"][key]
+            # The same ratio within each round (the two engines ran back to back).
+            per_round = [figure(i, "mambaserve", dtype, key) / figure(i, "llama.cpp", dtype, key)
+                         for i in range(args.rounds)]
             table.append({"dtype": dtype, "row": key, "what": label,
                           "mambaserve_tokens_per_s": ours, "llama_cpp_tokens_per_s": theirs,
-                          "ratio": ours / theirs if theirs > 0 else None})
+                          "ratio": ours / theirs if theirs > 0 else None,
+                          "ratio_per_round": per_round})
     result = {"benchmark": "llama_cpp_side_by_side", "machine": platform.processor() or
               platform.machine(), "threads": args.threads, "rounds": args.rounds,
-              "target_ratio": 1.1, "rows": table}
+              "target_ratio": 1.1, "rows": table, "rounds_detail": rounds}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
-    print("| dtype | row | mambaserve tok/s | llama.cpp tok/s | ratio |")
-    print("|---|---|---|---|---|")
+    print("| dtype | row | mambaserve tok/s | llama.cpp tok/s | ratio (best of each) | "
+          "ratio per round |")
+    print("|---|---|---|---|---|---|")
     for r in table:
-        print("| %s | %s | %.1f | %.1f | %.2f |" % (r["dtype"], r["what"],
-                                                   r["mambaserve_tokens_per_s"],
-                                                   r["llama_cpp_tokens_per_s"], r["ratio"]))
+        print("| %s | %s | %.1f | %.1f | %.2f | %s |" % (
+            r["dtype"], r["what"], r["mambaserve_tokens_per_s"], r["llama_cpp_tokens_per_s"],
+            r["ratio"], " ".join("%.2f" % v for v in r["ratio_per_round"])))
 
 
 if __name__ == "__main__":

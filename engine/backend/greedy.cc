@@ -1,5 +1,7 @@
 #include "engine/backend/greedy.h"
 
+#include <limits>
+
 #include "engine/base/status_macros.h"
 #include "kernels/mamba_math.h"
 
@@ -16,10 +18,23 @@ int32_t ArgMax(std::span<const float> values) {
 }
 
 int32_t GreedyToken(std::span<const float> logits) {
-  for (float v : logits) {
-    if (!math::IsFinite(v)) return math::kNonFiniteRow;
+  // One vectorised pass for finiteness and the maximum, then the first index holding it: for a
+  // row of finite values that is exactly ArgMax's choice (the largest, ties to the lowest index;
+  // -0 and +0 compare equal there as here), at a fraction of the cost of its compare chain.
+  const float* values = logits.data();
+  const size_t n = logits.size();
+  float best = -std::numeric_limits<float>::infinity();
+  int finite = 1;
+#pragma omp simd reduction(max : best) reduction(& : finite)
+  for (size_t i = 0; i < n; ++i) {
+    finite &= math::IsFinite(values[i]) ? 1 : 0;
+    best = values[i] > best ? values[i] : best;
   }
-  return ArgMax(logits);
+  if (!finite) return math::kNonFiniteRow;
+  for (size_t i = 0; i < n; ++i) {
+    if (values[i] == best) return static_cast<int32_t>(i);
+  }
+  return 0;  // an empty row, as ArgMax
 }
 
 absl::Status NonFiniteLogitsError() {

@@ -161,9 +161,13 @@ void CpuBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOut
   head.MatMul(final_.data(), D, n_final,
               out->logits.data() + static_cast<size_t>(first_out_row) * config_.vocab_size,
               config_.vocab_size, pool_);
-  for (const Chunk& ch : chunks) {
-    if (ch.emits_logits) out->argmax[ch.sequence] = GreedyToken(out->Row(ch.sequence));
-  }
+  // Each sequence's greedy token (a pass over its vocab-sized row), sequences split over threads.
+  pool_.ParallelFor(static_cast<int64_t>(chunks.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Chunk& ch = chunks[i];
+      if (ch.emits_logits) out->argmax[ch.sequence] = GreedyToken(out->Row(ch.sequence));
+    }
+  });
 }
 
 void CpuBackend::RunLayer(const Layer& l, int64_t layer_index, const std::vector<Chunk>& chunks,
