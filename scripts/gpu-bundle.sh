@@ -5,8 +5,9 @@
 # sm_80/86/89/90, and every other shared library they load (gRPC, protobuf, Abseil, OpenBLAS, ...),
 # found with ldd. The binaries carry RPATH=$ORIGIN/../lib (DT_RPATH, so it also serves the
 # libraries' own dependencies): no LD_LIBRARY_PATH is needed. Debug symbols are stripped, and the
-# folder is also packed as DEST.tar.gz (about 27 MB; OpenBLAS alone is 35 MB unpacked), what a run
-# carries to the GPU machine (at most 60 MiB).
+# folder is also packed as DEST.tar.gz (about 48 MB; oneDNN is 40 MB and OpenBLAS 35 MB unpacked),
+# what a run carries to the GPU machine (at most 64 MiB, which tests/deploy/test_gpu_bundle.sh
+# checks).
 #   scripts/gpu-bundle.sh [BUILD_DIR] [DEST]     (default: build/cuda build/gpu-bundle; git-ignored)
 # Then on the GPU machine: scripts/gpu-check.sh --bundle build/gpu-bundle.tar.gz
 set -euo pipefail

@@ -11,6 +11,12 @@ work=$(mktemp -d /tmp/mambaserve-gpu-bundle-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 "$root/scripts/gpu-bundle.sh" "$build" "$work/made/gpu-bundle" | tail -1
+# It must fit what a GPU machine accepts carried with a run: 64 MiB in all.
+size=$(stat -c %s "$work/made/gpu-bundle.tar.gz")
+if (( size > 64 * 1024 * 1024 )); then
+  echo "FAIL: the packed bundle is $size bytes, over 64 MiB"
+  exit 1
+fi
 mkdir "$work/elsewhere"
 tar -C "$work/elsewhere" -xzf "$work/made/gpu-bundle.tar.gz"
 rm -rf "$work/made"
