@@ -199,8 +199,12 @@ MAMBASERVE_CPU_CLONES void SelectiveScan(const float* x, const float* dt, const 
         h[n] = FastExp(dtv * a_row[n]) * h[n] + dtv * xv * bt[n];
         yv += h[n] * ct[n];
       }
-      yt[ch] = (yv + d[ch] * xv) * FastSilu(zt[ch]);
+      yt[ch] = yv + d[ch] * xv;
     }
+    // The SiLU(z) gate after the channel loop, where it vectorises (16 exps per instruction
+    // sequence instead of one per channel); the same product as gating inside the loop.
+#pragma omp simd
+    for (int64_t ch = c_begin; ch < c_end; ++ch) yt[ch] *= FastSilu(zt[ch]);
   }
 }
 
