@@ -57,8 +57,10 @@ TEST(MixerOpsTest, CausalConvWithStateMatchesFullConvolution) {
   }
 }
 
-TEST(MixerOpsTest, SelectiveScanMatchesRecurrence) {
-  const int len = 9, E = 6, N = 5, ld_bc = 2 * N + 3;
+// The scan over channels [c_begin, c_end) of E against the float64 recurrence; channels outside
+// the range are left untouched.
+void ExpectScanMatchesRecurrence(int len, int E, int N, int c_begin, int c_end) {
+  const int ld_bc = 2 * N + 3;
   auto x = Random(len * E, 6), z = Random(len * E, 7), bc = Random(len * ld_bc, 8),
        d = Random(E, 9);
   std::vector<float> dt(len * E), a(E * N);
@@ -66,12 +68,12 @@ TEST(MixerOpsTest, SelectiveScanMatchesRecurrence) {
   for (float& v : dt) v = 0.001f + 0.2f * (rng() % 1000) / 1000.0f;
   for (int e = 0; e < E; ++e)
     for (int n = 0; n < N; ++n) a[e * N + n] = -(n + 1.0f) * (1.0f + 0.1f * e);
-  std::vector<float> state(E * N, 0.0f), y(len * E);
+  std::vector<float> state(E * N, 0.0f), y(len * E, -7.0f);
   SelectiveScan(x.data(), dt.data(), bc.data(), bc.data() + N, ld_bc, a.data(), d.data(), z.data(),
-                E, len, E, N, state.data(), y.data(), 0, E);
+                E, len, E, N, state.data(), y.data(), c_begin, c_end);
   std::vector<double> h(E * N, 0.0);
   for (int t = 0; t < len; ++t) {
-    for (int e = 0; e < E; ++e) {
+    for (int e = c_begin; e < c_end; ++e) {
       double acc = 0;
       for (int n = 0; n < N; ++n) {
         double& hv = h[e * N + n];
@@ -80,10 +82,28 @@ TEST(MixerOpsTest, SelectiveScanMatchesRecurrence) {
         acc += hv * bc[t * ld_bc + N + n];
       }
       const double expected = (acc + double(d[e]) * x[t * E + e]) * SiluD(z[t * E + e]);
-      EXPECT_NEAR(y[t * E + e], expected, 1e-5) << "t=" << t << " e=" << e;
+      ASSERT_NEAR(y[t * E + e], expected, 1e-5) << "N=" << N << " t=" << t << " e=" << e;
+    }
+    for (int e = 0; e < E; ++e) {
+      if (e < c_begin || e >= c_end) {
+        ASSERT_EQ(y[t * E + e], -7.0f) << "wrote channel " << e;
+      }
     }
   }
   for (int i = 0; i < E * N; ++i) EXPECT_NEAR(state[i], h[i], 1e-5);
+}
+
+TEST(MixerOpsTest, SelectiveScanMatchesRecurrence) { ExpectScanMatchesRecurrence(9, 6, 5, 0, 6); }
+
+// d_state 16 takes the vector paths: one channel's 16 states at a time, and 16 channels' sums
+// reduced together. Ranges that start and end off a multiple of 16 leave channels for the
+// one-at-a-time path; decode (one token) and prefill both.
+TEST(MixerOpsTest, SelectiveScanWithSixteenStatesMatchesRecurrence) {
+  for (int len : {1, 7}) {
+    ExpectScanMatchesRecurrence(len, 48, 16, 0, 48);
+    ExpectScanMatchesRecurrence(len, 48, 16, 3, 43);
+    ExpectScanMatchesRecurrence(len, 48, 16, 5, 12);
+  }
 }
 
 }  // namespace
