@@ -75,6 +75,20 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   }
 }
 
+void ThreadPool::ParallelForDynamic(int64_t n, int64_t chunk,
+                                    const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  chunk = std::max<int64_t>(chunk, 1);
+  std::atomic<int64_t> next{0};
+  ParallelFor(std::min<int64_t>(num_threads(), (n + chunk - 1) / chunk), [&](int64_t, int64_t) {
+    for (;;) {
+      const int64_t begin = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (begin >= n) return;
+      fn(begin, std::min(n, begin + chunk));
+    }
+  });
+}
+
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {

@@ -36,6 +36,12 @@ class ThreadPool {
   // one caller at a time.
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t align = 1);
 
+  // The same split into ranges of `chunk` (the last shorter), which the threads take in turn as
+  // each finishes its previous one: a thread slowed down (a busy core, its share of the memory
+  // bandwidth) does less, instead of holding the others at the end.
+  void ParallelForDynamic(int64_t n, int64_t chunk,
+                          const std::function<void(int64_t, int64_t)>& fn);
+
  private:
   void WorkerLoop(int index);
 

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -50,6 +51,55 @@ TEST(ThreadPoolTest, SpinningAndBlockedWorkersBothPickUpWork) {
     });
   }
   for (size_t i = 0; i < data.size(); ++i) ASSERT_EQ(data[i], 200 * static_cast<int64_t>(i));
+}
+
+TEST(ThreadPoolTest, DynamicChunksCoverEveryIndexOnceInChunkSizedRanges) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {1, 15, 16, 17, 1000}) {
+      for (int64_t chunk : {1, 16, 48}) {
+        std::vector<std::atomic<int>> visits(n);
+        std::atomic<bool> bad_range{false};
+        pool.ParallelForDynamic(n, chunk, [&](int64_t begin, int64_t end) {
+          if (begin % chunk != 0 || (end - begin != chunk && end != n)) bad_range = true;
+          for (int64_t i = begin; i < end; ++i) visits[i]++;
+        });
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(visits[i].load(), 1) << n << "/" << chunk;
+        EXPECT_FALSE(bad_range) << n << "/" << chunk;
+      }
+    }
+  }
+}
+
+// A thread that stalls on one chunk does not keep the rest of the work waiting for it: the other
+// thread takes what is left (with a static split it would do only its own half).
+TEST(ThreadPoolTest, DynamicChunksFlowToTheThreadThatIsFree) {
+  ThreadPool pool(2);
+  std::mutex mu;
+  std::thread::id stalled_thread;
+  int chunks_by_others = 0;
+  pool.ParallelForDynamic(40, 1, [&](int64_t begin, int64_t) {
+    if (begin == 0) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        stalled_thread = std::this_thread::get_id();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      return;
+    }
+    // Give the stalled thread's id time to be recorded before counting this chunk.
+    for (int i = 0; i < 100; ++i) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (stalled_thread != std::thread::id()) {
+          if (std::this_thread::get_id() != stalled_thread) ++chunks_by_others;
+          return;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  });
+  EXPECT_GE(chunks_by_others, 30);
 }
 
 TEST(ThreadPoolTest, WaitsForTheSlowestRange) {
