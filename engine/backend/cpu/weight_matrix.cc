@@ -74,15 +74,18 @@ void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y,
     MatMulOneDnn(x, ldx, tokens, y, ldy, pool);
     return;
   }
-  // Streaming the weights is the whole cost of a decode product, and the two halves of a static
-  // split finish apart when one core is slowed: about eight chunks per thread, taken in turn, keep
-  // them together. Chunks are multiples of 16 rows, so each thread's output stays cache-line
-  // aligned.
-  const int64_t per_thread = rows_ / (8 * pool.num_threads());
-  const int64_t chunk = std::max<int64_t>(16, per_thread / 16 * 16);
-  pool.ParallelForDynamic(rows_, chunk, [&](int64_t begin, int64_t end) {
-    MatMulRows(x, ldx, tokens, y, ldy, begin, end);
-  });
+  auto rows = [&](int64_t begin, int64_t end) { MatMulRows(x, ldx, tokens, y, ldy, begin, end); };
+  if (small_batch) {
+    // Streaming the weights is the whole cost of a decode product, and the two halves of a static
+    // split finish apart when one core is slowed: about eight chunks per thread, taken in turn,
+    // keep them together.
+    const int64_t per_thread = rows_ / (8 * pool.num_threads());
+    pool.ParallelForDynamic(rows_, std::max<int64_t>(16, per_thread / 16 * 16), rows);
+  } else {
+    // One BLAS call per thread (each call packs the activations again).
+    pool.ParallelFor(rows_, rows, 16);
+  }
+  // Both split in multiples of 16 rows, so each thread's output stays cache-line aligned.
 }
 
 void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
