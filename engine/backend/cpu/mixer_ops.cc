@@ -132,13 +132,11 @@ typedef float V16 __attribute__((vector_size(64)));
 typedef float V8 __attribute__((vector_size(32)));
 typedef float V4 __attribute__((vector_size(16)));
 
-// The sum of 16 floats by halving (p[i] + p[i+8], then +4, +2, +1): the tree of the pairwise loop
-// in ScanStates, written with vector shuffles so it stays in registers. As a loop over a local
-// array GCC stored the vector and reloaded single lanes, stalling on store forwarding: half of the
-// decode scan's time.
-inline float SumOf16(const float* p) {
-  V16 v;
-  std::memcpy(&v, p, sizeof(v));
+// The sum of 16 floats by halving (v[i] + v[i+8], then +4, +2, +1): log2(16) dependent adds
+// instead of the 16-long chain of an in-order reduction, in vector shuffles so it stays in
+// registers (as a loop over a local array GCC stored the vector and reloaded single lanes, stalling
+// on store forwarding: half of the decode scan's time).
+inline float SumOf16(const V16& v) {
   const V8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
   const V4 b =
@@ -196,29 +194,6 @@ inline void ScanProducts16(float* __restrict h, const float* __restrict a,
   std::memcpy(&products, prod, sizeof(products));
 }
 
-// One token's update of `count` states of one channel. With a compile-time count the compiler
-// turns it into straight vector code (FastExp included); the y reduction is reassociated.
-template <int64_t kCount>
-inline float ScanStates(float* __restrict h, const float* __restrict a, const float* __restrict b,
-                        const float* __restrict c, float dt, float dt_x) {
-  float da[kCount], prod[kCount];
-#pragma omp simd
-  for (int64_t n = 0; n < kCount; ++n) da[n] = FastExp(dt * a[n]);
-#pragma omp simd
-  for (int64_t n = 0; n < kCount; ++n) {
-    h[n] = da[n] * h[n] + dt_x * b[n];
-    prod[n] = h[n] * c[n];
-  }
-  // Pairwise sum: log2(N) dependent adds instead of the N-long chain of an in-order reduction,
-  // which dominated the decode scan.
-  if constexpr (kCount == 16) return SumOf16(prod);
-  for (int64_t width = kCount / 2; width >= 1; width /= 2) {
-#pragma omp simd
-    for (int64_t n = 0; n < width; ++n) prod[n] += prod[n + width];
-  }
-  return prod[0];
-}
-
 }  // namespace
 
 // Cloned for AVX-512 / AVX2 / baseline and picked at load time.
@@ -266,7 +241,9 @@ MAMBASERVE_CPU_CLONES void SelectiveScan(const float* x, const float* dt, const 
       float yv = 0.0f;
       int64_t n = 0;
       for (; n + kBlock <= d_state; n += kBlock) {
-        yv += ScanStates<kBlock>(h + n, a_row + n, bt + n, ct + n, dtv, dtv * xv);
+        V16 products;
+        ScanProducts16(h + n, a_row + n, bt + n, ct + n, dtv, dtv * xv, products);
+        yv += SumOf16(products);
       }
       for (; n < d_state; ++n) {  // remainder for unusual d_state
         h[n] = FastExp(dtv * a_row[n]) * h[n] + dtv * xv * bt[n];
