@@ -53,9 +53,7 @@ TEST(SmallBatchGemmTest, Bf16WeightsMultiplyAsTheirExactF32Values) {
           for (int64_t r = 0; r < rows; ++r) {
             double expected = 0;
             for (int64_t k = 0; k < cols; ++k) {
-              float wv;
-              ConvertToF32(DType::kBF16, &w[r * cols + k], 1, &wv);
-              expected += double(x[t * ldx + k]) * wv;
+              expected += double(x[t * ldx + k]) * Bf16ToF32(w[r * cols + k]);
             }
             ASSERT_NEAR(y[t * ldy + r], expected, 1e-4) << tokens << "x" << rows << "x" << cols;
           }

@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <ostream>
 #include <random>
 #include <string>
@@ -17,12 +16,7 @@
 namespace mambaserve {
 namespace {
 
-float RoundToBf16(float v) {
-  const uint32_t bits = static_cast<uint32_t>(F32ToBf16(v)) << 16;
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-}
+float RoundToBf16(float v) { return Bf16ToF32(F32ToBf16(v)); }
 
 // Sets the path switches WeightMatrix reads when it is built, and clears them after.
 class PathSwitches {
