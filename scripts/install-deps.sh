@@ -13,6 +13,9 @@ build_packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libcli11-dev libssl-dev libhiredis-dev
   libdnnl-dev
+  # Debian's oneDNN is built with an OpenCL GPU runtime, so its CMake package config requires
+  # OpenCL's headers and loader; libdnnl-dev only recommends them, and recommends are not installed.
+  ocl-icd-opencl-dev
 )
 other_packages=(
   ccache git clang-format clang libclang-rt-dev openssl patchelf
