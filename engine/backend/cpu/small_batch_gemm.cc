@@ -139,10 +139,9 @@ void MatVec(const float* x, const W* w, int64_t rows, int64_t cols, float* y) {
       });
     }
     for (; k < cols; k += 16) {
-      const __mmask16 mask =
-          cols - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - k)) - 1);
-      acc[0] = _mm512_fmadd_ps(LoadWeights(row + k, mask), _mm512_maskz_loadu_ps(mask, x + k),
-                               acc[0]);
+      const __mmask16 mask = cols - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - k)) - 1);
+      acc[0] =
+          _mm512_fmadd_ps(LoadWeights(row + k, mask), _mm512_maskz_loadu_ps(mask, x + k), acc[0]);
     }
     Unroll<kAccumulators - 1>([&](auto i) { acc[0] = _mm512_add_ps(acc[0], acc[i + 1]); });
     y[r] = SumLanes(acc[0]);
