@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds here (no GPU needed) everything scripts/gpu-check.sh runs on a GPU machine, as one folder
 # that needs nothing from that machine but the C/C++ runtime, the NVIDIA driver and cuBLAS/cudart
-# (CUDA 13): the GPU test and benchmark binaries, mambaserve and mambactl, the CUDA module for
-# sm_80/86/89/90, and every other shared library they load (gRPC, protobuf, Abseil, OpenBLAS, ...),
+# (CUDA 13): the GPU test and benchmark binaries, mambabench, mambaserve and mambactl, the CUDA
+# module for sm_80/86/89/90, and every other shared library they load (gRPC, protobuf, Abseil, ...),
 # found with ldd. The binaries carry RPATH=$ORIGIN/../lib (DT_RPATH, so it also serves the
 # libraries' own dependencies): no LD_LIBRARY_PATH is needed. Debug symbols are stripped, and the
 # folder is also packed as DEST.tar.gz (about 48 MB; oneDNN is 40 MB and OpenBLAS 35 MB unpacked),
@@ -23,9 +23,9 @@ if [[ ! -f $build/CMakeCache.txt ]]; then
   cmake --preset cuda -B "$build" -DMAMBASERVE_BUILD_TESTS=ON -DMAMBASERVE_BUILD_BENCH=ON
 fi
 cmake --build "$build" -j "${MAMBASERVE_JOBS:-$(nproc)}" --target mambaserve mambactl mambaserve_cuda \
-  cuda_bench "${tests[@]}"
+  cuda_bench mambabench "${tests[@]}"
 
-extras=("$build/bench/cuda_bench")
+extras=("$build/bench/cuda_bench" "$build/bench/mambabench")
 for t in "${tests[@]}"; do extras+=("$(find "$build/tests" -name "$t" -type f -perm -u+x | head -1)"); done
 rm -rf "$dest"
 scripts/bundle-runtime.sh "$build" "$dest" "${extras[@]}" >/dev/null

@@ -132,9 +132,13 @@ absl::StatusOr<ModelConfig> PresetConfig(std::string_view preset, ModelType type
     c.d_model = 1024;
     c.n_layers = 48;
     c.vocab_size = 50280;
+  } else if (preset == "7b") {  // Falcon-Mamba-7B's shapes
+    c.d_model = 4096;
+    c.n_layers = 64;
+    c.vocab_size = 65024;
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown preset \"", std::string(preset), "\" (expected tiny, 130m or 370m)"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown preset \"", std::string(preset),
+                                                   "\" (expected tiny, 130m, 370m or 7b)"));
   }
   c.d_inner = 2 * c.d_model;
   c.dt_rank = (c.d_model + 15) / 16;

@@ -12,7 +12,8 @@
 
 namespace mambaserve {
 
-// "tiny" (D 64, 2 layers, V 512), "130m", "370m" shapes of the given type.
+// "tiny" (D 64, 2 layers, V 512), "130m", "370m" and "7b" (Falcon-Mamba-7B's: D 4096, 64 layers,
+// V 65024) shapes of the given type.
 absl::StatusOr<ModelConfig> PresetConfig(std::string_view preset, ModelType type);
 
 // Writes config.json and model.safetensors into `out_dir` (created if missing). Same config, dtype

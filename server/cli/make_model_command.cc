@@ -24,7 +24,8 @@ struct MakeModelFlags {
 
   void Declare(CLI::App& app) {
     app.option_defaults()->always_capture_default();
-    app.add_option("--preset", preset, "the shape")->check(CLI::IsMember({"tiny", "130m", "370m"}));
+    app.add_option("--preset", preset, "the shape")
+        ->check(CLI::IsMember({"tiny", "130m", "370m", "7b"}));
     app.add_option("--model-type", type_name, "the architecture")
         ->check(CLI::IsMember({"mamba", "falcon_mamba"}));
     app.add_option("--dtype", dtype, "weights as stored")

@@ -2,7 +2,8 @@
 """mambabench against a real server (a tiny generated model): every request it counts was served
 and every token it counts arrived; errors are counted by code; the multi-turn mode's two ways of
 holding a conversation see the same history lengths; the in-process comparison is reported; the
-plot script draws every figure from the result. Stdlib only (plus Debian's python3-matplotlib for
+plot script draws every figure from the result; bench/mambabench_live.sh starts, measures and stops
+a server in one command. Stdlib only (plus Debian's python3-matplotlib for
 the plots, run with /usr/bin/python3).
 
   tests/bench/test_mambabench.py --mambaserve BIN --mambabench BIN
@@ -103,6 +104,28 @@ def main():
         finally:
             server.terminate()
             server.wait(timeout=20)
+
+        # The one-command live measurement (what gpu-check.sh runs against a CUDA server): it
+        # starts its own server, measures, and stops it; a server that cannot start fails it.
+        live_script = str(ROOT / "bench" / "mambabench_live.sh")
+        live = work / "live.json"
+        run = subprocess.run([live_script, "--mambaserve", args.mambaserve, "--mambabench", args.mambabench,
+                              "--model", str(model), "--backend", "cpu", "--serve-args", "--threads 1",
+                              "--out", str(live), "--", "--concurrency", "2", "--requests", "4",
+                              "--prompt-tokens", "3", "--output-tokens", "4"],
+                             timeout=120, capture_output=True, text=True)
+        check(run.returncode == 0, f"mambabench_live.sh exit {run.returncode}: {run.stderr[-500:]}")
+        if run.returncode == 0:
+            lv = json.loads(live.read_text())["levels"][0]
+            check(lv["requests_ok"] == 4 and lv["output_tokens"] == 16 and lv["errors"] == {},
+                  f"live: {lv['requests_ok']} ok, {lv['output_tokens']} tokens, {lv['errors']}")
+        pid = next((w.split()[-1] for w in run.stdout.split("\n") if ", pid " in w), None)
+        check(pid is not None and not pathlib.Path(f"/proc/{pid}").exists(), f"server {pid} left running")
+        bad = subprocess.run([live_script, "--mambaserve", args.mambaserve, "--mambabench", args.mambabench,
+                              "--model", str(work / "no-such-model"), "--backend", "cpu",
+                              "--out", str(work / "bad.json")], timeout=60, capture_output=True, text=True)
+        check(bad.returncode == 1 and "exited before serving" in bad.stderr,
+              f"a server that cannot start: exit {bad.returncode}, {bad.stderr[-300:]}")
 
     for f in failures:
         print("FAIL:", f)

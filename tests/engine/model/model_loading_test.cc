@@ -68,6 +68,21 @@ TEST(ModelLoadingTest, LoadsGeneratedModelsOfEveryTypeAndDtype) {
   }
 }
 
+TEST(ModelLoadingTest, SevenBPresetHasFalconMamba7BShapes) {
+  // tiiuae/falcon-mamba-7b's config.json: hidden 4096, 64 layers, intermediate 8192, time-step
+  // rank 256, state 16, conv 4, vocabulary 65024, untied head.
+  const ModelConfig c = *PresetConfig("7b", ModelType::kFalconMamba);
+  EXPECT_EQ(c.d_model, 4096);
+  EXPECT_EQ(c.n_layers, 64);
+  EXPECT_EQ(c.d_inner, 8192);
+  EXPECT_EQ(c.dt_rank, 256);
+  EXPECT_EQ(c.d_state, 16);
+  EXPECT_EQ(c.d_conv, 4);
+  EXPECT_EQ(c.vocab_size, 65024);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FALSE(PresetConfig("7B", ModelType::kFalconMamba).ok());
+}
+
 TEST(ModelLoadingTest, SizesComeFromShapesNotFromAWrongExpand) {
   TempDir dir;
   ASSERT_TRUE(WriteRandomModel(TinyConfig(), DType::kF32, 1, dir.path()).ok());
