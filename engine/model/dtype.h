@@ -40,5 +40,7 @@ uint16_t F32ToF16(float f);
 
 // Converts `count` elements of `dtype` at `src` to f32.
 void ConvertToF32(DType dtype, const void* src, size_t count, float* dst);
+// F32ToBf16 over `count` floats, vectorised (it rounds every activation row oneDNN multiplies).
+void ConvertF32ToBf16(const float* src, size_t count, uint16_t* dst);
 
 }  // namespace mambaserve

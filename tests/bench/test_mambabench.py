@@ -60,7 +60,7 @@ def main():
             # Closed loop at two levels, beside the same workload in process.
             r = bench(args.mambabench, work / "loop.json", "--target", target, "--concurrency", "1,3",
                       "--requests", "6", "--prompt-tokens", "4:9", "--output-tokens", "5",
-                      "--compare-in-process", str(model), "--threads", "1")
+                      "--compare-in-process", str(model), "--threads", "1", "--rounds", "2")
             check([lv["level"] for lv in r["levels"]] == [1, 3], f"levels {r['levels']}")
             for lv in r["levels"] + r["in_process_levels"]:
                 check(lv["requests_ok"] == 6 and lv["errors"] == {}, f"level {lv['level']}: {lv['errors']}")
@@ -71,6 +71,9 @@ def main():
                 check(lv["output_tokens_per_s"] > 0, "no throughput")
             for lv in r["levels"]:
                 check(lv["fraction_of_in_process_throughput"] > 0, "no in-process comparison")
+                check(len(lv["fraction_of_in_process_by_round"]) == 2 and
+                      all(x > 0 for x in lv["fraction_of_in_process_by_round"]),
+                      f"rounds {lv.get('fraction_of_in_process_by_round')}")
 
             # Requests the server refuses are counted by code, not as tokens.
             r = bench(args.mambabench, work / "refused.json", "--target", target, "--concurrency", "2",

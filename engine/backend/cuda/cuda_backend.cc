@@ -242,7 +242,7 @@ absl::Status UploadTensor(const TensorView& tensor, void* dst, GemmType type) {
     const void* src = f32.data();
     int64_t out_size = 4;
     if (type == GemmType::kBF16) {
-      for (int64_t i = 0; i < count; ++i) bf16[i] = F32ToBf16(f32[i]);
+      ConvertF32ToBf16(f32.data(), static_cast<size_t>(count), bf16.data());
       src = bf16.data();
       out_size = 2;
     }

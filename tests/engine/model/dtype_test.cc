@@ -1,11 +1,36 @@
 #include "engine/model/dtype.h"
 
 #include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
 
 #include "gtest/gtest.h"
 
 namespace mambaserve {
 namespace {
+
+TEST(DTypeTest, BulkBf16ConversionMatchesTheScalarOne) {
+  // Every class of input (signed zeros, denormals, halfway cases, the largest finite values that
+  // round up to infinity, infinities, NaNs of both signs with any payload) and random bit patterns,
+  // over a length that leaves a vector tail.
+  std::vector<uint32_t> bits = {0x00000000, 0x80000000, 0x00000001, 0x807fffff, 0x3f808000,
+                                0x3f818000, 0x3f807fff, 0x7f7fffff, 0xff7fffff, 0x7f800000,
+                                0xff800000, 0x7f800001, 0xffc00000, 0x7fbfffff};
+  std::mt19937 rng(7);
+  while (bits.size() < 100003) bits.push_back(static_cast<uint32_t>(rng()));
+  std::vector<float> values(bits.size());
+  std::memcpy(values.data(), bits.data(), bits.size() * sizeof(float));
+  std::vector<uint16_t> out(values.size());
+  ConvertF32ToBf16(values.data(), values.size(), out.data());
+  for (size_t i = 0; i < values.size(); ++i) {
+    ASSERT_EQ(out[i], F32ToBf16(values[i])) << "bits 0x" << std::hex << bits[i];
+  }
+  EXPECT_EQ(out[4], 0x3f80);                    // halfway, even below: down
+  EXPECT_EQ(out[5], 0x3f82);                    // halfway, odd below: up
+  EXPECT_EQ(out[7], 0x7f80);                    // rounds up to infinity
+  EXPECT_TRUE(std::isnan(Bf16ToF32(out[11])));  // a NaN whose payload is only in the low bits
+}
 
 TEST(DTypeTest, Bf16RoundsToNearestEven) {
   EXPECT_EQ(F32ToBf16(1.0f), 0x3f80);
