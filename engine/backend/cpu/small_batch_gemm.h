@@ -2,8 +2,10 @@
 //
 // A GEMM library packs the weight panel into a cache-friendly layout on every call; with 2-16
 // activation rows that copy costs as much as the arithmetic, and at batch 32 it was a quarter of
-// the CPU decode step. This kernel instead streams each block of weight rows once from memory and
-// multiplies it, from L1, against all tokens in register tiles (4 rows x 6 tokens).
+// the CPU decode step. This kernel instead streams each weight once from memory: one token reads
+// every row front to back (a single sequential stream); more tokens multiply each block of 4 rows,
+// from L1, against all of them in register tiles (4 rows x 6 tokens) while the next block is
+// prefetched.
 //
 // bf16 weights are widened to f32 in registers (a bf16 is the top half of an f32, so widening is a
 // 16-bit shift and exact): memory traffic is half that of f32 weights, which is what decode is
