@@ -15,10 +15,19 @@
 
 #include <cstdint>
 
+#include "engine/model/dtype.h"
+
 namespace mambaserve::cpu {
 
-// Largest token count the kernel is used for; beyond it BLAS's packed GEMM wins.
-inline constexpr int64_t kSmallBatchMaxTokens = 16;
+// Largest token count the kernel is used for, by the weights' dtype; beyond it a GEMM library's
+// packed kernels win. bf16 from 17 tokens: oneDNN's bf16 dot products do twice the FMAs per
+// instruction that widening to f32 allows. f32 from 33: the same FMA rate, and up to 32 tokens
+// oneDNN's packing of the weights on every call costs more than it saves (130m shape, 32 streams:
+// 448-451 tokens/s here, 342-350 through oneDNN).
+inline constexpr int64_t kSmallBatchMaxTokens = 32;
+inline constexpr int64_t SmallBatchMaxTokens(DType weights) {
+  return weights == DType::kBF16 ? 16 : kSmallBatchMaxTokens;
+}
 
 // True when the CPU supports the AVX-512 kernel (F, BW and VL: every AVX-512 CPU since 2017).
 bool SmallBatchGemmAvailable();

@@ -33,8 +33,9 @@ class WeightMatrix {
   void RowToF32(int64_t r, float* out) const;
 
   // y[t][ldy] (first rows() columns) = x[t][ldx] (first cols() columns) · Wᵀ, t < tokens.
-  // fp32 accumulation; parallel over output rows. 1-16 tokens: small_batch_gemm.h (bf16 weights
-  // widened exactly); more: oneDNN (bf16 weights times activations rounded to bf16), else OpenBLAS.
+  // fp32 accumulation; parallel over output rows. 1-16 tokens (bf16 weights; 1-32 for f32):
+  // small_batch_gemm.h (bf16 weights widened exactly); more: oneDNN (bf16 weights times
+  // activations rounded to bf16), else OpenBLAS.
   void MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
               ThreadPool& pool) const;
 
@@ -44,8 +45,8 @@ class WeightMatrix {
   void MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                   int64_t row_begin, int64_t row_end) const;
 
-  // Decode batches of 1-16 tokens skip BLAS (see small_batch_gemm.h) where AVX-512 is available;
-  // MAMBASERVE_CPU_SMALL_BATCH_GEMM=0 turns that off (for comparisons).
+  // Decode batches (SmallBatchMaxTokens) skip BLAS (see small_batch_gemm.h) where AVX-512 is
+  // available; MAMBASERVE_CPU_SMALL_BATCH_GEMM=0 turns that off (for comparisons).
   bool use_small_batch_kernel_ = false;
   // Larger products go through oneDNN (see onednn_matmul.h); MAMBASERVE_CPU_ONEDNN=0 leaves them to
   // OpenBLAS (for comparisons).

@@ -49,7 +49,7 @@ TEST_P(WeightMatrixTest, MatchesFloat64ForEveryShapeAndDtype) {
   std::normal_distribution<float> dist;
   ThreadPool pool(2);
   for (const DType dtype : {DType::kF32, DType::kBF16}) {
-    for (const int64_t tokens : {1, 5, 16, 17, 40}) {
+    for (const int64_t tokens : {1, 5, 16, 17, 32, 33, 40}) {
       for (const int64_t rows : {1, 37, 64}) {
         for (const int64_t cols : {5, 48, 77}) {
           std::vector<float> w(rows * cols);
@@ -72,7 +72,7 @@ TEST_P(WeightMatrixTest, MatchesFloat64ForEveryShapeAndDtype) {
 
           // What each path multiplies: the stored weights (bf16-rounded for bf16), and for bf16
           // through oneDNN (more tokens than the decode kernel takes) activations rounded too.
-          const bool decode_kernel = path.small_batch && tokens <= cpu::kSmallBatchMaxTokens;
+          const bool decode_kernel = path.small_batch && tokens <= cpu::SmallBatchMaxTokens(dtype);
           const bool rounds_x =
               dtype == DType::kBF16 && path.onednn && !decode_kernel && tokens > 1;
           const std::string where = std::string(DTypeName(dtype)) + " " + std::to_string(tokens) +
