@@ -41,4 +41,14 @@ run "$bundle/bin/mambaserve" eval --model "$work/model" --tokens 1,2,3 --generat
 }
 grep -q '"generated"' "$work/eval.json"
 run "$bundle/bin/mambactl" --help >/dev/null
+# gpu-check.sh's mambabench stage, from the bundle (the server falls back to the CPU here).
+run "$root/bench/mambabench_live.sh" --mambaserve "$bundle/bin/mambaserve" \
+  --mambabench "$bundle/bin/mambabench" --model "$work/model" --backend auto \
+  --serve-args "--threads 1" --out "$work/mambabench.json" -- --concurrency 2 --requests 4 \
+  --prompt-tokens 3 --output-tokens 4 >"$work/mambabench.log" 2>&1 || {
+  tail -20 "$work/mambabench.log"
+  echo "FAIL: mambabench against a server from the bundle"
+  exit 1
+}
+grep -q '"requests_ok": 4' "$work/mambabench.json"
 echo "gpu bundle: self-contained"
