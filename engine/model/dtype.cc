@@ -106,15 +106,8 @@ void ConvertToF32(DType dtype, const void* src, size_t count, float* dst) {
 }
 
 void ConvertF32ToBf16(const float* src, size_t count, uint16_t* dst) {
-  // F32ToBf16 with the NaN case as a select instead of an early return, so the loop vectorises.
 #pragma omp simd
-  for (size_t i = 0; i < count; ++i) {
-    uint32_t u;
-    std::memcpy(&u, &src[i], sizeof u);
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t quiet_nan = (u >> 16) | 0x40u;
-    dst[i] = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
-  }
+  for (size_t i = 0; i < count; ++i) dst[i] = F32ToBf16(src[i]);
 }
 
 }  // namespace mambaserve

@@ -26,13 +26,14 @@ inline float Bf16ToF32(uint16_t bits) {
   return f;
 }
 
-// Round-to-nearest-even, as torch's .to(torch.bfloat16); NaN stays NaN.
+// Round-to-nearest-even, as torch's .to(torch.bfloat16); NaN stays NaN (quieted). The NaN case is
+// a select, not an early return, so loops over it vectorise (ConvertF32ToBf16).
 inline uint16_t F32ToBf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (u >> 16) | 0x40u;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
 }
 
 float F16ToF32(uint16_t bits);

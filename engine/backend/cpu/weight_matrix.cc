@@ -69,7 +69,7 @@ void WeightMatrix::RowToF32(int64_t r, float* out) const {
 
 void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                           ThreadPool& pool) const {
-  const bool small_batch = use_small_batch_kernel_ && tokens <= cpu::SmallBatchMaxTokens(dtype_);
+  const bool small_batch = UsesDecodeKernel(tokens);
   if (!small_batch && use_onednn_ && tokens > 1) {
     MatMulOneDnn(x, ldx, tokens, y, ldy, pool);
     return;
@@ -121,7 +121,7 @@ void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, flo
 void WeightMatrix::MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                               int64_t row_begin, int64_t row_end) const {
   const int64_t nrows = row_end - row_begin;
-  if (tokens <= cpu::SmallBatchMaxTokens(dtype_) && use_small_batch_kernel_) {
+  if (UsesDecodeKernel(tokens)) {
     // Decode: weights streamed once, straight from their stored dtype.
     if (dtype_ == DType::kF32) {
       cpu::SmallBatchGemm(x, ldx, tokens, f32() + row_begin * cols_, nrows, cols_, y + row_begin,

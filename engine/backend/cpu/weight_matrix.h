@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend/cpu/huge_page_allocator.h"
+#include "engine/backend/cpu/small_batch_gemm.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/model/model.h"
 #include "engine/model/safetensors.h"
@@ -44,6 +45,9 @@ class WeightMatrix {
                     ThreadPool& pool) const;
   void MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                   int64_t row_begin, int64_t row_end) const;
+  bool UsesDecodeKernel(int64_t tokens) const {
+    return use_small_batch_kernel_ && tokens <= cpu::SmallBatchMaxTokens(dtype_);
+  }
 
   // Decode batches (SmallBatchMaxTokens) skip BLAS (see small_batch_gemm.h) where AVX-512 is
   // available; MAMBASERVE_CPU_SMALL_BATCH_GEMM=0 turns that off (for comparisons).
