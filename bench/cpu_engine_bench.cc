@@ -24,6 +24,7 @@
 #include "engine/backend/cpu/blas_kernels.h"
 #include "engine/backend/cpu/onednn_matmul.h"
 #include "engine/backend/cpu/thread_pool.h"
+#include "engine/backend/cpu/weight_panels.h"
 #include "engine/backend_factory.h"
 #include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -101,9 +102,11 @@ double MeasureOpenBlasGemmGflops(int n, int threads) {
 }
 
 // oneDNN's GEMM rate in `dtype` (f32 or bf16 inputs, f32 output): the same n x n x n product split
-// by rows over the engine's thread pool, exactly as the engine calls it. Best of several runs.
+// by panels of rows over the engine's thread pool, exactly as the engine calls it (the weights in
+// the engine's panels; every value equal, so their order does not matter). Best of several runs.
 double MeasureOneDnnGemmGflops(ThreadPool& pool, int n, DType dtype) {
-  const size_t elements = static_cast<size_t>(n) * n;
+  const cpu::WeightPanels panels{n, n, dtype};
+  const size_t elements = static_cast<size_t>(panels.elements());
   const size_t bytes = elements * DTypeSize(dtype);
   std::vector<unsigned char> a(bytes), b(bytes);
   for (size_t i = 0; i < elements; ++i) {
@@ -120,15 +123,12 @@ double MeasureOneDnnGemmGflops(ThreadPool& pool, int n, DType dtype) {
   double best = 0;
   for (int rep = 0; rep < 4; ++rep) {
     const auto t0 = Clock::now();
-    pool.ParallelFor(
-        n,
-        [&](int64_t begin, int64_t end) {
-          const unsigned char* w = b.data() + begin * n * DTypeSize(dtype);
-          if (!cpu::OneDnnMatMul(a.data(), n, n, w, end - begin, n, dtype, c.data() + begin, n)) {
-            ok = false;
-          }
-        },
-        16);
+    pool.ParallelFor(panels.panels(), [&](int64_t begin, int64_t end) {
+      const int64_t row = begin * cpu::WeightPanels::kPanelRows;
+      const int64_t rows = std::min<int64_t>(end * cpu::WeightPanels::kPanelRows, n) - row;
+      const unsigned char* w = b.data() + begin * panels.panel_elements() * DTypeSize(dtype);
+      if (!cpu::OneDnnMatMul(a.data(), n, w, rows, n, dtype, c.data() + row, n)) ok = false;
+    });
     best = std::max(best, 2.0 * n * n * n / Seconds(t0, Clock::now()) / 1e9);
   }
   if (!ok || c[0] != 0.125f * static_cast<float>(n)) return 0;  // no kernel, or a wrong result
@@ -327,7 +327,6 @@ absl::Status Run(const BenchFlags& flags) {
     models.push_back({
         {"dtype", DTypeName(info.weight_dtype)},
         {"weight_bytes", info.weight_bytes},
-        {"weight_bytes_mapped_in_place", info.weight_bytes_mapped},
         {"prefill_512_tokens_per_s", prefill},
         {"prefill_gflops", prefill_gflops},
         {"prefill_fraction_of_gemm_peak", prefill_gflops / gemm_peak},

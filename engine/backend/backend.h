@@ -84,8 +84,7 @@ struct BackendInfo {
   DType weight_dtype = DType::kF32;
   int num_slots = 0;
   int64_t state_bytes_per_slot = 0;
-  int64_t weight_bytes = 0;         // as held by the backend
-  int64_t weight_bytes_mapped = 0;  // of which read in place from the checkpoint's file mapping
+  int64_t weight_bytes = 0;  // as held by the backend
   int64_t state_pool_bytes = 0;
   int64_t device_memory_total = 0;  // 0 when not applicable
 };

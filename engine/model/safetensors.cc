@@ -190,12 +190,6 @@ void MappedFile::ReleasePages(const void* data, size_t bytes) const {
   if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
-bool Checkpoint::Maps(const void* data, size_t bytes) const {
-  for (const auto& file : files_)
-    if (file->Contains(data, bytes)) return true;
-  return false;
-}
-
 void Checkpoint::ReleasePages(const void* data, size_t bytes) const {
   for (const auto& file : files_) file->ReleasePages(data, bytes);
 }

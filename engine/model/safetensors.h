@@ -70,8 +70,6 @@ class Checkpoint {
   const std::map<std::string, TensorView, std::less<>>& tensors() const { return tensors_; }
   const std::string& dir() const { return dir_; }
 
-  // Whether [data, data + bytes) lies in one of the checkpoint's file mappings (a tensor's view).
-  bool Maps(const void* data, size_t bytes) const;
   // For a tensor copied or converted elsewhere: drops its resident pages
   // (MappedFile::ReleasePages). A no-op for memory the checkpoint does not map.
   void ReleasePages(const void* data, size_t bytes) const;

@@ -41,6 +41,7 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(std::shared_ptr<c
   if (options.num_slots <= 0) return absl::InvalidArgumentError("num_slots must be positive");
   const ModelConfig& c = model->config;
   const DType dtype = ResolveWeightDType(*model, options);
+  const Checkpoint* checkpoint = model->checkpoint.get();
   // Our pool already uses every core; OpenBLAS's own threads would oversubscribe them.
   openblas_set_num_threads(1);
 
@@ -49,28 +50,29 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(std::shared_ptr<c
   for (const LayerWeights& w : model->layers) {
     Layer l;
     l.norm = ToF32(w.norm);
-    l.in_proj = WeightMatrix::FromTensor(*w.in_proj, 2 * E, D, dtype, model);
+    l.in_proj = WeightMatrix::FromTensor(*w.in_proj, 2 * E, D, dtype, checkpoint);
     l.in_proj_bias = ToF32(w.in_proj_bias);
     l.conv_weight = ToF32(w.conv1d);
     l.conv_bias = ToF32(w.conv1d_bias);
-    l.x_proj = WeightMatrix::FromTensor(*w.x_proj, R + 2 * N, E, dtype, model);
-    l.dt_proj = WeightMatrix::FromTensor(*w.dt_proj, E, R, dtype, model);
+    l.x_proj = WeightMatrix::FromTensor(*w.x_proj, R + 2 * N, E, dtype, checkpoint);
+    l.dt_proj = WeightMatrix::FromTensor(*w.dt_proj, E, R, dtype, checkpoint);
     l.dt_bias = ToF32(w.dt_proj_bias);
     std::vector<float> a_log = ToF32(w.a_log);
     l.a.resize(a_log.size());
     for (size_t i = 0; i < a_log.size(); ++i)
       l.a[i] = static_cast<float>(-std::exp(double{a_log[i]}));
     l.d = ToF32(w.d);
-    l.out_proj = WeightMatrix::FromTensor(*w.out_proj, D, E, dtype, model);
+    l.out_proj = WeightMatrix::FromTensor(*w.out_proj, D, E, dtype, checkpoint);
     l.out_proj_bias = ToF32(w.out_proj_bias);
     backend->layers_.push_back(std::move(l));
   }
   backend->embeddings_ =
-      WeightMatrix::FromTensor(*model->embeddings, c.vocab_size, D, dtype, model);
+      WeightMatrix::FromTensor(*model->embeddings, c.vocab_size, D, dtype, checkpoint);
   backend->norm_f_ = ToF32(model->norm_f);
   backend->tied_ = model->lm_head == model->embeddings;
   if (!backend->tied_)
-    backend->lm_head_ = WeightMatrix::FromTensor(*model->lm_head, c.vocab_size, D, dtype, model);
+    backend->lm_head_ =
+        WeightMatrix::FromTensor(*model->lm_head, c.vocab_size, D, dtype, checkpoint);
 
   const size_t rows = static_cast<size_t>(backend->max_rows_);
   backend->pass_tokens_.resize(rows);
@@ -102,12 +104,6 @@ BackendInfo CpuBackend::info() const {
                                  l.out_proj_bias.size());
   }
   info.weight_bytes = weight_bytes;
-  const auto mapped = [](const WeightMatrix& m) { return m.in_place() ? m.bytes() : 0; };
-  info.weight_bytes_mapped = mapped(embeddings_) + (tied_ ? 0 : mapped(lm_head_));
-  for (const Layer& l : layers_) {
-    info.weight_bytes_mapped +=
-        mapped(l.in_proj) + mapped(l.x_proj) + mapped(l.dt_proj) + mapped(l.out_proj);
-  }
   info.state_pool_bytes = states_.bytes();
   return info;
 }

@@ -2,9 +2,9 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
-#include <type_traits>
 #include <utility>
+
+#include "engine/backend/cpu/weight_panels.h"
 
 // Everything up to the pop is compiled for AVX-512 (lambdas included, which a per-function target
 // attribute would not reach); it runs only after SmallBatchGemmAvailable() said the CPU has it.
@@ -19,25 +19,9 @@
 namespace mambaserve::cpu {
 namespace {
 
-// The sum of the 16 lanes, halving the width each step (lanes i and i^8, then ^4, ^2, ^1) — the
-// tree _mm512_reduce_add_ps uses. Written with the all-lanes-masked forms of the shuffles: GCC 12's
-// unmasked ones (and that macro) pass an undefined register and warn (GCC bug 105593).
-inline float SumLanes(__m512 v) {
-  constexpr __mmask16 kAll = 0xffff;
-  v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, kAll, v, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, kAll, v, v, _MM_SHUFFLE(2, 3, 0, 1)));
-  v = _mm512_add_ps(v, _mm512_mask_permute_ps(v, kAll, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm512_add_ps(v, _mm512_mask_permute_ps(v, kAll, v, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm512_cvtss_f32(v);
-}
-
-// 16 weights from w as f32 lanes (lanes outside `mask` are zero and not read). The bf16 widening
-// uses the zero-masking forms for the same GCC bug.
-inline __m512 LoadWeights(const float* w, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, w); }
-inline __m512 LoadWeights(const uint16_t* w, __mmask16 mask) {
-  const __m512i widened = _mm512_maskz_cvtepu16_epi32(mask, _mm256_maskz_loadu_epi16(mask, w));
-  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(mask, widened, 16));
-}
+constexpr int kVectors = WeightPanels::kPanelRows / 16;  // 16-row vectors per panel column
+constexpr int kMaxTileTokens = 6;  // 4 x 6 accumulators + 4-6 weight vectors fit 32 registers
+constexpr __mmask16 kAll = 0xffff;
 
 // Calls f(std::integral_constant<int, I>()) for I = 0 .. N-1, unrolled at compile time, so that
 // every accumulator index below is a constant and GCC keeps the accumulators in registers (with
@@ -48,128 +32,140 @@ inline void Unroll(F&& f) {
   (std::make_integer_sequence<int, N>());
 }
 
-// acc[i][j] += w[i][k..k+16) · x[j][k..k+16), lanes outside `mask` left out.
-template <int kRows, int kTokens, typename W>
-inline void MultiplyAdd(const float* x, int64_t ldx, const W* w, int64_t cols, int64_t k,
-                        __mmask16 mask, __m512 (&acc)[kRows][kTokens]) {
-  __m512 wv[kRows];
-  Unroll<kRows>([&](auto i) { wv[i] = LoadWeights(w + i * cols + k, mask); });
-  Unroll<kTokens>([&](auto j) {
-    const __m512 xv = _mm512_maskz_loadu_ps(mask, x + j * ldx + k);
-    Unroll<kRows>([&](auto i) { acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]); });
+// With few tokens the accumulators alone are too few independent FMA chains to hide the FMA
+// latency, so two sets take alternate columns and are added at the end.
+template <int kTokens>
+constexpr int kSets = kTokens <= 3 ? 2 : 1;
+
+template <int kTokens>
+using Accumulators = __m512[kSets<kTokens>][kVectors][kTokens];
+
+// The panel's first `rows` outputs of each token: acc summed over its sets, written 16 at a time.
+template <int kTokens>
+inline void Store(Accumulators<kTokens>& acc, int64_t rows, float* y, int64_t ldy) {
+  Unroll<kVectors>([&](auto i) {
+    const int64_t left = rows - 16 * i;
+    if (left <= 0) return;
+    const __mmask16 mask = left >= 16 ? kAll : __mmask16((1u << left) - 1);
+    Unroll<kTokens>([&](auto t) {
+      __m512 sum = acc[0][i][t];
+      if constexpr (kSets<kTokens> == 2) sum = _mm512_add_ps(sum, acc[1][i][t]);
+      _mm512_mask_storeu_ps(y + t * ldy + 16 * i, mask, sum);
+    });
   });
 }
 
-// One tile: kRows weight rows x kTokens tokens, accumulated over all columns in 16-lane vectors,
-// the tail of `cols` by masked loads after the loop. 4 x 6 = 24 accumulators + 4 weight vectors +
-// 1 token vector fit the 32 zmm registers.
-//
-// The tile's rows are read as kRows interleaved streams, which the hardware prefetchers follow
-// poorly while the FMAs keep the core busy; when `prefetch` is set, each step also asks for the
-// next kRows * 16 weights of the following block (one block ahead, into L2), so its bytes are on
-// their way while this one is multiplied (bf16, 8 tokens: 2x the bytes per second here).
-template <int kRows, int kTokens, typename W>
-void Tile(const float* x, int64_t ldx, const W* w, int64_t cols, float* y, int64_t ldy,
-          const char* prefetch) {
-  constexpr int kLinesPerStep = std::max<int>(1, kRows * 16 * sizeof(W) / 64);
-  __m512 acc[kRows][kTokens];
-  Unroll<kRows>([&](auto i) { Unroll<kTokens>([&](auto j) { acc[i][j] = _mm512_setzero_ps(); }); });
-  int64_t k = 0;
-  for (; k + 16 <= cols; k += 16) {
-    if (prefetch != nullptr) {
-      Unroll<kLinesPerStep>([&](auto l) { _mm_prefetch(prefetch + l * 64, _MM_HINT_T1); });
-      prefetch += kLinesPerStep * 64;
-    }
-    MultiplyAdd(x, ldx, w, cols, k, __mmask16(0xffff), acc);
-  }
-  if (k < cols) MultiplyAdd(x, ldx, w, cols, k, __mmask16((1u << (cols - k)) - 1), acc);
-  Unroll<kRows>(
-      [&](auto i) { Unroll<kTokens>([&](auto j) { y[j * ldy + i] = SumLanes(acc[i][j]); }); });
+template <int kTokens>
+inline void Zero(Accumulators<kTokens>& acc) {
+  Unroll<kSets<kTokens>>([&](auto s) {
+    Unroll<kVectors>(
+        [&](auto i) { Unroll<kTokens>([&](auto t) { acc[s][i][t] = _mm512_setzero_ps(); }); });
+  });
 }
 
-// All tokens against kRows rows, in tiles of up to 6 tokens; the first tile streams the rows from
-// memory (and prefetches the next block), the others find them in L1.
-template <int kRows, typename W>
-void RowBlock(const float* x, int64_t ldx, int64_t tokens, const W* w, int64_t cols, float* y,
-              int64_t ldy) {
-  const char* prefetch = reinterpret_cast<const char*>(w + kRows * cols);
+// acc[s] += column k's 64 weights (4 vectors in w) times each token's x[t][k].
+template <int kTokens, int kSet>
+inline void MultiplyColumn(const __m512 (&w)[kVectors], const float* x, int64_t ldx, int64_t k,
+                           Accumulators<kTokens>& acc) {
+  Unroll<kTokens>([&](auto t) {
+    const __m512 xt = _mm512_set1_ps(x[t * ldx + k]);
+    Unroll<kVectors>([&](auto i) { acc[kSet][i][t] = _mm512_fmadd_ps(w[i], xt, acc[kSet][i][t]); });
+  });
+}
+
+// flatten: every Unroll lambda inlined (outlined, the accumulators went through memory).
+template <int kTokens>
+[[gnu::flatten]] void Tile(const float* x, int64_t ldx, const float* panel, int64_t cols,
+                           int64_t rows, float* y, int64_t ldy) {
+  Accumulators<kTokens> acc;
+  Zero<kTokens>(acc);
+  constexpr int kStep = kSets<kTokens>;
+  int64_t k = 0;
+  for (; k + kStep <= cols; k += kStep) {
+    Unroll<kStep>([&](auto s) {
+      __m512 w[kVectors];
+      Unroll<kVectors>([&](auto i) {
+        w[i] = _mm512_loadu_ps(panel + (k + s) * WeightPanels::kPanelRows + 16 * i);
+      });
+      MultiplyColumn<kTokens, s>(w, x, ldx, k + s, acc);
+    });
+  }
+  for (; k < cols; ++k) {
+    __m512 w[kVectors];
+    Unroll<kVectors>(
+        [&](auto i) { w[i] = _mm512_loadu_ps(panel + k * WeightPanels::kPanelRows + 16 * i); });
+    MultiplyColumn<kTokens, 0>(w, x, ldx, k, acc);
+  }
+  Store<kTokens>(acc, rows, y, ldy);
+}
+
+// bf16: each 32-bit lane of a loaded vector holds one row's weights for columns k (low half) and
+// k + 1 (high half); shifting the low half up, or masking the high half, gives each as an f32.
+template <int kTokens>
+[[gnu::flatten]] void Tile(const float* x, int64_t ldx, const uint16_t* panel, int64_t cols,
+                           int64_t rows, float* y, int64_t ldy) {
+  Accumulators<kTokens> acc;
+  Zero<kTokens>(acc);
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  // One pair of columns; `odd` is false for a last, unpaired column (its partner is padding, and
+  // x has no value there to multiply it by).
+  auto pair = [&](int64_t k, bool odd) {
+    const uint16_t* w = panel + k * WeightPanels::kPanelRows;
+    __m512 even_w[kVectors], odd_w[kVectors];
+    Unroll<kVectors>([&](auto i) {
+      const __m512i v = _mm512_loadu_si512(w + 32 * i);
+      even_w[i] = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll, v, 16));
+      odd_w[i] = _mm512_castsi512_ps(_mm512_maskz_and_epi32(kAll, v, high_half));
+    });
+    MultiplyColumn<kTokens, 0>(even_w, x, ldx, k, acc);
+    if (odd) MultiplyColumn<kTokens, kSets<kTokens> - 1>(odd_w, x, ldx, k + 1, acc);
+  };
+  int64_t k = 0;
+  for (; k + 2 <= cols; k += 2) pair(k, true);
+  if (k < cols) pair(k, false);
+  Store<kTokens>(acc, rows, y, ldy);
+}
+
+template <typename W>
+void Gemm(const float* x, int64_t ldx, int64_t tokens, const W* panel, int64_t cols, int64_t rows,
+          float* y, int64_t ldy) {
   int64_t t = 0;
-  for (; t + 6 <= tokens; t += 6) {
-    Tile<kRows, 6>(x + t * ldx, ldx, w, cols, y + t * ldy, ldy, t == 0 ? prefetch : nullptr);
+  for (; t + kMaxTileTokens <= tokens; t += kMaxTileTokens) {
+    Tile<kMaxTileTokens>(x + t * ldx, ldx, panel, cols, rows, y + t * ldy, ldy);
   }
   const float* xt = x + t * ldx;
   float* yt = y + t * ldy;
-  if (t > 0) prefetch = nullptr;
   switch (tokens - t) {
     case 5:
-      Tile<kRows, 5>(xt, ldx, w, cols, yt, ldy, prefetch);
+      Tile<5>(xt, ldx, panel, cols, rows, yt, ldy);
       break;
     case 4:
-      Tile<kRows, 4>(xt, ldx, w, cols, yt, ldy, prefetch);
+      Tile<4>(xt, ldx, panel, cols, rows, yt, ldy);
       break;
     case 3:
-      Tile<kRows, 3>(xt, ldx, w, cols, yt, ldy, prefetch);
+      Tile<3>(xt, ldx, panel, cols, rows, yt, ldy);
       break;
     case 2:
-      Tile<kRows, 2>(xt, ldx, w, cols, yt, ldy, prefetch);
+      Tile<2>(xt, ldx, panel, cols, rows, yt, ldy);
       break;
     case 1:
-      Tile<kRows, 1>(xt, ldx, w, cols, yt, ldy, prefetch);
+      Tile<1>(xt, ldx, panel, cols, rows, yt, ldy);
       break;
     default:
       break;
   }
 }
 
-// One token: each row front to back, so the weights are read as one sequential stream, which the
-// hardware prefetchers follow best (interleaving 8 rows' streams read bf16 weights at half the
-// rate here); 4 accumulators over consecutive vectors keep the FMAs independent.
-template <typename W>
-void MatVec(const float* x, const W* w, int64_t rows, int64_t cols, float* y) {
-  constexpr int kAccumulators = 4;
-  for (int64_t r = 0; r < rows; ++r) {
-    const W* row = w + r * cols;
-    __m512 acc[kAccumulators];
-    Unroll<kAccumulators>([&](auto i) { acc[i] = _mm512_setzero_ps(); });
-    int64_t k = 0;
-    for (; k + 16 * kAccumulators <= cols; k += 16 * kAccumulators) {
-      Unroll<kAccumulators>([&](auto i) {
-        acc[i] = _mm512_fmadd_ps(LoadWeights(row + k + 16 * i, __mmask16(0xffff)),
-                                 _mm512_loadu_ps(x + k + 16 * i), acc[i]);
-      });
-    }
-    for (; k < cols; k += 16) {
-      const __mmask16 mask = cols - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - k)) - 1);
-      acc[0] =
-          _mm512_fmadd_ps(LoadWeights(row + k, mask), _mm512_maskz_loadu_ps(mask, x + k), acc[0]);
-    }
-    Unroll<kAccumulators - 1>([&](auto i) { acc[0] = _mm512_add_ps(acc[0], acc[i + 1]); });
-    y[r] = SumLanes(acc[0]);
-  }
-}
-
-template <typename W>
-void Gemm(const float* x, int64_t ldx, int64_t tokens, const W* w, int64_t rows, int64_t cols,
-          float* y, int64_t ldy) {
-  if (tokens == 1) {
-    MatVec(x, w, rows, cols, y);
-    return;
-  }
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) RowBlock<4>(x, ldx, tokens, w + r * cols, cols, y + r, ldy);
-  for (; r < rows; ++r) RowBlock<1>(x, ldx, tokens, w + r * cols, cols, y + r, ldy);
-}
-
 }  // namespace
 
-void SmallBatchGemm(const float* x, int64_t ldx, int64_t tokens, const float* w, int64_t rows,
-                    int64_t cols, float* y, int64_t ldy) {
-  Gemm(x, ldx, tokens, w, rows, cols, y, ldy);
+void SmallBatchGemm(const float* x, int64_t ldx, int64_t tokens, const float* panel, int64_t cols,
+                    int64_t rows, float* y, int64_t ldy) {
+  Gemm(x, ldx, tokens, panel, cols, rows, y, ldy);
 }
 
-void SmallBatchGemm(const float* x, int64_t ldx, int64_t tokens, const uint16_t* w, int64_t rows,
-                    int64_t cols, float* y, int64_t ldy) {
-  Gemm(x, ldx, tokens, w, rows, cols, y, ldy);
+void SmallBatchGemm(const float* x, int64_t ldx, int64_t tokens, const uint16_t* panel,
+                    int64_t cols, int64_t rows, float* y, int64_t ldy) {
+  Gemm(x, ldx, tokens, panel, cols, rows, y, ldy);
 }
 
 #if defined(__clang__)

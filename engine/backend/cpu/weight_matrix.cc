@@ -1,10 +1,13 @@
 #include "engine/backend/cpu/weight_matrix.h"
 
 #include <cblas.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string_view>
+#include <type_traits>
 
 #include "engine/backend/cpu/onednn_matmul.h"
 #include "engine/backend/cpu/small_batch_gemm.h"
@@ -12,148 +15,165 @@
 namespace mambaserve {
 namespace {
 
-// bf16 rows are widened into a per-thread tile this large before the BLAS call: big enough to
-// amortise the call, small enough to stay in L2 next to the activations.
-constexpr int64_t kTileBytes = 256 << 10;
+constexpr int64_t kPanelRows = cpu::WeightPanels::kPanelRows;
+
+// Writes rows [row_begin, row_end) of `tensor` (any dtype, rows of `cols`) into their panels,
+// converted to T (float, or uint16_t for bf16).
+template <typename T>
+void PackRows(const TensorView& tensor, const cpu::WeightPanels& layout, int64_t row_begin,
+              int64_t row_end, T* out) {
+  const int64_t cols = layout.cols;
+  const size_t row_bytes = static_cast<size_t>(cols) * DTypeSize(tensor.dtype);
+  std::vector<float> row(static_cast<size_t>(cols));
+  std::vector<uint16_t> rounded(std::is_same_v<T, uint16_t> ? static_cast<size_t>(cols) : 0);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    ConvertToF32(tensor.dtype, tensor.data + r * row_bytes, static_cast<size_t>(cols), row.data());
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      ConvertF32ToBf16(row.data(), static_cast<size_t>(cols), rounded.data());
+      for (int64_t k = 0; k < cols; ++k) out[layout.Offset(r, k)] = rounded[k];
+    } else {
+      for (int64_t k = 0; k < cols; ++k) out[layout.Offset(r, k)] = row[k];
+    }
+  }
+}
+
+// Packs the whole tensor panel by panel; with a checkpoint, the source pages of each packed panel
+// are dropped as it goes (a 50k-row embedding is hundreds of panels: releasing only at the end
+// would hold it twice meanwhile).
+template <typename T>
+void Pack(const TensorView& tensor, const cpu::WeightPanels& layout, const Checkpoint* checkpoint,
+          T* out) {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const size_t row_bytes = static_cast<size_t>(layout.cols) * DTypeSize(tensor.dtype);
+  const unsigned char* released = tensor.data;  // source bytes before this are dropped
+  for (int64_t p = 0; p < layout.panels(); ++p) {
+    const int64_t row_end = p * kPanelRows + layout.RowsInPanel(p);
+    PackRows(tensor, layout, p * kPanelRows, row_end, out);
+    if (checkpoint == nullptr) continue;
+    const unsigned char* packed = tensor.data + row_end * row_bytes;
+    checkpoint->ReleasePages(released, static_cast<size_t>(packed - released));
+    // ReleasePages keeps a partial page at either end: resume from the start of the last one.
+    const auto* page_start =
+        reinterpret_cast<const unsigned char*>(reinterpret_cast<uintptr_t>(packed) / page * page);
+    released = std::max(released, page_start);
+  }
+}
 
 }  // namespace
 
 WeightMatrix WeightMatrix::FromTensor(const TensorView& tensor, int64_t rows, int64_t cols,
-                                      DType dtype, std::shared_ptr<const Model> model) {
+                                      DType dtype, const Checkpoint* checkpoint) {
   WeightMatrix m;
   const char* small_batch = std::getenv("MAMBASERVE_CPU_SMALL_BATCH_GEMM");
   m.use_small_batch_kernel_ = cpu::SmallBatchGemmAvailable() &&
                               !(small_batch != nullptr && std::string_view(small_batch) == "0");
   const char* onednn = std::getenv("MAMBASERVE_CPU_ONEDNN");
   m.use_onednn_ = cpu::OneDnnAvailable() && !(onednn != nullptr && std::string_view(onednn) == "0");
-  m.rows_ = rows;
-  m.cols_ = cols;
-  m.dtype_ = dtype;
-  const size_t n = static_cast<size_t>(rows * cols);
-  if (dtype != DType::kBF16) m.dtype_ = DType::kF32;
-  const Checkpoint* checkpoint = model != nullptr ? model->checkpoint.get() : nullptr;
-  const size_t tensor_bytes = n * DTypeSize(tensor.dtype);
-  if (checkpoint != nullptr && tensor.dtype == m.dtype_ &&
-      checkpoint->Maps(tensor.data, tensor_bytes)) {
-    m.mapped_ = tensor.data;
-    m.mapping_ = std::move(model);
-    return m;
-  }
-  if (dtype == DType::kBF16) {
-    m.bf16_.resize(n);
-    if (tensor.dtype == DType::kBF16) {
-      std::memcpy(m.bf16_.data(), tensor.data, n * 2);
-    } else {
-      std::vector<float> row(cols);
-      for (int64_t r = 0; r < rows; ++r) {
-        ConvertToF32(tensor.dtype, tensor.data + r * cols * DTypeSize(tensor.dtype), cols,
-                     row.data());
-        ConvertF32ToBf16(row.data(), cols, m.bf16_.data() + r * cols);
-      }
-    }
+  m.panels_ = {rows, cols, dtype == DType::kBF16 ? DType::kBF16 : DType::kF32};
+  // Zero-filled: the padding past the last row and column must multiply to nothing.
+  if (m.panels_.dtype == DType::kBF16) {
+    m.bf16_.resize(static_cast<size_t>(m.panels_.elements()));
+    Pack(tensor, m.panels_, checkpoint, m.bf16_.data());
   } else {
-    m.f32_.resize(n);
-    ConvertToF32(tensor.dtype, tensor.data, n, m.f32_.data());
+    m.f32_.resize(static_cast<size_t>(m.panels_.elements()));
+    Pack(tensor, m.panels_, checkpoint, m.f32_.data());
   }
-  if (checkpoint != nullptr) checkpoint->ReleasePages(tensor.data, tensor_bytes);
   return m;
 }
 
 void WeightMatrix::RowToF32(int64_t r, float* out) const {
-  if (dtype_ == DType::kF32) {
-    std::memcpy(out, f32() + r * cols_, cols_ * sizeof(float));
-  } else {
-    ConvertToF32(DType::kBF16, bf16() + r * cols_, cols_, out);
+  for (int64_t k = 0; k < panels_.cols; ++k) {
+    const size_t at = static_cast<size_t>(panels_.Offset(r, k));
+    out[k] = panels_.dtype == DType::kBF16 ? Bf16ToF32(bf16_[at]) : f32_[at];
   }
 }
 
 void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                           ThreadPool& pool) const {
-  const bool small_batch = UsesDecodeKernel(tokens);
-  if (!small_batch && use_onednn_ && tokens > 1) {
-    MatMulOneDnn(x, ldx, tokens, y, ldy, pool);
-    return;
-  }
-  auto rows = [&](int64_t begin, int64_t end) { MatMulRows(x, ldx, tokens, y, ldy, begin, end); };
-  if (small_batch) {
+  const int64_t panels = panels_.panels();
+  auto run = [&](int64_t begin, int64_t end) { MatMulPanels(x, ldx, tokens, y, ldy, begin, end); };
+  if (UsesDecodeKernel(tokens)) {
     // Streaming the weights is the whole cost of a decode product, and the two halves of a static
     // split finish apart when one core is slowed: about eight chunks per thread, taken in turn,
     // keep them together.
-    const int64_t per_thread = rows_ / (8 * pool.num_threads());
-    pool.ParallelForDynamic(rows_, std::max<int64_t>(16, per_thread / 16 * 16), rows);
+    pool.ParallelForDynamic(panels, std::max<int64_t>(1, panels / (8 * pool.num_threads())), run);
+  } else if (use_onednn_ && tokens > 1) {
+    MatMulOneDnn(x, ldx, tokens, y, ldy, pool);
   } else {
-    // One BLAS call per thread (each call packs the activations again).
-    pool.ParallelFor(rows_, rows, 16);
+    pool.ParallelFor(panels, run);  // one BLAS call per panel
   }
-  // Both split in multiples of 16 rows, so each thread's output stays cache-line aligned.
 }
 
 void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                                 ThreadPool& pool) const {
-  // oneDNN multiplies bf16 weights by bf16 activations: round them once here, for all threads
-  // (vectorised and split over them: a 512-token prompt is 48M values to round across the layers).
+  // oneDNN takes the activations dense, and multiplies bf16 weights by bf16 activations: copy or
+  // round them once here, for all threads (vectorised and split over them: a 512-token prompt is
+  // 48M values to round across the layers).
+  const int64_t cols = panels_.cols;
   const void* activations = x;
-  int64_t ld = ldx;
-  thread_local std::vector<uint16_t> x_bf16;
-  if (dtype_ == DType::kBF16) {
-    x_bf16.resize(static_cast<size_t>(tokens * cols_));
+  if (panels_.dtype == DType::kBF16) {
+    thread_local std::vector<uint16_t> x_bf16;
+    x_bf16.resize(static_cast<size_t>(tokens * cols));
     uint16_t* rounded = x_bf16.data();
     pool.ParallelFor(tokens, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) ConvertF32ToBf16(x + t * ldx, cols_, rounded + t * cols_);
+      for (int64_t t = t0; t < t1; ++t) ConvertF32ToBf16(x + t * ldx, cols, rounded + t * cols);
     });
-    activations = x_bf16.data();
-    ld = cols_;
+    activations = rounded;
+  } else if (ldx != cols) {
+    thread_local std::vector<float> x_dense;
+    x_dense.resize(static_cast<size_t>(tokens * cols));
+    for (int64_t t = 0; t < tokens; ++t)
+      std::memcpy(x_dense.data() + t * cols, x + t * ldx, cols * sizeof(float));
+    activations = x_dense.data();
   }
-  const void* weights = dtype_ == DType::kBF16 ? static_cast<const void*>(bf16()) : f32();
-  const size_t element = DTypeSize(dtype_);
-  pool.ParallelFor(
-      rows_,
-      [&](int64_t begin, int64_t end) {
-        const void* w = static_cast<const char*>(weights) + begin * cols_ * element;
-        if (!cpu::OneDnnMatMul(activations, ld, tokens, w, end - begin, cols_, dtype_, y + begin,
-                               ldy)) {
-          MatMulRows(x, ldx, tokens, y, ldy, begin, end);
-        }
-      },
-      16);
-}
-
-void WeightMatrix::MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
-                              int64_t row_begin, int64_t row_end) const {
-  const int64_t nrows = row_end - row_begin;
-  if (UsesDecodeKernel(tokens)) {
-    // Decode: weights streamed once, straight from their stored dtype.
-    if (dtype_ == DType::kF32) {
-      cpu::SmallBatchGemm(x, ldx, tokens, f32() + row_begin * cols_, nrows, cols_, y + row_begin,
-                          ldy);
-    } else {
-      cpu::SmallBatchGemm(x, ldx, tokens, bf16() + row_begin * cols_, nrows, cols_, y + row_begin,
-                          ldy);
-    }
-    return;
-  }
-  auto multiply = [&](const float* w, int64_t row0, int64_t rows) {
-    if (tokens == 1) {
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(cols_),
-                  1.0f, w, static_cast<int>(cols_), x, 1, 0.0f, y + row0, 1);
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens),
-                  static_cast<int>(rows), static_cast<int>(cols_), 1.0f, x, static_cast<int>(ldx),
-                  w, static_cast<int>(cols_), 0.0f, y + row0, static_cast<int>(ldy));
+  auto run = [&](int64_t begin, int64_t end) {
+    const int64_t rows = std::min(end * kPanelRows, panels_.rows) - begin * kPanelRows;
+    if (!cpu::OneDnnMatMul(activations, tokens, Panel(begin), rows, cols, panels_.dtype,
+                           y + begin * kPanelRows, ldy)) {
+      MatMulPanels(x, ldx, tokens, y, ldy, begin, end);
     }
   };
-  if (dtype_ == DType::kF32) {
-    multiply(f32() + row_begin * cols_, row_begin, nrows);
-    return;
-  }
-  // bf16 through BLAS (prefill, or no AVX-512): widen tiles of rows to f32 first.
-  const int64_t tile_rows = std::max<int64_t>(8, kTileBytes / (cols_ * 4));
-  thread_local std::vector<float> tile;
-  tile.resize(static_cast<size_t>(tile_rows * cols_));
-  for (int64_t r0 = row_begin; r0 < row_end; r0 += tile_rows) {
-    const int64_t rows = std::min(tile_rows, row_end - r0);
-    ConvertToF32(DType::kBF16, bf16() + r0 * cols_, rows * cols_, tile.data());
-    multiply(tile.data(), r0, rows);
+  pool.ParallelFor(panels_.panels(), run);
+}
+
+void WeightMatrix::MatMulPanels(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
+                                int64_t begin, int64_t end) const {
+  const int64_t cols = panels_.cols;
+  thread_local std::vector<float> widened;  // a bf16 panel as f32, for OpenBLAS
+  for (int64_t p = begin; p < end; ++p) {
+    const int64_t rows = panels_.RowsInPanel(p);
+    float* yp = y + p * kPanelRows;
+    if (UsesDecodeKernel(tokens)) {
+      // Decode: weights streamed once, straight from their stored dtype.
+      if (panels_.dtype == DType::kF32) {
+        cpu::SmallBatchGemm(x, ldx, tokens, static_cast<const float*>(Panel(p)), cols, rows, yp,
+                            ldy);
+      } else {
+        cpu::SmallBatchGemm(x, ldx, tokens, static_cast<const uint16_t*>(Panel(p)), cols, rows, yp,
+                            ldy);
+      }
+      continue;
+    }
+    // For OpenBLAS a panel is Wᵀ's [cols][64] block, row stride 64 (bf16: widened first).
+    const float* w = static_cast<const float*>(Panel(p));
+    if (panels_.dtype == DType::kBF16) {
+      widened.resize(static_cast<size_t>(cols * kPanelRows));
+      const auto* pairs = static_cast<const uint16_t*>(Panel(p));
+      for (int64_t k = 0; k < cols; ++k) {
+        for (int64_t r = 0; r < kPanelRows; ++r) {
+          widened[k * kPanelRows + r] = Bf16ToF32(pairs[panels_.Offset(r, k)]);  // r in panel 0
+        }
+      }
+      w = widened.data();
+    }
+    if (tokens == 1) {
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(cols), static_cast<int>(rows), 1.0f,
+                  w, static_cast<int>(kPanelRows), x, 1, 0.0f, yp, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(tokens),
+                  static_cast<int>(rows), static_cast<int>(cols), 1.0f, x, static_cast<int>(ldx), w,
+                  static_cast<int>(kPanelRows), 0.0f, yp, static_cast<int>(ldy));
+    }
   }
 }
 

@@ -2,14 +2,12 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <vector>
 
-#include "absl/status/statusor.h"
 #include "engine/backend/cpu/huge_page_allocator.h"
 #include "engine/backend/cpu/small_batch_gemm.h"
 #include "engine/backend/cpu/thread_pool.h"
-#include "engine/model/model.h"
+#include "engine/backend/cpu/weight_panels.h"
 #include "engine/model/safetensors.h"
 
 namespace mambaserve {
@@ -17,25 +15,26 @@ namespace mambaserve {
 class WeightMatrix {
  public:
   WeightMatrix() = default;
-  // A checkpoint tensor (any dtype, viewed as [rows][cols]) held as `dtype` (kF32 or kBF16). With
-  // `model` given, a tensor already in `dtype` inside its checkpoint's file mapping is read in
-  // place, not copied (resident memory holds the weights once, not twice; the matrix keeps the
-  // model alive), and a tensor converted into memory of its own has its mapped pages released.
+  // A checkpoint tensor (any dtype, viewed as [rows][cols]) held as `dtype` (kF32 or kBF16) in
+  // the panels of weight_panels.h. With the `checkpoint` that maps it, the tensor's mapped pages
+  // are released as they are packed, so resident memory holds the weights about once, not twice.
   static WeightMatrix FromTensor(const TensorView& tensor, int64_t rows, int64_t cols, DType dtype,
-                                 std::shared_ptr<const Model> model = nullptr);
+                                 const Checkpoint* checkpoint = nullptr);
 
-  int64_t rows() const { return rows_; }
-  int64_t cols() const { return cols_; }
-  DType dtype() const { return dtype_; }
-  int64_t bytes() const { return rows_ * cols_ * static_cast<int64_t>(DTypeSize(dtype_)); }
-  bool in_place() const { return mapping_ != nullptr; }
+  int64_t rows() const { return panels_.rows; }
+  int64_t cols() const { return panels_.cols; }
+  DType dtype() const { return panels_.dtype; }
+  // What the matrix occupies (and a product reads): padding included.
+  int64_t bytes() const {
+    return panels_.elements() * static_cast<int64_t>(DTypeSize(panels_.dtype));
+  }
 
   // Row r converted to f32: out[cols].
   void RowToF32(int64_t r, float* out) const;
 
   // y[t][ldy] (first rows() columns) = x[t][ldx] (first cols() columns) · Wᵀ, t < tokens.
-  // fp32 accumulation; parallel over output rows. 1-16 tokens (bf16 weights; 1-32 for f32):
-  // small_batch_gemm.h (bf16 weights widened exactly); more: oneDNN (bf16 weights times
+  // fp32 accumulation; parallel over panels of 64 output rows. 1-8 tokens (bf16 weights; 1-32 for
+  // f32): small_batch_gemm.h (bf16 weights widened exactly); more: oneDNN (bf16 weights times
   // activations rounded to bf16), else OpenBLAS.
   void MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
               ThreadPool& pool) const;
@@ -43,10 +42,16 @@ class WeightMatrix {
  private:
   void MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                     ThreadPool& pool) const;
-  void MatMulRows(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
-                  int64_t row_begin, int64_t row_end) const;
+  // Panels [begin, end) through the decode kernel or OpenBLAS.
+  void MatMulPanels(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
+                    int64_t begin, int64_t end) const;
   bool UsesDecodeKernel(int64_t tokens) const {
-    return use_small_batch_kernel_ && tokens <= cpu::SmallBatchMaxTokens(dtype_);
+    return use_small_batch_kernel_ && tokens <= cpu::SmallBatchMaxTokens(panels_.dtype);
+  }
+  const void* Panel(int64_t p) const {
+    const size_t offset = static_cast<size_t>(p * panels_.panel_elements());
+    return panels_.dtype == DType::kBF16 ? static_cast<const void*>(bf16_.data() + offset)
+                                         : f32_.data() + offset;
   }
 
   // Decode batches (SmallBatchMaxTokens) skip BLAS (see small_batch_gemm.h) where AVX-512 is
@@ -55,21 +60,10 @@ class WeightMatrix {
   // Larger products go through oneDNN (see onednn_matmul.h); MAMBASERVE_CPU_ONEDNN=0 leaves them to
   // OpenBLAS (for comparisons).
   bool use_onednn_ = false;
-  int64_t rows_ = 0;
-  int64_t cols_ = 0;
-  DType dtype_ = DType::kF32;
-  const float* f32() const {
-    return mapped_ != nullptr ? static_cast<const float*>(mapped_) : f32_.data();
-  }
-  const uint16_t* bf16() const {
-    return mapped_ != nullptr ? static_cast<const uint16_t*>(mapped_) : bf16_.data();
-  }
-
-  // [rows][cols] when not in place, in dtype_; on huge pages (see huge_page_allocator.h).
+  cpu::WeightPanels panels_;
+  // The panels, in dtype; on huge pages (see huge_page_allocator.h).
   std::vector<float, cpu::HugePageAllocator<float>> f32_;
   std::vector<uint16_t, cpu::HugePageAllocator<uint16_t>> bf16_;
-  const void* mapped_ = nullptr;          // the checkpoint's tensor, when in place
-  std::shared_ptr<const Model> mapping_;  // keeps it mapped
 };
 
 }  // namespace mambaserve

@@ -3,10 +3,14 @@
 // the float64 reference is checked by tests/reference/compare_engine.py.
 #include "engine/backend/cpu/cpu_backend.h"
 
+#include <cctype>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <numeric>
 #include <random>
+#include <string>
 
 #include "engine/backend/backend.h"
 #include "engine/backend/greedy.h"
@@ -169,26 +173,6 @@ TEST_P(CpuBackendTest, AllLogitsRowsEqualEachPrefixAloneAcrossPasses) {
   EXPECT_TRUE(absl::IsInvalidArgument(small_passes->Forward(bad, &out)));
 }
 
-// Weights already in the served dtype are read from the checkpoint's mapping, not copied (every
-// other test here runs on them, against the float64 reference in compare_engine.py); converted
-// ones are not.
-TEST_P(CpuBackendTest, WeightsInTheServedDtypeAreReadInPlace) {
-  const BackendInfo f32 = MakeBackend(1)->info();
-  const ModelConfig& c = model_->config;
-  const int64_t matrices =
-      4 * (c.n_layers * (2 * c.d_inner * c.d_model + (c.dt_rank + 2 * c.d_state) * c.d_inner +
-                         c.d_inner * c.dt_rank + c.d_model * c.d_inner) +
-           (model_->lm_head == model_->embeddings ? 1 : 2) * c.vocab_size * c.d_model);
-  EXPECT_EQ(f32.weight_bytes_mapped, matrices);
-  BackendOptions options;
-  options.kind = BackendKind::kCpu;
-  options.num_slots = 1;
-  options.weight_dtype = DType::kBF16;
-  absl::StatusOr<std::unique_ptr<Backend>> bf16 = CreateBackend(model_, options);
-  ASSERT_TRUE(bf16.ok()) << bf16.status();
-  EXPECT_EQ((*bf16)->info().weight_bytes_mapped, 0);
-}
-
 TEST_P(CpuBackendTest, ChunkedPrefillGivesTheSameState) {
   const auto prompt = RandomTokens(600, 512, 5);
   std::vector<std::vector<uint8_t>> states;
@@ -262,6 +246,55 @@ TEST_P(CpuBackendTest, Bf16WeightsStayCloseToF32) {
 INSTANTIATE_TEST_SUITE_P(BothModelTypes, CpuBackendTest,
                          ::testing::Values(ModelType::kMamba, ModelType::kFalconMamba),
                          [](const auto& info) { return std::string(ModelTypeName(info.param)); });
+
+// The resident bytes of `path`'s mappings in this process (/proc/self/smaps).
+int64_t ResidentBytesOfMapping(const std::string& path) {
+  std::ifstream smaps("/proc/self/smaps");
+  int64_t kib = 0;
+  bool in_mapping = false;
+  for (std::string line; std::getline(smaps, line);) {
+    const bool header = !line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) &&
+                        line.find('-') != std::string::npos && line.find(':') > line.find(' ');
+    if (header) {
+      in_mapping = line.size() >= path.size() && line.ends_with(path);
+    } else if (in_mapping && line.starts_with("Rss:")) {
+      kib += std::stoll(line.substr(4));
+    }
+  }
+  return kib * 1024;
+}
+
+// The checkpoint's pages are dropped as its matrices are packed into the backend's own layout, so
+// resident memory holds the weights once, not twice, whichever dtype is served.
+TEST(CpuBackendMemoryTest, CheckpointPagesAreReleasedAsTheWeightsArePacked) {
+  ModelConfig config = *PresetConfig("tiny", ModelType::kMamba);
+  config.d_model = 256;  // 8 MB of matrices: whole pages to release, beside the small tensors
+  config.d_inner = 512;
+  config.dt_rank = 16;
+  config.vocab_size = 4096;
+  TempDir dir;
+  ASSERT_TRUE(WriteRandomModel(config, DType::kF32, 3, dir.path()).ok());
+  const std::string file = dir.path() + "/model.safetensors";
+  const int64_t file_bytes = static_cast<int64_t>(std::filesystem::file_size(file));
+  for (const DType served : {DType::kF32, DType::kBF16}) {
+    auto loaded = LoadModel(dir.path());
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const std::shared_ptr<const Model> model = std::move(*loaded);
+    // Touch every page of the mapping, as reading the weights would.
+    uint64_t sum = 0;
+    for (const auto& [name, tensor] : model->checkpoint->tensors())
+      for (size_t i = 0; i < tensor.nbytes; i += 512) sum += tensor.data[i];
+    EXPECT_GT(ResidentBytesOfMapping(file), file_bytes * 9 / 10) << sum;
+
+    BackendOptions options;
+    options.kind = BackendKind::kCpu;
+    options.num_slots = 1;
+    options.weight_dtype = served;
+    auto backend = CreateBackend(model, options);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    EXPECT_LT(ResidentBytesOfMapping(file), file_bytes / 20) << DTypeName(served);
+  }
+}
 
 }  // namespace
 }  // namespace mambaserve

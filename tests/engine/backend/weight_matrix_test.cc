@@ -11,6 +11,7 @@
 
 #include "engine/backend/cpu/onednn_matmul.h"
 #include "engine/backend/cpu/small_batch_gemm.h"
+#include "engine/backend/cpu/weight_panels.h"
 #include "gtest/gtest.h"
 
 namespace mambaserve {
@@ -49,9 +50,9 @@ TEST_P(WeightMatrixTest, MatchesFloat64ForEveryShapeAndDtype) {
   std::normal_distribution<float> dist;
   ThreadPool pool(2);
   for (const DType dtype : {DType::kF32, DType::kBF16}) {
-    for (const int64_t tokens : {1, 5, 16, 17, 32, 33, 40}) {
-      for (const int64_t rows : {1, 37, 64}) {
-        for (const int64_t cols : {5, 48, 77}) {
+    for (const int64_t tokens : {1, 5, 8, 9, 16, 17, 32, 33, 40}) {
+      for (const int64_t rows : {1, 37, 64, 130}) {
+        for (const int64_t cols : {5, 48, 77, 96}) {
           std::vector<float> w(rows * cols);
           for (float& v : w) v = dist(rng);
           TensorView tensor;
@@ -92,6 +93,58 @@ TEST_P(WeightMatrixTest, MatchesFloat64ForEveryShapeAndDtype) {
             EXPECT_EQ(y[t * ldy + rows], -7.0f) << where << ": wrote past the rows";
           }
         }
+      }
+    }
+  }
+}
+
+// On an AVX-512 CPU oneDNN must run its optimised kernels on the panels, not refuse them (the
+// caller would fall back to OpenBLAS, several times slower): strided and dense outputs, a padded
+// last panel, both dtypes, decode and prefill token counts.
+TEST(OneDnnOnPanelsTest, OptimisedKernelsAcceptThePanels) {
+  if (!cpu::OneDnnAvailable()) GTEST_SKIP() << "oneDNN has no CPU engine here";
+  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "no AVX-512: oneDNN may refuse";
+  for (const DType dtype : {DType::kF32, DType::kBF16}) {
+    for (const int64_t tokens : {9, 32, 512}) {
+      for (const int64_t rows : {64, 130}) {
+        const int64_t cols = 96;
+        const cpu::WeightPanels layout{rows, cols, dtype};
+        std::vector<uint16_t> panels(layout.elements() * DTypeSize(dtype) / 2, 0);
+        std::vector<uint16_t> x(tokens * cols * 2, 0);
+        for (const int64_t ldy : {rows, rows + 5}) {
+          std::vector<float> y(tokens * ldy, 1.0f);
+          EXPECT_TRUE(
+              cpu::OneDnnMatMul(x.data(), tokens, panels.data(), rows, cols, dtype, y.data(), ldy))
+              << DTypeName(dtype) << " " << tokens << "x" << rows << " ldy " << ldy;
+          EXPECT_EQ(y[0], 0.0f);
+        }
+      }
+    }
+  }
+}
+
+// Rows come back as stored (bf16: rounded) from the panels, in every panel and at the padding's
+// edge.
+TEST(WeightMatrixRowsTest, RowToF32ReturnsEachStoredRow) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> dist;
+  const int64_t rows = 130, cols = 77;
+  std::vector<float> w(rows * cols);
+  for (float& v : w) v = dist(rng);
+  TensorView tensor;
+  tensor.dtype = DType::kF32;
+  tensor.shape = {rows, cols};
+  tensor.data = reinterpret_cast<const unsigned char*>(w.data());
+  tensor.nbytes = w.size() * sizeof(float);
+  for (const DType dtype : {DType::kF32, DType::kBF16}) {
+    const WeightMatrix matrix = WeightMatrix::FromTensor(tensor, rows, cols, dtype);
+    std::vector<float> row(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      matrix.RowToF32(r, row.data());
+      for (int64_t k = 0; k < cols; ++k) {
+        const float expected =
+            dtype == DType::kBF16 ? RoundToBf16(w[r * cols + k]) : w[r * cols + k];
+        ASSERT_EQ(row[k], expected) << DTypeName(dtype) << " row " << r << " col " << k;
       }
     }
   }
