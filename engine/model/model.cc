@@ -225,12 +225,17 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir,
   }
   model->checkpoint_dtype = in_proj0->dtype;
 
+  model->fingerprint = Fingerprint(*model);  // before the check, which drops the pages it reads
   if (options.check_finite) {
-    for (const auto& [name, view] : model->checkpoint->tensors())
+    // Each tensor's pages are dropped once checked: every backend copies the weights into a layout
+    // of its own, so holding the whole checkpoint resident here would only raise the peak (by the
+    // checkpoint's size) before the first copy is made. They are read from the file again there.
+    for (const auto& [name, view] : model->checkpoint->tensors()) {
       RETURN_IF_ERROR(CheckFinite(view));
+      model->checkpoint->ReleasePages(view.data, view.nbytes);
+    }
   }
   model->config = config;
-  model->fingerprint = Fingerprint(*model);
   return model;
 }
 

@@ -203,6 +203,12 @@ MAMBASERVE_CPU_CLONES void SelectiveScan(const float* x, const float* dt, const 
                                          int64_t d_inner, int64_t d_state, float* state, float* y,
                                          int64_t c_begin, int64_t c_end) {
   constexpr int64_t kBlock = 16;  // d_state of every released Mamba-1 model
+  // In a decode batch each sequence's state (this thread's channels: 48 KiB per layer at 130m) is
+  // read once from memory and written back, and the scan waits on it: asking for the lines 64
+  // channels (4 KiB) ahead
+  // took 32 streams from 1,290-1,360 to 1,430-1,510 tokens/s (bf16 130m; 32-128 alike, 256 less).
+  // Past the thread's range it only touches a neighbour's lines; a prefetch never faults.
+  constexpr int64_t kPrefetchChannels = 64;
   // Time outer, channels inner: the rows of x, dt, z are contiguous and this thread's states
   // ([c_end - c_begin][N] floats, tens of KiB) stay in cache across tokens.
   for (int64_t t = 0; t < len; ++t) {
@@ -220,6 +226,8 @@ MAMBASERVE_CPU_CLONES void SelectiveScan(const float* x, const float* dt, const 
         for (int k = 0; k < 8; ++k) {
           V16 p0, p1;
           const int64_t c0 = ch + 2 * k, c1 = c0 + 1;
+          __builtin_prefetch(state + (c0 + kPrefetchChannels) * kBlock, 1);
+          __builtin_prefetch(state + (c1 + kPrefetchChannels) * kBlock, 1);
           ScanProducts16(state + c0 * kBlock, a + c0 * kBlock, bt, ct, dtt[c0], dtt[c0] * xt[c0],
                          p0);
           ScanProducts16(state + c1 * kBlock, a + c1 * kBlock, bt, ct, dtt[c1], dtt[c1] * xt[c1],
