@@ -19,6 +19,16 @@ namespace {
 
 float RoundToBf16(float v) { return Bf16ToF32(F32ToBf16(v)); }
 
+// A [rows][cols] f32 tensor viewing `w`, as a checkpoint would hold it.
+TensorView F32Tensor(const std::vector<float>& w, int64_t rows, int64_t cols) {
+  TensorView tensor;
+  tensor.dtype = DType::kF32;
+  tensor.shape = {rows, cols};
+  tensor.data = reinterpret_cast<const unsigned char*>(w.data());
+  tensor.nbytes = w.size() * sizeof(float);
+  return tensor;
+}
+
 // Sets the path switches WeightMatrix reads when it is built, and clears them after.
 class PathSwitches {
  public:
@@ -55,11 +65,7 @@ TEST_P(WeightMatrixTest, MatchesFloat64ForEveryShapeAndDtype) {
         for (const int64_t cols : {5, 48, 77, 96}) {
           std::vector<float> w(rows * cols);
           for (float& v : w) v = dist(rng);
-          TensorView tensor;
-          tensor.dtype = DType::kF32;
-          tensor.shape = {rows, cols};
-          tensor.data = reinterpret_cast<const unsigned char*>(w.data());
-          tensor.nbytes = w.size() * sizeof(float);
+          const TensorView tensor = F32Tensor(w, rows, cols);
           WeightMatrix matrix;
           {
             PathSwitches switches(path.small_batch, path.onednn);
@@ -131,11 +137,7 @@ TEST(WeightMatrixRowsTest, RowToF32ReturnsEachStoredRow) {
   const int64_t rows = 130, cols = 77;
   std::vector<float> w(rows * cols);
   for (float& v : w) v = dist(rng);
-  TensorView tensor;
-  tensor.dtype = DType::kF32;
-  tensor.shape = {rows, cols};
-  tensor.data = reinterpret_cast<const unsigned char*>(w.data());
-  tensor.nbytes = w.size() * sizeof(float);
+  const TensorView tensor = F32Tensor(w, rows, cols);
   for (const DType dtype : {DType::kF32, DType::kBF16}) {
     const WeightMatrix matrix = WeightMatrix::FromTensor(tensor, rows, cols, dtype);
     std::vector<float> row(cols);
