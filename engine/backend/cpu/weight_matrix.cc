@@ -16,6 +16,8 @@ namespace mambaserve {
 namespace {
 
 constexpr int64_t kPanelRows = cpu::WeightPanels::kPanelRows;
+// From this many tokens per thread, oneDNN products split the tokens between threads, not the rows.
+constexpr int64_t kTokensPerThreadToSplitTokens = 64;
 
 // Writes rows [row_begin, row_end) of `tensor` (any dtype, rows of `cols`) into their panels,
 // converted to T (float, or uint16_t for bf16).
@@ -126,14 +128,30 @@ void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, flo
       std::memcpy(x_dense.data() + t * cols, x + t * ldx, cols * sizeof(float));
     activations = x_dense.data();
   }
-  auto run = [&](int64_t begin, int64_t end) {
+  if (tokens >= kTokensPerThreadToSplitTokens * pool.num_threads()) {
+    // A prompt: each thread multiplies its share of the tokens by the whole matrix, so its output
+    // rows are dense (oneDNN writes them in place instead of into a copy) and oneDNN blocks a long
+    // M. The threads walk the weights in step, so the second read mostly hits the shared L3, and it
+    // is small against the arithmetic (512-token prompt, 130m, seven alternating runs: f32 +5%,
+    // bf16 +8% over the split by panels).
+    const size_t element = DTypeSize(panels_.dtype);
+    pool.ParallelFor(tokens, [&](int64_t t0, int64_t t1) {
+      const void* share = static_cast<const char*>(activations) + t0 * cols * element;
+      if (!cpu::OneDnnMatMul(share, t1 - t0, Panel(0), panels_.rows, cols, panels_.dtype,
+                             y + t0 * ldy, ldy)) {
+        MatMulPanels(x + t0 * ldx, ldx, t1 - t0, y + t0 * ldy, ldy, 0, panels_.panels());
+      }
+    });
+    return;
+  }
+  // A decode batch: each thread its share of the panels, so the weights are read once.
+  pool.ParallelFor(panels_.panels(), [&](int64_t begin, int64_t end) {
     const int64_t rows = std::min(end * kPanelRows, panels_.rows) - begin * kPanelRows;
     if (!cpu::OneDnnMatMul(activations, tokens, Panel(begin), rows, cols, panels_.dtype,
                            y + begin * kPanelRows, ldy)) {
       MatMulPanels(x, ldx, tokens, y, ldy, begin, end);
     }
-  };
-  pool.ParallelFor(panels_.panels(), run);
+  });
 }
 
 void WeightMatrix::MatMulPanels(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,

@@ -60,7 +60,7 @@ TEST_P(WeightMatrixTest, MatchesFloat64ForEveryShapeAndDtype) {
   std::normal_distribution<float> dist;
   ThreadPool pool(2);
   for (const DType dtype : {DType::kF32, DType::kBF16}) {
-    for (const int64_t tokens : {1, 5, 8, 9, 16, 17, 32, 33, 40}) {
+    for (const int64_t tokens : {1, 5, 8, 9, 16, 17, 32, 33, 40, 130}) {
       for (const int64_t rows : {1, 37, 64, 130}) {
         for (const int64_t cols : {5, 48, 77, 96}) {
           std::vector<float> w(rows * cols);
