@@ -75,6 +75,9 @@ std::string Fingerprint(const Model& model) {
     const size_t stride = std::max<size_t>(1, view.nbytes / 64);
     for (size_t off = 0; off < view.nbytes; off += stride)
       h.Add(view.data + off, std::min<size_t>(64, view.nbytes - off));
+    // Each read maps the pages around it too (the kernel's fault-around): 64 of them spread over a
+    // tensor map most of it. Dropped again at once, the load never holds the whole checkpoint.
+    model.checkpoint->ReleasePages(view.data, view.nbytes);
   }
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h.value()));
@@ -225,7 +228,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& dir,
   }
   model->checkpoint_dtype = in_proj0->dtype;
 
-  model->fingerprint = Fingerprint(*model);  // before the check, which drops the pages it reads
+  model->fingerprint = Fingerprint(*model);
   if (options.check_finite) {
     // Each tensor's pages are dropped once checked: every backend copies the weights into a layout
     // of its own, so holding the whole checkpoint resident here would only raise the peak (by the

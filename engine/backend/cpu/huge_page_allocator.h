@@ -1,5 +1,6 @@
 // An allocator for the weights the CPU engine converts into memory of its own: blocks of 2 MiB and
-// more are 2 MiB-aligned and advised to the kernel as transparent huge pages (MADV_HUGEPAGE;
+// more are 2 MiB-aligned and their whole 2 MiB pages advised to the kernel as transparent huge
+// pages (MADV_HUGEPAGE;
 // Debian's default THP mode is "madvise", so without the advice they get 4 KiB pages).
 //
 // Why: decode streams every weight once per token, and with 4 KiB pages a 250 MB model is 61,000
@@ -20,6 +21,7 @@ class HugePageAllocator {
  public:
   using value_type = T;
   static constexpr size_t kHugePage = size_t{2} << 20;
+  static constexpr size_t kPage = 4096;
 
   HugePageAllocator() = default;
   template <typename U>
@@ -31,10 +33,12 @@ class HugePageAllocator {
       if (void* p = std::malloc(bytes == 0 ? 1 : bytes)) return static_cast<T*>(p);
       throw std::bad_alloc();
     }
-    const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-    void* p = std::aligned_alloc(kHugePage, rounded);
+    void* p = std::aligned_alloc(kHugePage, (bytes + kPage - 1) / kPage * kPage);
     if (p == nullptr) throw std::bad_alloc();
-    (void)::madvise(p, rounded, MADV_HUGEPAGE);  // a hint: without THP it fails, harmlessly
+    // Only the whole huge pages are advised (a hint: without THP it fails, harmlessly). Advising
+    // the partly used last one too had the kernel back all 2 MiB of it: a 2.4 MB matrix took 4 MB,
+    // 40-46 MB over a 130m model's 97 matrices. The tail stays on 4 KiB pages.
+    (void)::madvise(p, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
     return static_cast<T*>(p);
   }
   void deallocate(T* p, size_t) { std::free(p); }
