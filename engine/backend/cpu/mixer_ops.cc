@@ -205,9 +205,9 @@ MAMBASERVE_CPU_CLONES void SelectiveScan(const float* x, const float* dt, const 
   constexpr int64_t kBlock = 16;  // d_state of every released Mamba-1 model
   // In a decode batch each sequence's state (this thread's channels: 48 KiB per layer at 130m) is
   // read once from memory and written back, and the scan waits on it: asking for the lines 64
-  // channels (4 KiB) ahead
-  // took 32 streams from 1,290-1,360 to 1,430-1,510 tokens/s (bf16 130m; 32-128 alike, 256 less).
-  // Past the thread's range it only touches a neighbour's lines; a prefetch never faults.
+  // channels (4 KiB) ahead took 32 streams from 1,290-1,360 to 1,430-1,510 tokens/s (bf16 130m;
+  // 32-128 alike, 256 less). Past the thread's range it only touches a neighbour's lines; a
+  // prefetch never faults.
   constexpr int64_t kPrefetchChannels = 64;
   // Time outer, channels inner: the rows of x, dt, z are contiguous and this thread's states
   // ([c_end - c_begin][N] floats, tens of KiB) stay in cache across tokens.

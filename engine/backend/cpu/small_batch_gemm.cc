@@ -63,13 +63,25 @@ inline void Zero(Accumulators<kTokens>& acc) {
   });
 }
 
-// acc[s] += column k's 64 weights (4 vectors in w) times each token's x[t][k].
+// Column k's 64 weights: four vectors of 16 rows.
+struct Column {
+  __m512 v[kVectors];
+};
+inline Column LoadColumn(const float* panel, int64_t k) {
+  Column c;
+  Unroll<kVectors>(
+      [&](auto i) { c.v[i] = _mm512_loadu_ps(panel + k * WeightPanels::kPanelRows + 16 * i); });
+  return c;
+}
+
+// acc[s] += column k's 64 weights times each token's x[t][k].
 template <int kTokens, int kSet>
-inline void MultiplyColumn(const __m512 (&w)[kVectors], const float* x, int64_t ldx, int64_t k,
+inline void MultiplyColumn(const Column& w, const float* x, int64_t ldx, int64_t k,
                            Accumulators<kTokens>& acc) {
   Unroll<kTokens>([&](auto t) {
     const __m512 xt = _mm512_set1_ps(x[t * ldx + k]);
-    Unroll<kVectors>([&](auto i) { acc[kSet][i][t] = _mm512_fmadd_ps(w[i], xt, acc[kSet][i][t]); });
+    Unroll<kVectors>(
+        [&](auto i) { acc[kSet][i][t] = _mm512_fmadd_ps(w.v[i], xt, acc[kSet][i][t]); });
   });
 }
 
@@ -82,20 +94,10 @@ template <int kTokens>
   constexpr int kStep = kSets<kTokens>;
   int64_t k = 0;
   for (; k + kStep <= cols; k += kStep) {
-    Unroll<kStep>([&](auto s) {
-      __m512 w[kVectors];
-      Unroll<kVectors>([&](auto i) {
-        w[i] = _mm512_loadu_ps(panel + (k + s) * WeightPanels::kPanelRows + 16 * i);
-      });
-      MultiplyColumn<kTokens, s>(w, x, ldx, k + s, acc);
-    });
+    Unroll<kStep>(
+        [&](auto s) { MultiplyColumn<kTokens, s>(LoadColumn(panel, k + s), x, ldx, k + s, acc); });
   }
-  for (; k < cols; ++k) {
-    __m512 w[kVectors];
-    Unroll<kVectors>(
-        [&](auto i) { w[i] = _mm512_loadu_ps(panel + k * WeightPanels::kPanelRows + 16 * i); });
-    MultiplyColumn<kTokens, 0>(w, x, ldx, k, acc);
-  }
+  for (; k < cols; ++k) MultiplyColumn<kTokens, 0>(LoadColumn(panel, k), x, ldx, k, acc);
   Store<kTokens>(acc, rows, y, ldy);
 }
 
@@ -111,11 +113,11 @@ template <int kTokens>
   // x has no value there to multiply it by).
   auto pair = [&](int64_t k, bool odd) {
     const uint16_t* w = panel + k * WeightPanels::kPanelRows;
-    __m512 even_w[kVectors], odd_w[kVectors];
+    Column even_w, odd_w;
     Unroll<kVectors>([&](auto i) {
       const __m512i v = _mm512_loadu_si512(w + 32 * i);
-      even_w[i] = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll, v, 16));
-      odd_w[i] = _mm512_castsi512_ps(_mm512_maskz_and_epi32(kAll, v, high_half));
+      even_w.v[i] = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll, v, 16));
+      odd_w.v[i] = _mm512_castsi512_ps(_mm512_maskz_and_epi32(kAll, v, high_half));
     });
     MultiplyColumn<kTokens, 0>(even_w, x, ldx, k, acc);
     if (odd) MultiplyColumn<kTokens, kSets<kTokens> - 1>(odd_w, x, ldx, k + 1, acc);

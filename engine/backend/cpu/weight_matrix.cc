@@ -1,7 +1,6 @@
 #include "engine/backend/cpu/weight_matrix.h"
 
 #include <cblas.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -41,11 +40,11 @@ void PackRows(const TensorView& tensor, const cpu::WeightPanels& layout, int64_t
 
 // Packs the whole tensor panel by panel; with a checkpoint, the source pages of each packed panel
 // are dropped as it goes (a 50k-row embedding is hundreds of panels: releasing only at the end
-// would hold it twice meanwhile).
+// would hold it twice meanwhile). ReleasePages keeps the partial pages at a range's ends, so the
+// few a panel boundary leaves behind are dropped by one release of the whole tensor at the end.
 template <typename T>
 void Pack(const TensorView& tensor, const cpu::WeightPanels& layout, const Checkpoint* checkpoint,
           T* out) {
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const size_t row_bytes = static_cast<size_t>(layout.cols) * DTypeSize(tensor.dtype);
   const unsigned char* released = tensor.data;  // source bytes before this are dropped
   for (int64_t p = 0; p < layout.panels(); ++p) {
@@ -54,11 +53,9 @@ void Pack(const TensorView& tensor, const cpu::WeightPanels& layout, const Check
     if (checkpoint == nullptr) continue;
     const unsigned char* packed = tensor.data + row_end * row_bytes;
     checkpoint->ReleasePages(released, static_cast<size_t>(packed - released));
-    // ReleasePages keeps a partial page at either end: resume from the start of the last one.
-    const auto* page_start =
-        reinterpret_cast<const unsigned char*>(reinterpret_cast<uintptr_t>(packed) / page * page);
-    released = std::max(released, page_start);
+    released = packed;
   }
+  if (checkpoint != nullptr) checkpoint->ReleasePages(tensor.data, tensor.nbytes);
 }
 
 }  // namespace
