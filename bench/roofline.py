@@ -9,8 +9,8 @@ bytes / bandwidth and FLOPs / peak rate, plus a fixed cost per kernel (launch an
 graphs shrink but do not remove). Summed, that gives the best step time this design can reach, so
 each measurement of bench/cuda_bench (its JSON, --measured) can be printed beside its estimate.
 
-What it assumes, as the backend does: activations in fp32; GEMM inputs in fp32 up to 4 rows and in
-the weight dtype beyond (a copy written by the producing kernel); the conv and SSM state in fp32,
+What it assumes, as the backend does: activations in fp32; GEMM inputs in the weight dtype (a copy
+written by the producing kernel, for every pass size); the conv and SSM state in fp32,
 read and written once per decode step; A = -exp(A_log) precomputed in fp32; logits in fp32, copied
 to the host when the step returns them. Prefill reads each layer's weights once per step and keeps
 the scan state on chip. Device figures default to the H200 as measured on the machines this
@@ -41,7 +41,6 @@ PRESETS = {
 }
 DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2}
 F32 = 4
-MAX_F32_ACTIVATION_ROWS = 4  # cuda_backend.cc: up to this many rows, GEMMs read fp32 activations
 
 
 class Shapes:
@@ -91,7 +90,7 @@ def kernels(s, w, rows, tokens_per_row, logits_to_host):
     """(name, bytes, flops, launches) of one forward step over `rows` rows; each row is one token
     at decode (tokens_per_row 1) or one prompt token at prefill."""
     D, E, N, K, R, V, L = s.D, s.E, s.N, s.K, s.R, s.V, s.L
-    g = F32 if rows <= MAX_F32_ACTIVATION_ROWS else w  # GEMM input activations
+    g = w  # GEMM input activations: in the weight dtype, whatever the pass size
     decode = tokens_per_row == 1
     seqs = rows if decode else 1
     state_rw = 2 * seqs  # every sequence's state, read and written once per step

@@ -161,12 +161,10 @@ void LaunchTypes(const SkinnyGemmParams& p, cudaStream_t stream) {
 
 LaunchResult InvokeSkinnyGemm(const SkinnyGemmParams& p, cudaStream_t stream) {
   if (!SkinnyGemmSupports(p)) return static_cast<LaunchResult>(cudaErrorNotSupported);
-  if (p.w_type == GemmType::kF32) {
+  if (p.type == GemmType::kF32) {
     LaunchTypes<float, float>(p, stream);
-  } else if (p.x_type == GemmType::kBF16) {
-    LaunchTypes<__nv_bfloat16, __nv_bfloat16>(p, stream);
   } else {
-    LaunchTypes<__nv_bfloat16, float>(p, stream);
+    LaunchTypes<__nv_bfloat16, __nv_bfloat16>(p, stream);
   }
   return LastLaunchResult();
 }

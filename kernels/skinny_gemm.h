@@ -1,9 +1,8 @@
 // Y[rows][M] = X[rows][K] · W[M][K]ᵀ for the few rows of a small decode batch, fp32 accumulation.
 // At batch 1-8 every GEMM of the model is a weight stream: each warp reads two rows of W once with
 // 16-byte loads and serves every batch row from registers. Larger batches go to cuBLAS.
-//
-// Unlike cuBLAS, X may be fp32 with bf16 W: decode steps then multiply bf16 weights by unrounded
-// activations (only the weights are rounded, as in the CPU backend).
+// X is in W's type, as cuBLAS takes it: a row's result does not depend on which of the two
+// multiplies it, beyond the order of the fp32 sums.
 #pragma once
 
 #include "kernels/kernel_types.h"
@@ -13,10 +12,9 @@ namespace mambaserve::kernels {
 inline constexpr int kSkinnyGemmMaxRows = 8;
 
 struct SkinnyGemmParams {
-  const void* w = nullptr;  // [m][k] row-major in w_type
-  GemmType w_type = GemmType::kBF16;
-  const void* x = nullptr;  // [rows][ldx] in x_type (kF32, or w_type)
-  GemmType x_type = GemmType::kBF16;
+  GemmType type = GemmType::kBF16;  // of W and X
+  const void* w = nullptr;          // [m][k] row-major
+  const void* x = nullptr;          // [rows][ldx]
   int64_t ldx = 0;
   float* y = nullptr;  // [rows][ldy] fp32
   int64_t ldy = 0;
@@ -25,11 +23,10 @@ struct SkinnyGemmParams {
   int64_t k = 0;
 };
 
-// Whether InvokeSkinnyGemm takes these: 1-8 rows and a supported type pair (f32·f32, bf16·bf16,
-// bf16 weights · f32 activations). Any k and alignment (unaligned shapes take a scalar path).
+// Whether InvokeSkinnyGemm takes these: 1-8 rows. Any k and alignment (unaligned shapes take a
+// scalar path).
 inline bool SkinnyGemmSupports(const SkinnyGemmParams& p) {
-  return p.rows >= 1 && p.rows <= kSkinnyGemmMaxRows &&
-         (p.x_type == p.w_type || (p.w_type == GemmType::kBF16 && p.x_type == GemmType::kF32));
+  return p.rows >= 1 && p.rows <= kSkinnyGemmMaxRows;
 }
 
 // CPU twin: WeightMatrix::MatMul (engine/cpu/weight_matrix.h). Returns cudaErrorNotSupported

@@ -110,4 +110,9 @@ void ConvertF32ToBf16(const float* src, size_t count, uint16_t* dst) {
   for (size_t i = 0; i < count; ++i) dst[i] = F32ToBf16(src[i]);
 }
 
+void RoundToBf16(const float* src, size_t count, float* dst) {
+#pragma omp simd
+  for (size_t i = 0; i < count; ++i) dst[i] = Bf16ToF32(F32ToBf16(src[i]));
+}
+
 }  // namespace mambaserve

@@ -43,5 +43,7 @@ uint16_t F32ToF16(float f);
 void ConvertToF32(DType dtype, const void* src, size_t count, float* dst);
 // F32ToBf16 over `count` floats, vectorised (it rounds every activation row oneDNN multiplies).
 void ConvertF32ToBf16(const float* src, size_t count, uint16_t* dst);
+// `count` floats rounded to the nearest bf16 (ties to even), kept as floats.
+void RoundToBf16(const float* src, size_t count, float* dst);
 
 }  // namespace mambaserve

@@ -346,61 +346,51 @@ TEST_P(CudaOpsTest, SelectiveScanWithOddStateSize) {
   RunScanTest(type(), true, 5);
 }
 
-// Weights in the test's type; activations in the same type, or fp32 under bf16 weights (the
-// small-batch decode path). k = 320 takes the 16-byte vector path, k = 37 the scalar one.
+// Weights and activations in the test's type. k = 320 takes the 16-byte vector path, k = 37 the
+// scalar one.
 TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
   const bool bf16 = type() == GemmType::kBF16;
-  for (GemmType x_type : {type(), GemmType::kF32}) {
-    for (int64_t k : {320, 37}) {
-      // m picks the k-split: 4 warps per column pair below 1024 columns, 2 below 4096, 1 above.
-      for (int64_t m : {37, 1030, 4099}) {
-        for (int64_t rows : {1, 2, 3, 5, 8}) {
-          const int64_t ldx = k + 8;
-          auto w = Random(m * k, 20), x = Random(rows * ldx, 21);
-          if (bf16) {
-            for (float& v : w) v = RoundBf16(v);
-          }
-          if (x_type == GemmType::kBF16) {
-            for (float& v : x) v = RoundBf16(v);
-          }
-          DeviceBuffer<float> w32(w), x32(x), y(rows * m);
-          DeviceBuffer<uint16_t> w16(ToBf16(w)), x16(ToBf16(x));
-          SkinnyGemmParams p;
-          p.w = bf16 ? static_cast<const void*>(w16.get()) : w32.get();
-          p.w_type = type();
-          p.x = x_type == GemmType::kBF16 ? static_cast<const void*>(x16.get()) : x32.get();
-          p.x_type = x_type;
-          p.ldx = ldx;
-          p.y = y.get();
-          p.ldy = m;
-          p.rows = rows;
-          p.m = m;
-          p.k = k;
-          ASSERT_TRUE(SkinnyGemmSupports(p));
-          ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
-          std::vector<float> want(rows * m);
-          for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t j = 0; j < m; ++j) {
-              double acc = 0;
-              for (int64_t i = 0; i < k; ++i) acc += double(w[j * k + i]) * x[r * ldx + i];
-              want[r * m + j] = static_cast<float>(acc);
-            }
-          }
-          // Inputs are exact in their types and accumulation is fp32 either way.
-          ExpectNear(y.Download(), want, GemmType::kF32, "skinny gemm", 1e-5, 1e-4);
+  for (int64_t k : {320, 37}) {
+    // m picks the k-split: 4 warps per column pair below 1024 columns, 2 below 4096, 1 above.
+    for (int64_t m : {37, 1030, 4099}) {
+      for (int64_t rows : {1, 2, 3, 5, 8}) {
+        const int64_t ldx = k + 8;
+        auto w = Random(m * k, 20), x = Random(rows * ldx, 21);
+        if (bf16) {
+          for (float& v : w) v = RoundBf16(v);
+          for (float& v : x) v = RoundBf16(v);
         }
+        DeviceBuffer<float> w32(w), x32(x), y(rows * m);
+        DeviceBuffer<uint16_t> w16(ToBf16(w)), x16(ToBf16(x));
+        SkinnyGemmParams p;
+        p.type = type();
+        p.w = bf16 ? static_cast<const void*>(w16.get()) : w32.get();
+        p.x = bf16 ? static_cast<const void*>(x16.get()) : x32.get();
+        p.ldx = ldx;
+        p.y = y.get();
+        p.ldy = m;
+        p.rows = rows;
+        p.m = m;
+        p.k = k;
+        ASSERT_TRUE(SkinnyGemmSupports(p));
+        ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
+        std::vector<float> want(rows * m);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t j = 0; j < m; ++j) {
+            double acc = 0;
+            for (int64_t i = 0; i < k; ++i) acc += double(w[j * k + i]) * x[r * ldx + i];
+            want[r * m + j] = static_cast<float>(acc);
+          }
+        }
+        // Inputs are exact in their type and accumulation is fp32.
+        ExpectNear(y.Download(), want, GemmType::kF32, "skinny gemm", 1e-5, 1e-4);
       }
     }
   }
   SkinnyGemmParams too_many;
   too_many.rows = 9;
-  too_many.w_type = too_many.x_type = type();
+  too_many.type = type();
   EXPECT_FALSE(SkinnyGemmSupports(too_many));
-  SkinnyGemmParams f32_w_bf16_x;
-  f32_w_bf16_x.rows = 1;
-  f32_w_bf16_x.w_type = GemmType::kF32;
-  f32_w_bf16_x.x_type = GemmType::kBF16;
-  EXPECT_FALSE(SkinnyGemmSupports(f32_w_bf16_x));
 }
 
 // Rows of random logits with planted ties, NaN, infinities and an all-NaN row, over a vocabulary

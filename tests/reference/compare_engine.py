@@ -46,9 +46,14 @@ SCORED_CONTEXT = 16
 NEAR_TIE_GAP = 0.05
 TOL_F32_TINY = 1e-4
 TOL_F32_130M = 5e-4
-# bf16 weights: both backends also round the activations of multi-token passes to bf16 for their
-# bf16 GEMMs (the CPU's oneDNN for passes of more than 16 tokens, cuBLAS for more than 4 rows),
-# which the reference does not. PROMPT_LEN is long enough for the prompt to take that path.
+# bf16 weights: both backends round every GEMM's activations to bf16, and so does the reference
+# for these cases (MambaRef gemm_inputs="bf16"). What is left is the engine's fp32 arithmetic,
+# which now and then puts a value on the other side of a bf16 rounding boundary than float64 does:
+# a 2^-9 step in that activation. Few values on the tiny model (logits within 6e-7 on both
+# backends; one such step moved one prompt log-probability by 3.2e-3 on the CUDA emulator), many
+# over 40 tokens x 4 layers of the 130m shape (3e-2). Without the reference's rounding the tiny
+# model is 2.9e-2 off, so its bound still tells whether the activations were rounded.
+TOL_BF16_TINY = 1e-2
 TOL_BF16 = 5e-2
 
 
@@ -71,7 +76,7 @@ CASES = [
          extra=["--tie-embeddings"], expect=dict(tied=True)),
     case("tiny-mamba-f32-odd", "tiny", "mamba", "f32", 13, TOL_F32_TINY, "exact", extra=ODD_FLAGS,
          expect=dict(tied=False, N=8, K=3, use_bias=True, residual_in_fp32=False)),
-    case("tiny-falcon-bf16", "tiny", "falcon_mamba", "bf16", 14, TOL_BF16, "near_tie"),
+    case("tiny-falcon-bf16", "tiny", "falcon_mamba", "bf16", 14, TOL_BF16_TINY, "near_tie"),
     case("tiny-mamba-f16", "tiny", "mamba", "f16", 15, TOL_F32_TINY, "exact"),
     case("130m-mamba-f32", "130m", "mamba", "f32", 16, TOL_F32_130M, "exact", quick=False),
     case("130m-falcon-f32-4layers", "130m", "falcon_mamba", "f32", 17, TOL_F32_130M, "exact",
@@ -177,7 +182,7 @@ def run_case(c, binary, prompt_seed, backend):
     t_make = run_cmd(argv, 900, "make-model")
 
     t0 = time.time()
-    model = mamba_ref.MambaRef.from_dir(mdir)
+    model = mamba_ref.MambaRef.from_dir(mdir, gemm_inputs="bf16" if c["dtype"] == "bf16" else None)
     check_checkpoint(c, model)
     rng = np.random.default_rng(prompt_seed)
     prompt = [int(v) for v in rng.integers(0, model.V, PROMPT_LEN)]

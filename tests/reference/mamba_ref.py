@@ -148,8 +148,21 @@ class LayerState(object):
         return LayerState(self.conv.copy(), self.ssm.copy())
 
 
+def round_to_bf16(x):
+    """x (float64) through float32 to the nearest bfloat16 (ties to even), as float64."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
 class MambaRef(object):
-    def __init__(self, config, tensors):
+    def __init__(self, config, tensors, gemm_inputs=None):
+        """gemm_inputs="bf16": round the activations every projection multiplies (in_proj, x_proj,
+        dt_proj, out_proj, lm_head) to bfloat16 first, as an engine serving bf16 weights does;
+        None keeps them exact."""
+        if gemm_inputs not in (None, "bf16"):
+            raise ValueError("gemm_inputs must be None or 'bf16'")
+        self._q = round_to_bf16 if gemm_inputs == "bf16" else (lambda v: v)
         cfg = dict(config)
         t = dict(tensors)
         self.config = cfg
@@ -235,10 +248,10 @@ class MambaRef(object):
     # -- construction -------------------------------------------------------
 
     @classmethod
-    def from_dir(cls, model_dir):
+    def from_dir(cls, model_dir, gemm_inputs=None):
         with open(os.path.join(model_dir, "config.json")) as f:
             config = json.load(f)
-        return cls(config, read_checkpoint_tensors(model_dir))
+        return cls(config, read_checkpoint_tensors(model_dir), gemm_inputs)
 
     def init_state(self):
         return [LayerState(np.zeros((self.E, self.K - 1)), np.zeros((self.E, self.N)))
@@ -247,7 +260,7 @@ class MambaRef(object):
     # -- shared per-token pieces (act on the last axis, any leading shape) ---
 
     def _ssm_inputs(self, L, xa):
-        x_dbl = xa @ L["x_w"].T
+        x_dbl = self._q(xa) @ L["x_w"].T
         dt_low = x_dbl[..., :self.R]
         B = x_dbl[..., self.R:self.R + self.N]
         C = x_dbl[..., self.R + self.N:]
@@ -255,11 +268,11 @@ class MambaRef(object):
             B = rms_norm(B, None, self.mixer_eps)
             C = rms_norm(C, None, self.mixer_eps)
             dt_low = rms_norm(dt_low, None, self.mixer_eps)
-        dt = softplus(dt_low @ L["dt_w"].T + L["dt_b"])
+        dt = softplus(self._q(dt_low) @ L["dt_w"].T + L["dt_b"])
         return dt, B, C
 
     def _final_logits(self, hidden):
-        return rms_norm(hidden, self.norm_f, self.eps) @ self.lm_head.T
+        return self._q(rms_norm(hidden, self.norm_f, self.eps)) @ self.lm_head.T
 
     # -- one token ------------------------------------------------------------
 
@@ -269,7 +282,7 @@ class MambaRef(object):
         E = self.E
         for L, st in zip(self.layers, state):
             u = rms_norm(h, L["norm_w"], self.eps)
-            xz = L["in_w"] @ u
+            xz = L["in_w"] @ self._q(u)
             if L["in_b"] is not None:
                 xz = xz + L["in_b"]
             x, z = xz[:E], xz[E:]
@@ -281,7 +294,7 @@ class MambaRef(object):
             st.ssm = np.exp(dt[:, None] * L["A"]) * st.ssm + (dt * xa)[:, None] * B[None, :]
             y = st.ssm @ C + L["Dp"] * xa
             y = y * silu(z)
-            out = L["out_w"] @ y
+            out = L["out_w"] @ self._q(y)
             if L["out_b"] is not None:
                 out = out + L["out_b"]
             h = h + out
@@ -308,7 +321,7 @@ class MambaRef(object):
         H = self.emb[tokens].copy()  # [T,D]
         for L, st in zip(self.layers, state):
             U = rms_norm(H, L["norm_w"], self.eps)
-            XZ = U @ L["in_w"].T
+            XZ = self._q(U) @ L["in_w"].T
             if L["in_b"] is not None:
                 XZ = XZ + L["in_b"]
             X, Z = XZ[:, :E], XZ[:, E:]
@@ -328,7 +341,7 @@ class MambaRef(object):
                 h = dA[t] * h + dBx[t]
                 Y[t] = h @ C[t]
             Y = (Y + L["Dp"] * Xa) * silu(Z)
-            O = Y @ L["out_w"].T
+            O = self._q(Y) @ L["out_w"].T
             if L["out_b"] is not None:
                 O = O + L["out_b"]
             H = H + O

@@ -251,6 +251,24 @@ def bf16_rounding_and_decoding():
 
 
 @check
+def rounded_gemm_inputs():
+    # round_to_bf16 is the bf16 rounding of the files' encoder, kept in float64.
+    vals = np.random.default_rng(3).normal(size=1000) * 10.0 ** np.arange(-3, 7).repeat(100)
+    want = safetensors_np.bf16_bits_to_float32(safetensors_np.float32_to_bf16_bits(
+        vals.astype(np.float32))).astype(np.float64)
+    assert np.array_equal(mamba_ref.round_to_bf16(vals), want)
+    # A model whose GEMMs take rounded inputs moves away from the exact one, but only a little,
+    # and its step-by-step and time-parallel forms still agree.
+    path, _, _ = make_dir("rounded", seed=4)
+    exact = mamba_ref.MambaRef.from_dir(path)
+    rounded = mamba_ref.MambaRef.from_dir(path, gemm_inputs="bf16")
+    a, _ = exact.forward(TOKENS, last_only=True)
+    b, _ = rounded.forward(TOKENS, last_only=True)
+    assert 1e-6 < np.max(np.abs(a - b)) < 0.1, np.max(np.abs(a - b))
+    compare_parallel_and_steps(rounded, TOKENS)
+
+
+@check
 def f16_decoding():
     bits = np.array([0x3C00, 0xC000, 0x3555, 0x0001, 0x7BFF, 0x8000], dtype=np.uint16)
     expect = [1.0, -2.0, 0.333251953125, 2.0 ** -24, 65504.0, -0.0]

@@ -89,6 +89,25 @@ void WeightMatrix::RowToF32(int64_t r, float* out) const {
 
 void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                           ThreadPool& pool) const {
+  if (panels_.dtype == DType::kBF16) {
+    // bf16 weights multiply activations rounded to bf16 on every path (oneDNN takes them so), so a
+    // token's result does not depend on how many tokens share the product: one precision for a
+    // sequence alone and in any batch. Rounded once here, for all threads.
+    const int64_t cols = panels_.cols;
+    thread_local std::vector<float> rounded;
+    rounded.resize(static_cast<size_t>(tokens * cols));
+    float* out = rounded.data();
+    auto round_tokens = [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) RoundToBf16(x + t * ldx, cols, out + t * cols);
+    };
+    if (UsesDecodeKernel(tokens)) {
+      round_tokens(0, tokens);  // a few rows: not worth waking the other threads
+    } else {
+      pool.ParallelFor(tokens, round_tokens);
+    }
+    x = out;
+    ldx = cols;
+  }
   const int64_t panels = panels_.panels();
   auto run = [&](int64_t begin, int64_t end) { MatMulPanels(x, ldx, tokens, y, ldy, begin, end); };
   if (UsesDecodeKernel(tokens)) {
@@ -105,9 +124,10 @@ void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y,
 
 void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                                 ThreadPool& pool) const {
-  // oneDNN takes the activations dense, and multiplies bf16 weights by bf16 activations: copy or
-  // round them once here, for all threads (vectorised and split over them: a 512-token prompt is
-  // 48M values to round across the layers).
+  // oneDNN takes the activations dense, and bf16 weights times bf16 activations: copy or convert
+  // them once here, for all threads (vectorised and split over them: a 512-token prompt is 48M
+  // values across the layers). bf16 activations are already rounded (MatMul): the conversion is
+  // exact.
   const int64_t cols = panels_.cols;
   const void* activations = x;
   if (panels_.dtype == DType::kBF16) {

@@ -34,8 +34,8 @@ class WeightMatrix {
 
   // y[t][ldy] (first rows() columns) = x[t][ldx] (first cols() columns) · Wᵀ, t < tokens.
   // fp32 accumulation; parallel over panels of 64 output rows. 1-8 tokens (bf16 weights; 1-32 for
-  // f32): small_batch_gemm.h (bf16 weights widened exactly); more: oneDNN (bf16 weights times
-  // activations rounded to bf16), else OpenBLAS.
+  // f32): small_batch_gemm.h (bf16 weights widened exactly); more: oneDNN, else OpenBLAS. bf16
+  // weights multiply activations rounded to bf16 on every path.
   void MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
               ThreadPool& pool) const;
 

@@ -39,12 +39,6 @@ constexpr int64_t kCublasWorkspaceBytes = 32 * kMiB;
 constexpr int64_t kHeadroomBytes = 256 * kMiB;
 // lm_head rows per GEMM: bounds the logits scratch to 256 * V floats (64 MiB for Falcon-Mamba).
 constexpr int kMaxLogitsRowsPerGemm = 256;
-// Passes of at most this many rows feed bf16 weights fp32 activations through the skinny GEMM
-// (only the weights are rounded, as on the CPU). Beyond 4 rows the fp32 activation loads would
-// exceed the L1 bandwidth the weight stream leaves; larger passes round activations to bf16 for
-// cuBLAS, as PyTorch's bf16 inference does.
-constexpr int kMaxF32ActivationRows = 4;
-
 int64_t AlignUp(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 std::string Bytes(int64_t bytes) {
@@ -349,8 +343,8 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
   const int64_t esize = kernels::GemmTypeSize(gemm_type_);
   const bool f32 = gemm_type_ == GemmType::kF32;
   const int64_t ld_dbl = R + 2 * N;
-  // GEMM-input activations: rows in the weight dtype, or up to kMaxF32ActivationRows fp32 rows.
-  const int64_t act_rows_bytes = std::max(rows * esize, int64_t{kMaxF32ActivationRows} * 4);
+  // GEMM-input activations, in the weight dtype (one precision policy for every pass size).
+  const int64_t act_rows_bytes = rows * esize;
   meta_.tokens = 0;
   meta_.row_begin = rows;
   meta_.len = 2 * rows;
@@ -590,7 +584,6 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
 
   const int bucket = std::min(GraphBucket(static_cast<int>(rows)), max_rows_);
   const bool use_graph = decode && use_graphs_;
-  const GemmType act = ActivationType(use_graph ? bucket : rows);
   if (use_graph) {
     for (int i = num_chunks; i < bucket; ++i) {  // padding rows: no state read or written
       m[meta_.tokens + i] = 0;
@@ -607,16 +600,16 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
     MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
                                             cudaMemcpyHostToDevice, stream_),
                             "step metadata upload");
-    RETURN_IF_ERROR(EnqueueForward(rows, num_chunks, decode, n_logits, act));
+    RETURN_IF_ERROR(EnqueueForward(rows, num_chunks, decode, n_logits));
     ++stats_.eager_passes;
   }
 
   // lm_head only on the rows that emit logits; the argmax of every such row on the device, and
   // back to the caller's buffer only the rows that need more than their token.
-  const int64_t esize = kernels::GemmTypeSize(act);
+  const int64_t esize = kernels::GemmTypeSize(gemm_type_);
   for (int g0 = 0; g0 < n_logits; g0 += logits_rows_) {
     const int count = std::min(logits_rows_, n_logits - g0);
-    RETURN_IF_ERROR(Gemm(lm_head_, static_cast<char*>(final_) + g0 * config_.d_model * esize, act,
+    RETURN_IF_ERROR(Gemm(lm_head_, static_cast<char*>(final_) + g0 * config_.d_model * esize,
                          config_.d_model, count, logits_, V));
     kernels::ArgMaxParams argmax;
     argmax.logits = logits_;
@@ -675,8 +668,7 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
     MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
                                             cudaMemcpyHostToDevice, stream_),
                             "step metadata upload");
-    RETURN_IF_ERROR(
-        EnqueueForward(bucket, bucket, /*decode=*/true, bucket, ActivationType(bucket)));
+    RETURN_IF_ERROR(EnqueueForward(bucket, bucket, /*decode=*/true, bucket));
     MS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "graph warm-up");
     std::copy(saved.begin(), saved.end(), meta_host_);
     MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
@@ -684,8 +676,7 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
                             "step metadata upload");
     MS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
                             "graph capture begin");
-    const absl::Status enqueued =
-        EnqueueForward(bucket, bucket, /*decode=*/true, bucket, ActivationType(bucket));
+    const absl::Status enqueued = EnqueueForward(bucket, bucket, /*decode=*/true, bucket);
     cudaGraph_t graph = nullptr;
     const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
     if (!enqueued.ok() || end != cudaSuccess) {
@@ -705,12 +696,8 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
   return absl::OkStatus();
 }
 
-GemmType CudaBackend::ActivationType(int64_t rows) const {
-  return use_skinny_gemm_ && rows <= kMaxF32ActivationRows ? GemmType::kF32 : gemm_type_;
-}
-
 absl::Status CudaBackend::EnqueueForward(int64_t rows, int num_chunks, bool decode,
-                                         int64_t logit_rows_bound, GemmType act) {
+                                         int64_t logit_rows_bound) {
   kernels::EmbeddingParams emb;
   emb.table = embeddings_.data;
   emb.table_type = gemm_type_;
@@ -720,8 +707,7 @@ absl::Status CudaBackend::EnqueueForward(int64_t rows, int num_chunks, bool deco
   emb.dim = config_.d_model;
   RETURN_IF_ERROR(LaunchStatus(kernels::InvokeEmbedding(emb, stream_), "Embedding"));
   for (size_t i = 0; i < layers_.size(); ++i) {
-    RETURN_IF_ERROR(
-        EnqueueLayer(layers_[i], static_cast<int64_t>(i), rows, num_chunks, decode, act));
+    RETURN_IF_ERROR(EnqueueLayer(layers_[i], static_cast<int64_t>(i), rows, num_chunks, decode));
   }
   // Last residual add fused with norm_f, gathering only the rows that emit logits.
   kernels::ResidualRmsNormParams fin;
@@ -730,7 +716,7 @@ absl::Status CudaBackend::EnqueueForward(int64_t rows, int num_chunks, bool deco
   fin.delta_bias = layers_.back().out_proj_bias;
   fin.weight = norm_f_;
   fin.out = final_;
-  fin.out_type = act;
+  fin.out_type = gemm_type_;
   fin.row_index = meta_device_ + meta_.logit_rows;
   fin.out_rows_device = meta_device_ + meta_.logit_count;
   fin.out_rows = logit_rows_bound;
@@ -740,14 +726,15 @@ absl::Status CudaBackend::EnqueueForward(int64_t rows, int num_chunks, bool deco
 }
 
 absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t rows, int num_chunks,
-                                       bool decode, GemmType act) {
+                                       bool decode) {
   const ModelConfig& c = config_;
   const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank;
   const int64_t ld_dbl = R + 2 * N;
   const int64_t slot_stride = c.conv_state_floats() + c.ssm_state_floats();
-  // fp32 GEMM inputs (f32 weights, or the small-batch path) are read straight from the fp32
-  // buffers; otherwise producers also write a copy in the weight dtype.
-  const bool act_f32 = act == GemmType::kF32;
+  // Every GEMM input is in the weight dtype, whatever the pass size, so that a sequence's tokens
+  // do not depend on what it is batched with. f32 inputs are read straight from the fp32
+  // buffers; for bf16 weights the producers also write a rounded copy.
+  const bool act_f32 = gemm_type_ == GemmType::kF32;
   const bool falcon = c.model_type == ModelType::kFalconMamba;
   const void* x_conv_in = act_f32 ? static_cast<const void*>(x_conv_) : x_conv_gemm_;
   void* dt_low = act_f32 ? static_cast<void*>(x_dbl_) : dt_low_;
@@ -760,14 +747,14 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   norm.delta_bias = index == 0 ? nullptr : layers_[index - 1].out_proj_bias;
   norm.weight = l.norm;
   norm.out = hidden_;
-  norm.out_type = act;
+  norm.out_type = gemm_type_;
   norm.out_rows = rows;
   norm.dim = D;
   norm.eps = static_cast<float>(c.layer_norm_epsilon);
   RETURN_IF_ERROR(LaunchStatus(kernels::InvokeResidualRmsNorm(norm, stream_), "ResidualRmsNorm"));
 
   // 2. xz = in_proj(hidden): [rows][2E] fp32 (its bias is added by the conv and the scan).
-  RETURN_IF_ERROR(Gemm(l.in_proj, hidden_, act, D, rows, xz_, 2 * E));
+  RETURN_IF_ERROR(Gemm(l.in_proj, hidden_, D, rows, xz_, 2 * E));
 
   // 3. causal conv + SiLU, with the slot's conv state.
   kernels::CausalConv1dParams conv;
@@ -791,7 +778,7 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
                                "CausalConv1d"));
 
   // 4. x_dbl = x_proj(x): [rows][R+2N] = dt_low | B | C.
-  RETURN_IF_ERROR(Gemm(l.x_proj, x_conv_in, act, E, rows, x_dbl_, ld_dbl));
+  RETURN_IF_ERROR(Gemm(l.x_proj, x_conv_in, E, rows, x_dbl_, ld_dbl));
 
   // 5. Falcon-Mamba's weightless RMSNorm of dt_low, B, C; dt_low into the GEMM dtype.
   if (falcon || !act_f32) {
@@ -800,7 +787,7 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
     bc.ld_x_dbl = ld_dbl;
     bc.dt_low = dt_low;
     bc.ld_dt_low = ld_dt_low;
-    bc.dt_low_type = act;
+    bc.dt_low_type = gemm_type_;
     bc.rows = rows;
     bc.dt_rank = R;
     bc.d_state = N;
@@ -810,7 +797,7 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   }
 
   // 6. dt_raw = dt_proj(dt_low): [rows][E]; bias and softplus happen in the scan.
-  RETURN_IF_ERROR(Gemm(l.dt_proj, dt_low, act, ld_dt_low, rows, dt_, E));
+  RETURN_IF_ERROR(Gemm(l.dt_proj, dt_low, ld_dt_low, rows, dt_, E));
 
   // 7. selective scan + D skip + SiLU(z) gate, with the slot's SSM state.
   kernels::SelectiveScanParams scan;
@@ -832,7 +819,7 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   scan.chunks = DeviceChunks(num_chunks);
   scan.y = y_;
   scan.ld_y = E;
-  scan.y_type = act;
+  scan.y_type = gemm_type_;
   scan.d_inner = E;
   scan.d_state = static_cast<int>(N);
   RETURN_IF_ERROR(LaunchStatus(decode ? kernels::InvokeSelectiveScanUpdate(scan, stream_)
@@ -840,17 +827,16 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
                                "SelectiveScan"));
 
   // 8. delta = out_proj(y): [rows][D]; added to the residual by the next norm.
-  return Gemm(l.out_proj, y_, act, E, rows, delta_, D);
+  return Gemm(l.out_proj, y_, E, rows, delta_, D);
 }
 
-absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, GemmType x_type, int64_t ldx,
-                               int64_t rows, float* y, int64_t ldy) {
+absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
+                               int64_t ldy) {
   if (use_skinny_gemm_ && rows <= kernels::kSkinnyGemmMaxRows) {
     kernels::SkinnyGemmParams p;
+    p.type = gemm_type_;
     p.w = w.data;
-    p.w_type = gemm_type_;
     p.x = x;
-    p.x_type = x_type;
     p.ldx = ldx;
     p.y = y;
     p.ldy = ldy;
@@ -860,9 +846,6 @@ absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, GemmType x_type, 
     if (kernels::SkinnyGemmSupports(p)) {
       return LaunchStatus(kernels::InvokeSkinnyGemm(p, stream_), "SkinnyGemm");
     }
-  }
-  if (x_type != gemm_type_) {
-    return absl::InternalError("cuBLAS GEMM needs activations in the weight dtype");
   }
   // Row-major Y = X·Wᵀ is column-major Yᵀ = W·Xᵀ with W read transposed. fp32 accumulation
   // (CUBLAS_COMPUTE_32F: no TF32 for f32 weights).

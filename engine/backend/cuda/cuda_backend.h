@@ -97,16 +97,12 @@ class CudaBackend final : public Backend {
   absl::Status EnqueuePassAndWait(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
   // Enqueues embedding, every layer and norm_f (gathering the logits rows) for `rows` packed rows
   // in `num_chunks` chunks; `decode` selects the single-token kernels.
-  // `act` is the dtype of every GEMM input of the pass (see ActivationType).
-  absl::Status EnqueueForward(int64_t rows, int num_chunks, bool decode, int64_t logit_rows_bound,
-                              kernels::GemmType act);
+  absl::Status EnqueueForward(int64_t rows, int num_chunks, bool decode, int64_t logit_rows_bound);
   absl::Status EnqueueLayer(const Layer& layer, int64_t index, int64_t rows, int num_chunks,
-                            bool decode, kernels::GemmType act);
-  absl::Status Gemm(const Matrix& w, const void* x, kernels::GemmType x_type, int64_t ldx,
-                    int64_t rows, float* y, int64_t ldy);
-  // GEMM-input dtype for a pass of `rows` rows: fp32 when the skinny GEMM takes every GEMM of the
-  // pass (bf16 weights times unrounded activations), else the weight dtype (cuBLAS).
-  kernels::GemmType ActivationType(int64_t rows) const;
+                            bool decode);
+  // y = x · wᵀ with x in the weight dtype: the skinny GEMM for up to 8 rows, else cuBLAS.
+  absl::Status Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
+                    int64_t ldy);
   // Copies logits rows [g0, g0 + count) of the pass (in logits_) to `out`, except token_only ones.
   absl::Status DownloadLogitsRows(StepOutput& out, int g0, int count, int first_out_row);
   absl::Status ReplayDecodeGraph(int bucket);

@@ -77,11 +77,9 @@ TEST_P(WeightMatrixTest, MatchesFloat64ForEveryShapeAndDtype) {
           for (float& v : x) v = dist(rng);
           matrix.MatMul(x.data(), ldx, tokens, y.data(), ldy, pool);
 
-          // What each path multiplies: the stored weights (bf16-rounded for bf16), and for bf16
-          // through oneDNN (more tokens than the decode kernel takes) activations rounded too.
-          const bool decode_kernel = path.small_batch && tokens <= cpu::SmallBatchMaxTokens(dtype);
-          const bool rounds_x =
-              dtype == DType::kBF16 && path.onednn && !decode_kernel && tokens > 1;
+          // What every path multiplies: the stored weights, and for bf16 weights activations
+          // rounded to bf16 too (one precision policy, whatever the path or token count).
+          const bool rounds_x = dtype == DType::kBF16;
           const std::string where = std::string(DTypeName(dtype)) + " " + std::to_string(tokens) +
                                     "x" + std::to_string(rows) + "x" + std::to_string(cols);
           for (int64_t t = 0; t < tokens; ++t) {

@@ -30,6 +30,15 @@ TEST(DTypeTest, BulkBf16ConversionMatchesTheScalarOne) {
   EXPECT_EQ(out[5], 0x3f82);                    // halfway, odd below: up
   EXPECT_EQ(out[7], 0x7f80);                    // rounds up to infinity
   EXPECT_TRUE(std::isnan(Bf16ToF32(out[11])));  // a NaN whose payload is only in the low bits
+
+  // The same rounding kept as floats (what bf16 GEMMs multiply on the CPU).
+  std::vector<float> rounded(values.size());
+  RoundToBf16(values.data(), values.size(), rounded.data());
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint32_t got;
+    std::memcpy(&got, &rounded[i], sizeof got);
+    ASSERT_EQ(got, static_cast<uint32_t>(out[i]) << 16) << "bits 0x" << std::hex << bits[i];
+  }
 }
 
 TEST(DTypeTest, Bf16RoundsToNearestEven) {
