@@ -1,9 +1,9 @@
 // Selective scan kernels, templated on the element type of the output y. Included once per type.
 //
-// Thread mapping: each channel gets G = next_pow2(N) lanes of a warp, one state element h[n] per
-// lane, so a Falcon-Mamba-7B sequence keeps E*16 = 131k threads busy instead of E = 8k (one
-// thread per channel would leave most SMs idle at batch 1). h.C is a shuffle reduction within the
-// G lanes. A block covers kChannels channels (32 * G threads).
+// Prefill thread mapping: each channel gets G = next_pow2(N) lanes of a warp, one state element
+// h[n] per lane, so a Falcon-Mamba-7B prompt keeps E*16 = 131k threads busy through its
+// token-sequential loop. h.C is a shuffle reduction within the G lanes. A block covers kChannels
+// channels (32 * G threads). Decode (SelectiveScanUpdateKernel) is one thread per channel.
 #pragma once
 
 #include "kernels/cuda_utils.cuh"
@@ -100,43 +100,103 @@ __global__ void SelectiveScanPrefillKernel(SelectiveScanParams p, int lanes) {
   if (state != nullptr) *state = h;
 }
 
-// Decode: one token per row; the same lane mapping, no staging (each value is used once).
-template <typename T>
-__global__ void SelectiveScanUpdateKernel(SelectiveScanParams p, int lanes) {
-  const int row = blockIdx.y;
-  const int local_ch = threadIdx.x / lanes;
-  const int n = threadIdx.x % lanes;
-  const int64_t ch = static_cast<int64_t>(blockIdx.x) * kChannels + local_ch;
-  if (ch >= p.d_inner) return;  // whole lane groups leave together: shuffles stay in-group
-  const int N = p.d_state;
-  const bool lane_active = n < N;
-  const int slot = p.chunks.slot[row];
-  const bool has_state = slot >= 0 && p.chunks.fresh[row] == 0;
-  float* state =
-      slot >= 0 && lane_active ? p.ssm_state + slot * p.slot_stride + ch * N + n : nullptr;
+// Decode: one thread per (row, channel), owning the channel's whole d_state row. A batch-256 step
+// of Falcon-Mamba-7B reads and writes 38 MiB of state per sequence, so this kernel is a memory
+// stream: each thread issues every load it needs (its h and A rows as 16-byte vectors where the
+// layout allows, x, dt, z, B, C) before its first store, and h.C is summed in registers, with no
+// shuffles and no idle lanes for a d_state under 32. kN >= d_state is the register row length
+// (a multiple of 4); kVector: h and A rows are 16-byte aligned and d_state == kN.
+constexpr int kUpdateThreads = 128;
 
-  const float x = p.x[row * p.ld_x + ch];
-  const float dt = math::DtSoftplus(p.dt[row * p.ld_dt + ch], p.dt_bias[ch]);
-  float contrib = 0.0f;
-  if (lane_active) {
-    const float h0 = has_state ? *state : 0.0f;
-    const float h = math::ScanStateStep(h0, p.a[ch * N + n], p.b[row * p.ld_bc + n], dt, dt * x);
-    if (state != nullptr) *state = h;
-    contrib = h * p.c[row * p.ld_bc + n];
-  }
-  const unsigned group_mask =
-      lanes == 32 ? 0xffffffffu : (((1u << lanes) - 1u) << ((threadIdx.x & 31) / lanes * lanes));
-  float y_state = contrib;
-  for (int offset = lanes >> 1; offset > 0; offset >>= 1)
-    y_state += __shfl_xor_sync(group_mask, y_state, offset);
-  if (n == 0) {
-    const float z = p.z[row * p.ld_z + ch] + (p.z_bias != nullptr ? p.z_bias[ch] : 0.0f);
-    static_cast<T*>(p.y)[row * p.ld_y + ch] = FromF32<T>(math::GatedOutput(y_state, p.d[ch], x, z));
+template <int kN, bool kVector>
+__device__ __forceinline__ void LoadRow(const float* __restrict__ src, int n_valid, float* out) {
+  if constexpr (kVector) {
+#pragma unroll
+    for (int i = 0; i < kN; i += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(src + i);
+      out[i] = v.x, out[i + 1] = v.y, out[i + 2] = v.z, out[i + 3] = v.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) out[i] = i < n_valid ? src[i] : 0.0f;
   }
 }
 
-// Prefill and update share the launch shape: kChannels channels per block with `lanes` threads
-// each (the d_state reduction), one grid row per chunk.
+template <typename T, int kN, bool kVector>
+__global__ void __launch_bounds__(kUpdateThreads) SelectiveScanUpdateKernel(SelectiveScanParams p) {
+  const int row = blockIdx.y;
+  const int64_t ch = static_cast<int64_t>(blockIdx.x) * kUpdateThreads + threadIdx.x;
+  if (ch >= p.d_inner) return;
+  const int N = p.d_state;
+  const int slot = p.chunks.slot[row];
+  const bool has_state = slot >= 0 && p.chunks.fresh[row] == 0;
+  float* __restrict__ state = slot >= 0 ? p.ssm_state + slot * p.slot_stride + ch * N : nullptr;
+  const float* __restrict__ b = p.b + row * p.ld_bc;
+  const float* __restrict__ c = p.c + row * p.ld_bc;
+
+  // Every load first.
+  float h[kN], a[kN], bv[kN], cv[kN];
+  if (has_state) {
+    LoadRow<kN, kVector>(state, N, h);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) h[i] = 0.0f;
+  }
+  LoadRow<kN, kVector>(p.a + ch * N, N, a);
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    bv[i] = i < N ? b[i] : 0.0f;
+    cv[i] = i < N ? c[i] : 0.0f;
+  }
+  const float x = p.x[row * p.ld_x + ch];
+  const float dt_raw = p.dt[row * p.ld_dt + ch];
+  const float dt_bias = p.dt_bias[ch];
+  const float z = p.z[row * p.ld_z + ch] + (p.z_bias != nullptr ? p.z_bias[ch] : 0.0f);
+  const float d = p.d[ch];
+
+  const float dt = math::DtSoftplus(dt_raw, dt_bias);
+  const float dt_x = dt * x;
+  float y_state = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    h[i] = math::ScanStateStep(h[i], a[i], bv[i], dt, dt_x);
+    y_state += h[i] * cv[i];  // padding: h = 0 (a = b = 0), c = 0
+  }
+
+  // Then the stores.
+  if (state != nullptr) {
+    if constexpr (kVector) {
+#pragma unroll
+      for (int i = 0; i < kN; i += 4)
+        *reinterpret_cast<float4*>(state + i) = make_float4(h[i], h[i + 1], h[i + 2], h[i + 3]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kN; ++i) {
+        if (i < N) state[i] = h[i];
+      }
+    }
+  }
+  static_cast<T*>(p.y)[row * p.ld_y + ch] = FromF32<T>(math::GatedOutput(y_state, d, x, z));
+}
+
+template <typename T, int kN>
+void LaunchUpdateRows(const SelectiveScanParams& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((p.d_inner + kUpdateThreads - 1) / kUpdateThreads),
+                  static_cast<unsigned>(p.chunks.num_chunks));
+  const auto aligned = [](const void* ptr) {
+    return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0;
+  };
+  const bool vector =
+      p.d_state == kN && p.slot_stride % 4 == 0 && aligned(p.ssm_state) && aligned(p.a);
+  if (vector) {
+    LaunchKernel(SelectiveScanUpdateKernel<T, kN, true>, grid, kUpdateThreads, stream, p);
+  } else {
+    LaunchKernel(SelectiveScanUpdateKernel<T, kN, false>, grid, kUpdateThreads, stream, p);
+  }
+}
+
+// Prefill's launch shape: kChannels channels per block with `lanes` threads each (the d_state
+// reduction), one grid row per chunk.
 inline LaunchResult LaunchOverChannels(const SelectiveScanParams& p,
                                        void (*kernel)(SelectiveScanParams, int),
                                        cudaStream_t stream) {
@@ -157,7 +217,21 @@ LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
 
 template <typename T>
 LaunchResult LaunchUpdate(const SelectiveScanParams& p, cudaStream_t stream) {
-  return LaunchOverChannels(p, SelectiveScanUpdateKernel<T>, stream);
+  if (p.chunks.num_chunks == 0) return 0;
+  if (p.d_state < 1 || p.d_state > math::kMaxStateSize)
+    return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  // Register rows of 4, 8, 16 (Mamba's d_state) or 32 floats.
+  static_assert(math::kMaxStateSize == 32, "the row lengths below cover 1..32");
+  if (p.d_state <= 4) {
+    LaunchUpdateRows<T, 4>(p, stream);
+  } else if (p.d_state <= 8) {
+    LaunchUpdateRows<T, 8>(p, stream);
+  } else if (p.d_state <= 16) {
+    LaunchUpdateRows<T, 16>(p, stream);
+  } else {
+    LaunchUpdateRows<T, 32>(p, stream);
+  }
+  return LastLaunchResult();
 }
 
 }  // namespace mambaserve::kernels::scan_impl

@@ -23,6 +23,10 @@
 #define blockDim (::mambaserve::cuda_emulator::CurrentThread().block_dim)
 #define gridDim (::mambaserve::cuda_emulator::CurrentThread().grid_dim)
 
+// Launch bounds guide nvcc's register allocation; the emulator has none to guide.
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
 inline void __syncthreads() { ::mambaserve::cuda_emulator::SyncThreads(); }
 
 template <typename T>

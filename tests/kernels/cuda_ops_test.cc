@@ -275,8 +275,12 @@ void RunConvTest(GemmType type, bool decode) {
 TEST_P(CudaOpsTest, CausalConv1dPrefillMatchesCpu) { RunConvTest(type(), false); }
 TEST_P(CudaOpsTest, CausalConv1dUpdateMatchesCpu) { RunConvTest(type(), true); }
 
-void RunScanTest(GemmType type, bool decode, int64_t N) {
-  const int64_t E = 40, layers = 2, slots = 8, slot_stride = layers * E * N + 17;
+// slot_padding: floats between one slot's state and the next beyond its own (17: rows of the
+// state are not 16-byte aligned, and the decode kernel takes its scalar path; 0: the vector path
+// when N is 4, 8, 16 or 32). E = 300 spans three decode blocks, the last partly.
+void RunScanTest(GemmType type, bool decode, int64_t N, int64_t slot_padding = 17) {
+  const int64_t E = decode ? 300 : 40, layers = 2, slots = 8,
+                slot_stride = layers * E * N + slot_padding;
   const Chunks chunks = decode ? Chunks({1, 1, 1, 1, 1}, {5, -1, 2, 0, 7}, {0, 0, 1, 0, 0})
                                : Chunks({1, 5, 70, 3}, {4, 0, 2, 7}, {0, 1, 0, 0});
   const int64_t rows = chunks.rows, ld_bc = 3 + 2 * N + 1, ld_z = 2 * E;
@@ -340,10 +344,18 @@ void RunScanTest(GemmType type, bool decode, int64_t N) {
 }
 
 TEST_P(CudaOpsTest, SelectiveScanPrefillMatchesCpu) { RunScanTest(type(), false, 16); }
-TEST_P(CudaOpsTest, SelectiveScanUpdateMatchesCpu) { RunScanTest(type(), true, 16); }
-TEST_P(CudaOpsTest, SelectiveScanWithOddStateSize) {
+TEST_P(CudaOpsTest, SelectiveScanUpdateMatchesCpu) {
+  for (int64_t padding : {17, 0}) {
+    SCOPED_TRACE(padding == 0 ? "aligned state rows" : "unaligned state rows");
+    RunScanTest(type(), true, 16, padding);
+  }
+}
+TEST_P(CudaOpsTest, SelectiveScanWithOtherStateSizes) {
   RunScanTest(type(), false, 5);
-  RunScanTest(type(), true, 5);
+  for (int64_t n : {1, 5, 8, 20, 32}) {
+    SCOPED_TRACE(n);
+    RunScanTest(type(), true, n, n % 4 == 0 ? 0 : 17);
+  }
 }
 
 // Weights and activations in the test's type. k = 320 takes the 16-byte vector path, k = 37 the
