@@ -557,7 +557,6 @@ absl::Status CudaBackend::RunPass(const std::vector<Chunk>& chunks, int64_t rows
 
 absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, int64_t rows,
                                              StepOutput* out) {
-  const int64_t V = config_.vocab_size;
   const int num_chunks = static_cast<int>(chunks.size());
   const bool decode = static_cast<int64_t>(chunks.size()) == rows;  // every chunk one token
   int32_t* m = meta_host_;
@@ -605,19 +604,17 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
   }
 
   // lm_head only on the rows that emit logits; the argmax of every such row on the device, and
-  // back to the caller's buffer only the rows that need more than their token.
-  const int64_t esize = kernels::GemmTypeSize(gemm_type_);
-  for (int g0 = 0; g0 < n_logits; g0 += logits_rows_) {
-    const int count = std::min(logits_rows_, n_logits - g0);
-    RETURN_IF_ERROR(Gemm(lm_head_, static_cast<char*>(final_) + g0 * config_.d_model * esize,
-                         config_.d_model, count, logits_, V));
-    kernels::ArgMaxParams argmax;
-    argmax.logits = logits_;
-    argmax.rows = count;
-    argmax.cols = argmax.ld = V;
-    argmax.out = meta_device_ + meta_.argmax + g0;
-    RETURN_IF_ERROR(LaunchStatus(kernels::InvokeArgMax(argmax, stream_), "ArgMax"));
-    RETURN_IF_ERROR(DownloadLogitsRows(*out, g0, count, first_out_row));
+  // back to the caller's buffer only the rows that need more than their token. A replayed graph
+  // has already done the first two for its whole bucket (GraphIncludesLogits).
+  if (use_graph && GraphIncludesLogits(bucket)) {
+    if (n_logits > 0) RETURN_IF_ERROR(DownloadLogitsRows(*out, 0, n_logits, first_out_row));
+  } else {
+    for (int g0 = 0; g0 < n_logits; g0 += logits_rows_) {
+      const int count = std::min(logits_rows_, n_logits - g0);
+      RETURN_IF_ERROR(EnqueueLogits(g0, count));
+      ++stats_.eager_lm_head_groups;
+      RETURN_IF_ERROR(DownloadLogitsRows(*out, g0, count, first_out_row));
+    }
   }
   if (n_logits > 0) {
     MS_CUDA_RETURN_IF_ERROR(
@@ -633,6 +630,21 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
   }
   return absl::OkStatus();
 }
+
+absl::Status CudaBackend::EnqueueLogits(int g0, int count) {
+  const int64_t V = config_.vocab_size;
+  const int64_t esize = kernels::GemmTypeSize(gemm_type_);
+  RETURN_IF_ERROR(Gemm(lm_head_, static_cast<char*>(final_) + g0 * config_.d_model * esize,
+                       config_.d_model, count, logits_, V));
+  kernels::ArgMaxParams argmax;
+  argmax.logits = logits_;
+  argmax.rows = count;
+  argmax.cols = argmax.ld = V;
+  argmax.out = meta_device_ + meta_.argmax + g0;
+  return LaunchStatus(kernels::InvokeArgMax(argmax, stream_), "ArgMax");
+}
+
+bool CudaBackend::GraphIncludesLogits(int bucket) const { return bucket <= logits_rows_; }
 
 absl::Status CudaBackend::DownloadLogitsRows(StepOutput& out, int g0, int count,
                                              int first_out_row) {
@@ -669,6 +681,7 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
                                             cudaMemcpyHostToDevice, stream_),
                             "step metadata upload");
     RETURN_IF_ERROR(EnqueueForward(bucket, bucket, /*decode=*/true, bucket));
+    if (GraphIncludesLogits(bucket)) RETURN_IF_ERROR(EnqueueLogits(0, bucket));
     MS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "graph warm-up");
     std::copy(saved.begin(), saved.end(), meta_host_);
     MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
@@ -676,7 +689,8 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
                             "step metadata upload");
     MS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
                             "graph capture begin");
-    const absl::Status enqueued = EnqueueForward(bucket, bucket, /*decode=*/true, bucket);
+    absl::Status enqueued = EnqueueForward(bucket, bucket, /*decode=*/true, bucket);
+    if (enqueued.ok() && GraphIncludesLogits(bucket)) enqueued = EnqueueLogits(0, bucket);
     cudaGraph_t graph = nullptr;
     const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
     if (!enqueued.ok() || end != cudaSuccess) {

@@ -51,6 +51,9 @@ class CudaBackend final : public Backend {
     int64_t graph_replays = 0;
     int64_t graph_captures = 0;
     int64_t logits_rows_downloaded = 0;  // token_only rows are not counted: only their argmax moves
+    // lm_head GEMMs (+ argmax) launched outside a graph: replayed decode steps of up to 256 rows
+    // have them inside.
+    int64_t eager_lm_head_groups = 0;
   };
   const Stats& stats() const { return stats_; }
   // Set when num_slots was clamped to what fits in device memory.
@@ -103,6 +106,12 @@ class CudaBackend final : public Backend {
   // y = x · wᵀ with x in the weight dtype: the skinny GEMM for up to 8 rows, else cuBLAS.
   absl::Status Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
                     int64_t ldy);
+  // lm_head over rows [g0, g0 + count) of final_ into logits_, and each row's greedy token into
+  // the step metadata.
+  absl::Status EnqueueLogits(int g0, int count);
+  // Whether a decode graph of `bucket` rows also runs lm_head and argmax for all of them (the
+  // logits scratch holds that many rows), so a replay launches nothing else but copies.
+  bool GraphIncludesLogits(int bucket) const;
   // Copies logits rows [g0, g0 + count) of the pass (in logits_) to `out`, except token_only ones.
   absl::Status DownloadLogitsRows(StepOutput& out, int g0, int count, int first_out_row);
   absl::Status ReplayDecodeGraph(int bucket);

@@ -405,6 +405,7 @@ TEST_F(CudaBackendTest, GraphReplayEqualsEager) {
         EXPECT_EQ(a.row_of_sequence, b.row_of_sequence);
         EXPECT_LT(MaxAbsDiff(a.logits, b.logits), dtype == DType::kF32 ? 1e-4 : 1e-2)
             << "batch " << batch;
+        EXPECT_EQ(a.argmax, b.argmax) << "batch " << batch;
       }
       for (const auto& s : decode.sequences) {
         EXPECT_LT(
@@ -415,6 +416,9 @@ TEST_F(CudaBackendTest, GraphReplayEqualsEager) {
     EXPECT_EQ(eager->stats().graph_replays, 0);
     EXPECT_GE(graph->stats().graph_replays, 15);
     EXPECT_EQ(graph->stats().graph_captures, 5);  // buckets 1, 4, 8, 16, 32
+    // lm_head and argmax run inside the replayed graphs (the prefills emit no logits).
+    EXPECT_EQ(eager->stats().eager_lm_head_groups, 15);
+    EXPECT_EQ(graph->stats().eager_lm_head_groups, 0);
   }
 }
 
