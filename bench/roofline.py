@@ -2,12 +2,13 @@
 """Roofline model of the CUDA engine's forward step, kernel by kernel, from the model's shapes.
 
 For each kernel the CUDA backend launches per layer (engine/backend/cuda/cuda_backend.cc: residual
-RMSNorm, in_proj, causal conv, x_proj, the B/C/dt norm, dt_proj, selective scan, out_proj) and per
-step (embedding, final norm, lm_head, logits to the host), it counts the bytes moved through device
-memory and the floating-point operations, and estimates the kernel's time as the larger of
-bytes / bandwidth and FLOPs / peak rate, plus a fixed cost per kernel (launch and tail, which CUDA
-graphs shrink but do not remove). Summed, that gives the best step time this design can reach, so
-each measurement of bench/cuda_bench (its JSON, --measured) can be printed beside its estimate.
+RMSNorm, in_proj, causal conv (inside in_proj in decode passes of up to 8 rows), x_proj, the B/C/dt
+norm, dt_proj, selective scan, out_proj) and per step (embedding, final norm, lm_head, logits to the
+host), it counts the bytes moved through device memory and the floating-point operations, and
+estimates the kernel's time as the larger of bytes / bandwidth and FLOPs / peak rate, plus a fixed
+cost per kernel (launch and tail, which CUDA graphs shrink but do not remove). Summed, that gives
+the best step time this design can reach, so each measurement of bench/cuda_bench (its JSON,
+--measured) can be printed beside its estimate.
 
 What it assumes, as the backend does: activations in fp32; GEMM inputs in the weight dtype (a copy
 written by the producing kernel, for every pass size); the conv and SSM state in fp32,
@@ -86,6 +87,11 @@ class Shapes:
         return F32 * self.L * self.E * (self.K - 1 + self.N)
 
 
+# kernels/skinny_gemm.h: GEMMs of up to this many rows use the skinny GEMM, which in a decode
+# pass also runs the causal conv on in_proj's output.
+SKINNY_GEMM_MAX_ROWS = 8
+
+
 def kernels(s, w, rows, tokens_per_row, logits_to_host):
     """(name, bytes, flops, launches) of one forward step over `rows` rows; each row is one token
     at decode (tokens_per_row 1) or one prompt token at prefill."""
@@ -95,11 +101,26 @@ def kernels(s, w, rows, tokens_per_row, logits_to_host):
     seqs = rows if decode else 1
     state_rw = 2 * seqs  # every sequence's state, read and written once per step
     out = [("embedding", rows * D * w + rows * D * F32, 0, 1)]
+    # The conv: its weights, its output (fp32 and the GEMM copy), the state; and its input, unless
+    # a decode pass small enough for the skinny GEMM runs it inside in_proj (one launch, and the
+    # input never goes through memory).
+    fuse_conv = decode and rows <= SKINNY_GEMM_MAX_ROWS
+    conv_bytes = (E * K * w + rows * E * (F32 + (0 if g == F32 else g))
+                  + state_rw * E * (K - 1) * F32)
+    conv_flops = 2 * rows * E * K
+    in_proj_bytes = 2 * E * D * w + rows * D * g + rows * 2 * E * F32
+    in_proj_flops = 2 * rows * D * 2 * E
+    if fuse_conv:
+        in_proj = ("in_proj+conv", in_proj_bytes - rows * E * F32 + conv_bytes,
+                   in_proj_flops + conv_flops, 1)
+        conv = ("causal_conv1d", 0, 0, 0)
+    else:
+        in_proj = ("in_proj", in_proj_bytes, in_proj_flops, 1)
+        conv = ("causal_conv1d", conv_bytes + rows * E * F32, conv_flops, 1)
     layer = [
         ("residual_rms_norm", D * w + rows * D * (3 * F32 + g), 5 * rows * D, 1),
-        ("in_proj", 2 * E * D * w + rows * D * g + rows * 2 * E * F32, 2 * rows * D * 2 * E, 1),
-        ("causal_conv1d", E * K * w + rows * E * (F32 + F32 + (0 if g == F32 else g))
-         + state_rw * E * (K - 1) * F32, 2 * rows * E * K, 1),
+        in_proj,
+        conv,
         ("x_proj", (R + 2 * N) * E * w + rows * E * g + rows * (R + 2 * N) * F32,
          2 * rows * E * (R + 2 * N), 1),
         ("bcdt_rms_norm", rows * (R + 2 * N) * 2 * F32 + rows * R * g, 6 * rows * (R + 2 * N),

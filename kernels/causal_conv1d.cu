@@ -1,4 +1,5 @@
 #include "kernels/causal_conv1d.h"
+#include "kernels/conv_update.cuh"
 #include "kernels/cuda_utils.cuh"
 #include "kernels/mamba_math.h"
 
@@ -62,24 +63,12 @@ __global__ void CausalConv1dPrefillKernel(CausalConv1dParams p) {
 }
 
 template <typename T>
-__global__ void CausalConv1dUpdateKernel(CausalConv1dParams p) {
+__global__ void __launch_bounds__(kConvUpdateThreads)
+    CausalConv1dUpdateKernel(CausalConv1dParams p) {
   const int row = blockIdx.y;
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (ch >= p.d_inner) return;
-  const int slot = p.chunks.slot[row];
-  const bool has_state = slot >= 0 && p.chunks.fresh[row] == 0;
-  const int K = p.k_conv;
-  float* state = slot >= 0 ? p.conv_state + slot * p.slot_stride + ch * (K - 1) : nullptr;
-  float w[kMaxConvWidth], window[kMaxConvWidth];
-  for (int k = 0; k < K; ++k) w[k] = p.weight[ch * K + k];
-  for (int k = 0; k < K - 1; ++k) window[k] = has_state ? state[k] : 0.0f;
-  window[K - 1] = p.x[row * p.ld_x + ch] + (p.x_bias != nullptr ? p.x_bias[ch] : 0.0f);
-  const float v = math::ConvSilu(window, w, p.bias != nullptr ? p.bias[ch] : 0.0f, K);
-  p.out[row * p.ld_out + ch] = v;
-  if (p.out_gemm != nullptr) static_cast<T*>(p.out_gemm)[row * p.ld_out_gemm + ch] = FromF32<T>(v);
-  if (slot >= 0) {
-    for (int k = 0; k < K - 1; ++k) state[k] = window[k + 1];
-  }
+  ConvUpdate<T>(p, row, ch, p.x[row * p.ld_x + ch]);
 }
 
 }  // namespace
@@ -101,12 +90,10 @@ LaunchResult InvokeCausalConv1dUpdate(const CausalConv1dParams& p, cudaStream_t 
   if (p.chunks.num_chunks == 0) return 0;
   if (p.k_conv < 2 || p.k_conv > kMaxConvWidth)
     return static_cast<LaunchResult>(cudaErrorInvalidValue);
-  // 128 channels per block: enough blocks for a batch-1 step of a small model to spread over SMs.
-  constexpr int kThreads = 128;
-  const dim3 grid(static_cast<unsigned>((p.d_inner + kThreads - 1) / kThreads),
+  const dim3 grid(static_cast<unsigned>((p.d_inner + kConvUpdateThreads - 1) / kConvUpdateThreads),
                   static_cast<unsigned>(p.chunks.num_chunks));
   MS_DISPATCH_GEMM_TYPE(p.out_gemm_type, T, [&] {
-    LaunchKernel(CausalConv1dUpdateKernel<T>, grid, kThreads, stream, p);
+    LaunchKernel(CausalConv1dUpdateKernel<T>, grid, kConvUpdateThreads, stream, p);
   });
   return LastLaunchResult();
 }

@@ -1,5 +1,6 @@
 #include <cstdint>
 
+#include "kernels/conv_update.cuh"
 #include "kernels/cuda_utils.cuh"
 #include "kernels/skinny_gemm.h"
 
@@ -118,7 +119,11 @@ __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
   if (part == 0 && r < kRows && r < p.rows && col0 + c < p.m) {
     float total = 0.0f;
     for (int s = 0; s < split; ++s) total += partial[warp + s][r][c];
-    p.y[r * p.ldy + col0 + c] = total;
+    if (p.fuse_conv && col0 + c < p.conv.d_inner) {
+      ConvUpdate<TW>(p.conv, r, col0 + c, total);
+    } else {
+      p.y[r * p.ldy + col0 + c] = total;
+    }
   }
 }
 

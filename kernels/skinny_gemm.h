@@ -5,7 +5,9 @@
 // multiplies it, beyond the order of the fp32 sums.
 #pragma once
 
+#include "kernels/causal_conv1d.h"
 #include "kernels/kernel_types.h"
+#include "kernels/mamba_math.h"
 
 namespace mambaserve::kernels {
 
@@ -21,12 +23,21 @@ struct SkinnyGemmParams {
   int64_t rows = 0;  // 1 .. kSkinnyGemmMaxRows
   int64_t m = 0;
   int64_t k = 0;
+  // in_proj of a decode step with the conv fused in: output columns [0, conv.d_inner) are the
+  // conv's new inputs, and instead of going to y each one runs the conv's decode update for its
+  // (row, channel) (conv.x is unused; conv.out_gemm_type must be `type`). The other columns go to
+  // y as usual. Saves the conv's own launch, and the round trip of its input through memory.
+  bool fuse_conv = false;
+  CausalConv1dParams conv;
 };
 
 // Whether InvokeSkinnyGemm takes these: 1-8 rows. Any k and alignment (unaligned shapes take a
 // scalar path).
 inline bool SkinnyGemmSupports(const SkinnyGemmParams& p) {
-  return p.rows >= 1 && p.rows <= kSkinnyGemmMaxRows;
+  return p.rows >= 1 && p.rows <= kSkinnyGemmMaxRows &&
+         (!p.fuse_conv || (p.conv.d_inner <= p.m && p.conv.out_gemm_type == p.type &&
+                           p.conv.chunks.num_chunks == p.rows && p.conv.k_conv >= 2 &&
+                           p.conv.k_conv <= math::kMaxConvWidth));
 }
 
 // CPU twin: WeightMatrix::MatMul (engine/cpu/weight_matrix.h). Returns cudaErrorNotSupported

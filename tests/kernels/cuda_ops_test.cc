@@ -223,8 +223,8 @@ struct ConvSetup {
   int64_t slot_stride() const { return kLayers * per_layer(); }
 };
 
-void RunConvTest(GemmType type, bool decode) {
-  const ConvSetup s{70, 4, 8};
+void RunConvTest(GemmType type, bool decode, int64_t k_conv = 4) {
+  const ConvSetup s{70, k_conv, 8};
   const Chunks chunks = decode ? Chunks({1, 1, 1, 1}, {5, -1, 2, 0}, {0, 0, 1, 0})
                                : Chunks({1, 5, 37, 3, 2}, {4, 0, 2, 7, 1}, {0, 1, 0, 0, 0});
   const int64_t rows = chunks.rows, E = s.E, K = s.K, ld_x = 2 * E + 5;
@@ -274,6 +274,13 @@ void RunConvTest(GemmType type, bool decode) {
 
 TEST_P(CudaOpsTest, CausalConv1dPrefillMatchesCpu) { RunConvTest(type(), false); }
 TEST_P(CudaOpsTest, CausalConv1dUpdateMatchesCpu) { RunConvTest(type(), true); }
+TEST_P(CudaOpsTest, CausalConv1dOtherWidths) {
+  for (int64_t k : {2, 3, 8}) {
+    SCOPED_TRACE(k);
+    RunConvTest(type(), false, k);
+    RunConvTest(type(), true, k);
+  }
+}
 
 // slot_padding: floats between one slot's state and the next beyond its own (17: rows of the
 // state are not 16-byte aligned, and the decode kernel takes its scalar path; 0: the vector path
@@ -403,6 +410,94 @@ TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
   too_many.rows = 9;
   too_many.type = type();
   EXPECT_FALSE(SkinnyGemmSupports(too_many));
+}
+
+// in_proj with the decode conv fused into the skinny GEMM's output equals the skinny GEMM followed
+// by the conv's own update kernel, exactly (the same fp32 values meet the same arithmetic): conv
+// output, its GEMM copy, the state pool (a padding row and a fresh sequence included), and the z
+// columns of y; the conv's columns of y are left alone.
+TEST_P(CudaOpsTest, SkinnyGemmWithTheConvFusedEqualsGemmThenConv) {
+  const bool bf16 = type() == GemmType::kBF16;
+  const ConvSetup s{70, 4, 8};
+  const Chunks chunks({1, 1, 1, 1}, {5, -1, 2, 0}, {0, 0, 1, 0});
+  const int64_t rows = chunks.rows, E = s.E, K = s.K, m = 2 * E + 6, k = 96;
+  auto w = Random(m * k, 30, 0.2f), x = Random(rows * k, 31);
+  if (bf16) {
+    for (float& v : w) v = RoundBf16(v);
+    for (float& v : x) v = RoundBf16(v);
+  }
+  const auto weight = Random(E * K, 32, 0.5f), bias = Random(E, 33, 0.5f),
+             x_bias = Random(E, 34, 0.1f), pool = Random(s.slots * s.slot_stride(), 35);
+  const std::vector<float> sentinel(rows * m, 7.0f);
+  DeviceBuffer<float> w32(w), x32(x), d_w(weight), d_b(bias), d_xb(x_bias);
+  DeviceBuffer<uint16_t> w16(ToBf16(w)), x16(ToBf16(x));
+  struct Run {
+    Run(const std::vector<float>& y0, const std::vector<float>& pool0, size_t outputs, GemmType t)
+        : y(y0), pool(pool0), out(outputs), out_gemm(t, outputs) {}
+    DeviceBuffer<float> y, pool, out;
+    TypedOutput out_gemm;
+  };
+  auto run = [&](bool fused) {
+    auto r = std::make_unique<Run>(sentinel, pool, rows * E, type());
+    CausalConv1dParams conv;
+    conv.x = r->y.get();
+    conv.ld_x = m;
+    conv.x_bias = d_xb.get();
+    conv.weight = d_w.get();
+    conv.bias = d_b.get();
+    conv.conv_state = r->pool.get() + s.per_layer();
+    conv.slot_stride = s.slot_stride();
+    conv.chunks = chunks.table();
+    conv.out = r->out.get();
+    conv.ld_out = E;
+    conv.out_gemm = bf16 ? r->out_gemm.get() : nullptr;
+    conv.ld_out_gemm = E;
+    conv.out_gemm_type = type();
+    conv.d_inner = E;
+    conv.k_conv = static_cast<int>(K);
+    SkinnyGemmParams p;
+    p.type = type();
+    p.w = bf16 ? static_cast<const void*>(w16.get()) : w32.get();
+    p.x = bf16 ? static_cast<const void*>(x16.get()) : x32.get();
+    p.ldx = k;
+    p.y = r->y.get();
+    p.ldy = m;
+    p.rows = rows;
+    p.m = m;
+    p.k = k;
+    p.fuse_conv = fused;
+    p.conv = conv;
+    EXPECT_TRUE(SkinnyGemmSupports(p));
+    EXPECT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
+    if (!fused) {
+      EXPECT_EQ(InvokeCausalConv1dUpdate(conv, nullptr), 0);
+    }
+    return r;
+  };
+  const auto fused = run(true), separate = run(false);
+  EXPECT_EQ(fused->out.Download(), separate->out.Download());
+  if (bf16) {
+    EXPECT_EQ(fused->out_gemm.Download(), separate->out_gemm.Download());
+  }
+  EXPECT_EQ(fused->pool.Download(), separate->pool.Download());
+  EXPECT_NE(fused->pool.Download(), pool);  // the update did write the state
+  const auto y_fused = fused->y.Download(), y_separate = separate->y.Download();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < m; ++c) {
+      EXPECT_EQ(y_fused[r * m + c], c < E ? 7.0f : y_separate[r * m + c]) << r << "," << c;
+    }
+  }
+
+  SkinnyGemmParams mismatched;
+  mismatched.rows = 2;
+  mismatched.m = m;
+  mismatched.type = type();
+  mismatched.fuse_conv = true;
+  mismatched.conv.d_inner = E;
+  mismatched.conv.k_conv = 4;
+  mismatched.conv.out_gemm_type = type();
+  mismatched.conv.chunks.num_chunks = 3;  // not one chunk per row
+  EXPECT_FALSE(SkinnyGemmSupports(mismatched));
 }
 
 // Rows of random logits with planted ties, NaN, infinities and an all-NaN row, over a vocabulary

@@ -767,10 +767,9 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   norm.eps = static_cast<float>(c.layer_norm_epsilon);
   RETURN_IF_ERROR(LaunchStatus(kernels::InvokeResidualRmsNorm(norm, stream_), "ResidualRmsNorm"));
 
-  // 2. xz = in_proj(hidden): [rows][2E] fp32 (its bias is added by the conv and the scan).
-  RETURN_IF_ERROR(Gemm(l.in_proj, hidden_, D, rows, xz_, 2 * E));
-
-  // 3. causal conv + SiLU, with the slot's conv state.
+  // 2-3. xz = in_proj(hidden): [rows][2E] fp32 (its bias is added by the conv and the scan); then
+  // the causal conv + SiLU of the x half, with the slot's conv state. A decode pass small enough
+  // for the skinny GEMM runs the conv inside in_proj, as each output is written.
   kernels::CausalConv1dParams conv;
   conv.x = xz_;
   conv.ld_x = 2 * E;
@@ -787,9 +786,13 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   conv.out_gemm_type = gemm_type_;
   conv.d_inner = E;
   conv.k_conv = static_cast<int>(c.d_conv);
-  RETURN_IF_ERROR(LaunchStatus(decode ? kernels::InvokeCausalConv1dUpdate(conv, stream_)
-                                      : kernels::InvokeCausalConv1dPrefill(conv, stream_),
-                               "CausalConv1d"));
+  const bool fuse_conv = decode && UsesSkinnyGemm(rows);
+  RETURN_IF_ERROR(Gemm(l.in_proj, hidden_, D, rows, xz_, 2 * E, fuse_conv ? &conv : nullptr));
+  if (!fuse_conv) {
+    RETURN_IF_ERROR(LaunchStatus(decode ? kernels::InvokeCausalConv1dUpdate(conv, stream_)
+                                        : kernels::InvokeCausalConv1dPrefill(conv, stream_),
+                                 "CausalConv1d"));
+  }
 
   // 4. x_dbl = x_proj(x): [rows][R+2N] = dt_low | B | C.
   RETURN_IF_ERROR(Gemm(l.x_proj, x_conv_in, E, rows, x_dbl_, ld_dbl));
@@ -844,9 +847,13 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   return Gemm(l.out_proj, y_, E, rows, delta_, D);
 }
 
+bool CudaBackend::UsesSkinnyGemm(int64_t rows) const {
+  return use_skinny_gemm_ && rows <= kernels::kSkinnyGemmMaxRows;
+}
+
 absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
-                               int64_t ldy) {
-  if (use_skinny_gemm_ && rows <= kernels::kSkinnyGemmMaxRows) {
+                               int64_t ldy, const kernels::CausalConv1dParams* fused_conv) {
+  if (UsesSkinnyGemm(rows)) {
     kernels::SkinnyGemmParams p;
     p.type = gemm_type_;
     p.w = w.data;
@@ -857,9 +864,17 @@ absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int6
     p.rows = rows;
     p.m = w.rows;
     p.k = w.cols;
+    if (fused_conv != nullptr) {
+      p.fuse_conv = true;
+      p.conv = *fused_conv;
+    }
     if (kernels::SkinnyGemmSupports(p)) {
       return LaunchStatus(kernels::InvokeSkinnyGemm(p, stream_), "SkinnyGemm");
     }
+  }
+  if (fused_conv != nullptr) {
+    return absl::InternalError(absl::StrCat("the skinny GEMM cannot take in_proj (", rows,
+                                            " rows) with the conv fused in"));
   }
   // Row-major Y = X·Wᵀ is column-major Yᵀ = W·Xᵀ with W read transposed. fp32 accumulation
   // (CUBLAS_COMPUTE_32F: no TF32 for f32 weights).

@@ -15,6 +15,7 @@
 
 #include "engine/backend/backend.h"
 #include "engine/backend/step_plan.h"
+#include "kernels/causal_conv1d.h"
 #include "kernels/kernel_types.h"
 
 namespace mambaserve {
@@ -103,9 +104,12 @@ class CudaBackend final : public Backend {
   absl::Status EnqueueForward(int64_t rows, int num_chunks, bool decode, int64_t logit_rows_bound);
   absl::Status EnqueueLayer(const Layer& layer, int64_t index, int64_t rows, int num_chunks,
                             bool decode);
-  // y = x · wᵀ with x in the weight dtype: the skinny GEMM for up to 8 rows, else cuBLAS.
+  // y = x · wᵀ with x in the weight dtype: the skinny GEMM for up to 8 rows (UsesSkinnyGemm),
+  // else cuBLAS. `fused_conv`: the skinny GEMM also runs that conv update on y's first
+  // conv.d_inner columns instead of writing them (see SkinnyGemmParams::fuse_conv).
   absl::Status Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
-                    int64_t ldy);
+                    int64_t ldy, const kernels::CausalConv1dParams* fused_conv = nullptr);
+  bool UsesSkinnyGemm(int64_t rows) const;
   // lm_head over rows [g0, g0 + count) of final_ into logits_, and each row's greedy token into
   // the step metadata.
   absl::Status EnqueueLogits(int g0, int count);
