@@ -2,13 +2,14 @@
 """Roofline model of the CUDA engine's forward step, kernel by kernel, from the model's shapes.
 
 For each kernel the CUDA backend launches per layer (engine/backend/cuda/cuda_backend.cc: residual
-RMSNorm, in_proj, causal conv (inside in_proj in decode passes of up to 8 rows), x_proj, the B/C/dt
-norm, dt_proj, selective scan, out_proj) and per step (embedding, final norm, lm_head, logits to the
-host), it counts the bytes moved through device memory and the floating-point operations, and
-estimates the kernel's time as the larger of bytes / bandwidth and FLOPs / peak rate, plus a fixed
-cost per kernel (launch and tail, which CUDA graphs shrink but do not remove). Summed, that gives
-the best step time this design can reach, so each measurement of bench/cuda_bench (its JSON,
---measured) can be printed beside its estimate.
+RMSNorm, in_proj, causal conv, x_proj, the B/C/dt norm, dt_proj, selective scan, out_proj; in
+decode passes of up to 8 rows the conv runs inside in_proj and the norm inside dt_proj and the
+scan) and per step (embedding, final norm, lm_head, logits to the host), it counts the bytes moved
+through device memory and the floating-point operations, and estimates the kernel's time as the
+larger of bytes / bandwidth and FLOPs / peak rate, plus a fixed cost per kernel (launch and tail,
+which CUDA graphs shrink but do not remove). Summed, that gives the best step time this design can
+reach, so each measurement of bench/cuda_bench (its JSON, --measured) can be printed beside its
+estimate.
 
 What it assumes, as the backend does: activations in fp32; GEMM inputs in the weight dtype (a copy
 written by the producing kernel, for every pass size); the conv and SSM state in fp32,
@@ -103,7 +104,7 @@ def kernels(s, w, rows, tokens_per_row, logits_to_host):
     out = [("embedding", rows * D * w + rows * D * F32, 0, 1)]
     # The conv: its weights, its output (fp32 and the GEMM copy), the state; and its input, unless
     # a decode pass small enough for the skinny GEMM runs it inside in_proj (one launch, and the
-    # input never goes through memory).
+    # input never goes through memory). Such a pass also fuses the B/C/dt norm away (below).
     fuse_conv = decode and rows <= SKINNY_GEMM_MAX_ROWS
     conv_bytes = (E * K * w + rows * E * (F32 + (0 if g == F32 else g))
                   + state_rw * E * (K - 1) * F32)
@@ -123,9 +124,12 @@ def kernels(s, w, rows, tokens_per_row, logits_to_host):
         conv,
         ("x_proj", (R + 2 * N) * E * w + rows * E * g + rows * (R + 2 * N) * F32,
          2 * rows * E * (R + 2 * N), 1),
+        # A decode pass small enough for the skinny GEMM leaves the norm to dt_proj (which reads
+        # dt_low in fp32) and the state update (B and C): no launch of its own.
         ("bcdt_rms_norm", rows * (R + 2 * N) * 2 * F32 + rows * R * g, 6 * rows * (R + 2 * N),
-         1 if (s.falcon or g != F32) else 0),
-        ("dt_proj", E * R * w + rows * R * g + rows * E * F32, 2 * rows * R * E, 1),
+         1 if (s.falcon or g != F32) and not fuse_conv else 0),
+        ("dt_proj", E * R * w + rows * R * (F32 if fuse_conv else g) + rows * E * F32,
+         2 * rows * R * E, 1),
         # x, dt, z and y per row; B and C per row; A (fp32), D, dt_bias; the state.
         ("selective_scan", rows * E * (3 * F32 + g) + rows * 2 * N * F32 + E * N * F32
          + 2 * E * w + state_rw * E * N * F32, rows * E * (7 * N + 10), 1),

@@ -31,6 +31,10 @@ struct SelectiveScanParams {
   GemmType y_type = GemmType::kF32;
   int64_t d_inner = 0;  // E
   int d_state = 0;      // N, at most math::kMaxStateSize
+  // Decode only: B and C are read before Falcon-Mamba's weightless RMSNorm, which the kernel
+  // applies itself (each over its N values, with bc_eps), saving the norm kernel's launch.
+  bool rms_normalize_bc = false;
+  float bc_eps = 1e-6f;
 };
 
 // CPU twin: softplus(dt + bias), then cpu::SelectiveScan per chunk.

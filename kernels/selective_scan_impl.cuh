@@ -148,6 +148,21 @@ __global__ void __launch_bounds__(kUpdateThreads) SelectiveScanUpdateKernel(Sele
     bv[i] = i < N ? b[i] : 0.0f;
     cv[i] = i < N ? c[i] : 0.0f;
   }
+  if (p.rms_normalize_bc) {
+    float b_squares = 0.0f, c_squares = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      b_squares += bv[i] * bv[i];
+      c_squares += cv[i] * cv[i];
+    }
+    const float b_scale = math::RmsScale(b_squares, N, p.bc_eps);
+    const float c_scale = math::RmsScale(c_squares, N, p.bc_eps);
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      bv[i] *= b_scale;
+      cv[i] *= c_scale;
+    }
+  }
   const float x = p.x[row * p.ld_x + ch];
   const float dt_raw = p.dt[row * p.ld_dt + ch];
   const float dt_bias = p.dt_bias[ch];

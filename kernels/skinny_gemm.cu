@@ -1,7 +1,9 @@
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/conv_update.cuh"
 #include "kernels/cuda_utils.cuh"
+#include "kernels/mamba_math.h"
 #include "kernels/skinny_gemm.h"
 
 namespace mambaserve::kernels {
@@ -69,6 +71,25 @@ __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
   using XL = Loader<TX, kN, kVector>;
   __shared__ float partial[kWarpsPerBlock][kRows][kCols];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // x_f32 mode (fp32 X under bf16 W, or fp32 X to normalise): each row's RMS scale, one warp per
+  // row, before any product.
+  constexpr bool kRoundX = std::is_same_v<TX, float> && !std::is_same_v<TW, float>;
+  __shared__ float x_scale[kRows];
+  if constexpr (std::is_same_v<TX, float>) {
+    if (p.rms_normalize_x) {
+      const float* x = static_cast<const float*>(p.x);
+      for (int r = warp; r < kRows; r += kWarpsPerBlock) {
+        float sum_squares = 0.0f;
+        if (r < p.rows) {
+          for (int64_t k = lane; k < p.k; k += 32)
+            sum_squares += x[r * p.ldx + k] * x[r * p.ldx + k];
+        }
+        sum_squares = WarpSum(sum_squares);
+        if (lane == 0) x_scale[r] = math::RmsScale(sum_squares, static_cast<int>(p.k), p.x_eps);
+      }
+      __syncthreads();
+    }
+  }
   const int groups_per_block = kWarpsPerBlock / split;
   const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * groups_per_block + warp / split) * kCols;
   const int part = warp % split;
@@ -97,6 +118,14 @@ __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
         if (r >= p.rows) break;
         float xv[kN];
         XL::Load(x + r * p.ldx + k0, xv);
+        if constexpr (std::is_same_v<TX, float>) {
+          // Normalised and rounded exactly as the B/C/dt norm kernel would have written them.
+          const float scale = p.rms_normalize_x ? x_scale[r] : 1.0f;
+#pragma unroll
+          for (int i = 0; i < kN; ++i) {
+            xv[i] = kRoundX ? ToF32(FromF32<TW>(xv[i] * scale)) : xv[i] * scale;
+          }
+        }
 #pragma unroll
         for (int i = 0; i < kN; ++i) {
           acc[r][0] = fmaf(wv[0][i], xv[i], acc[r][0]);
@@ -168,6 +197,8 @@ LaunchResult InvokeSkinnyGemm(const SkinnyGemmParams& p, cudaStream_t stream) {
   if (!SkinnyGemmSupports(p)) return static_cast<LaunchResult>(cudaErrorNotSupported);
   if (p.type == GemmType::kF32) {
     LaunchTypes<float, float>(p, stream);
+  } else if (p.x_f32) {
+    LaunchTypes<__nv_bfloat16, float>(p, stream);
   } else {
     LaunchTypes<__nv_bfloat16, __nv_bfloat16>(p, stream);
   }

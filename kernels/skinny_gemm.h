@@ -1,8 +1,9 @@
 // Y[rows][M] = X[rows][K] · W[M][K]ᵀ for the few rows of a small decode batch, fp32 accumulation.
 // At batch 1-8 every GEMM of the model is a weight stream: each warp reads two rows of W once with
 // 16-byte loads and serves every batch row from registers. Larger batches go to cuBLAS.
-// X is in W's type, as cuBLAS takes it: a row's result does not depend on which of the two
-// multiplies it, beyond the order of the fp32 sums.
+// X is in W's type, as cuBLAS takes it (a row's result does not depend on which of the two
+// multiplies it, beyond the order of the fp32 sums), or fp32 that the kernel rounds to W's type
+// itself (x_f32).
 #pragma once
 
 #include "kernels/causal_conv1d.h"
@@ -29,6 +30,13 @@ struct SkinnyGemmParams {
   // y as usual. Saves the conv's own launch, and the round trip of its input through memory.
   bool fuse_conv = false;
   CausalConv1dParams conv;
+  // dt_proj of a decode step without the B/C/dt norm's own launch: X is fp32, and each of its rows
+  // is first scaled by its RMS over the k columns when rms_normalize_x (Falcon-Mamba's weightless
+  // norm of dt_low, with x_eps), then rounded to `type`: the values the norm kernel would have
+  // written, multiplied by the same weights.
+  bool x_f32 = false;
+  bool rms_normalize_x = false;
+  float x_eps = 1e-6f;
 };
 
 // Whether InvokeSkinnyGemm takes these: 1-8 rows. Any k and alignment (unaligned shapes take a
@@ -37,7 +45,8 @@ inline bool SkinnyGemmSupports(const SkinnyGemmParams& p) {
   return p.rows >= 1 && p.rows <= kSkinnyGemmMaxRows &&
          (!p.fuse_conv || (p.conv.d_inner <= p.m && p.conv.out_gemm_type == p.type &&
                            p.conv.chunks.num_chunks == p.rows && p.conv.k_conv >= 2 &&
-                           p.conv.k_conv <= math::kMaxConvWidth));
+                           p.conv.k_conv <= math::kMaxConvWidth)) &&
+         (!p.rms_normalize_x || p.x_f32 || p.type == GemmType::kF32);
 }
 
 // CPU twin: WeightMatrix::MatMul (engine/cpu/weight_matrix.h). Returns cudaErrorNotSupported

@@ -285,7 +285,10 @@ TEST_P(CudaOpsTest, CausalConv1dOtherWidths) {
 // slot_padding: floats between one slot's state and the next beyond its own (17: rows of the
 // state are not 16-byte aligned, and the decode kernel takes its scalar path; 0: the vector path
 // when N is 4, 8, 16 or 32). E = 300 spans three decode blocks, the last partly.
-void RunScanTest(GemmType type, bool decode, int64_t N, int64_t slot_padding = 17) {
+// normalize_bc (decode only): B and C go in raw and the kernel applies Falcon-Mamba's weightless
+// RMSNorm to each; the CPU twin gets them normalised on the host.
+void RunScanTest(GemmType type, bool decode, int64_t N, int64_t slot_padding = 17,
+                 bool normalize_bc = false) {
   const int64_t E = decode ? 300 : 40, layers = 2, slots = 8,
                 slot_stride = layers * E * N + slot_padding;
   const Chunks chunks = decode ? Chunks({1, 1, 1, 1, 1}, {5, -1, 2, 0, 7}, {0, 0, 1, 0, 0})
@@ -324,8 +327,22 @@ void RunScanTest(GemmType type, bool decode, int64_t N, int64_t slot_padding = 1
   p.y_type = type;
   p.d_inner = E;
   p.d_state = static_cast<int>(N);
+  p.rms_normalize_bc = normalize_bc;
+  p.bc_eps = 1e-6f;
   ASSERT_EQ(decode ? InvokeSelectiveScanUpdate(p, nullptr) : InvokeSelectiveScanPrefill(p, nullptr),
             0);
+  std::vector<float> bc_used = bc;
+  if (normalize_bc) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t part = 0; part < 2; ++part) {
+        float* v = bc_used.data() + r * ld_bc + 3 + part * N;
+        float sum_squares = 0.0f;
+        for (int64_t n = 0; n < N; ++n) sum_squares += v[n] * v[n];
+        const float scale = math::RmsScale(sum_squares, static_cast<int>(N), 1e-6f);
+        for (int64_t n = 0; n < N; ++n) v[n] *= scale;
+      }
+    }
+  }
 
   std::vector<float> dt(rows * E), zb(rows * E), want(rows * E);
   for (int64_t r = 0; r < rows; ++r) {
@@ -341,8 +358,8 @@ void RunScanTest(GemmType type, bool decode, int64_t N, int64_t slot_padding = 1
                                        : scratch_state.data();
     if (chunks.fresh[i]) std::fill_n(state, E * N, 0.0f);
     const int64_t r0 = chunks.row_begin[i];
-    cpu::SelectiveScan(x.data() + r0 * E, dt.data() + r0 * E, bc.data() + r0 * ld_bc + 3,
-                       bc.data() + r0 * ld_bc + 3 + N, ld_bc, a.data(), d.data(),
+    cpu::SelectiveScan(x.data() + r0 * E, dt.data() + r0 * E, bc_used.data() + r0 * ld_bc + 3,
+                       bc_used.data() + r0 * ld_bc + 3 + N, ld_bc, a.data(), d.data(),
                        zb.data() + r0 * E, E, chunks.len[i], E, N, state, want.data() + r0 * E, 0,
                        E);
   }
@@ -356,6 +373,11 @@ TEST_P(CudaOpsTest, SelectiveScanUpdateMatchesCpu) {
     SCOPED_TRACE(padding == 0 ? "aligned state rows" : "unaligned state rows");
     RunScanTest(type(), true, 16, padding);
   }
+}
+// The decode kernel normalising B and C itself equals the CPU scan on B and C normalised first.
+TEST_P(CudaOpsTest, SelectiveScanUpdateNormalisesBAndC) {
+  RunScanTest(type(), true, 16, 0, /*normalize_bc=*/true);
+  RunScanTest(type(), true, 5, 17, /*normalize_bc=*/true);
 }
 TEST_P(CudaOpsTest, SelectiveScanWithOtherStateSizes) {
   RunScanTest(type(), false, 5);
@@ -410,6 +432,63 @@ TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
   too_many.rows = 9;
   too_many.type = type();
   EXPECT_FALSE(SkinnyGemmSupports(too_many));
+}
+
+// dt_proj without the norm kernel: fp32 X, each row RMS-normalised (or not) and rounded to the
+// weight type in the kernel, equals a float64 product of the values the norm kernel would have
+// written. ldx > k: the columns past k (B and C in x_dbl) must not enter the row's RMS.
+TEST_P(CudaOpsTest, SkinnyGemmNormalisesAndRoundsFp32Activations) {
+  const bool bf16 = type() == GemmType::kBF16;
+  for (bool normalize : {true, false}) {
+    for (int64_t k : {48, 37}) {
+      for (int64_t m : {37, 1030}) {
+        for (int64_t rows : {1, 3, 8}) {
+          const int64_t ldx = k + 32 + (k % 8);  // a whole number of vectors when k is
+          auto w = Random(m * k, 40), x = Random(rows * ldx, 41, 3.0f);
+          if (bf16) {
+            for (float& v : w) v = RoundBf16(v);
+          }
+          DeviceBuffer<float> w32(w), x32(x), y(rows * m);
+          DeviceBuffer<uint16_t> w16(ToBf16(w));
+          SkinnyGemmParams p;
+          p.type = type();
+          p.w = bf16 ? static_cast<const void*>(w16.get()) : w32.get();
+          p.x = x32.get();
+          p.x_f32 = true;
+          p.rms_normalize_x = normalize;
+          p.x_eps = 1e-6f;
+          p.ldx = ldx;
+          p.y = y.get();
+          p.ldy = m;
+          p.rows = rows;
+          p.m = m;
+          p.k = k;
+          ASSERT_TRUE(SkinnyGemmSupports(p));
+          ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
+          std::vector<float> want(rows * m);
+          for (int64_t r = 0; r < rows; ++r) {
+            float sum_squares = 0.0f;
+            for (int64_t i = 0; i < k; ++i) sum_squares += x[r * ldx + i] * x[r * ldx + i];
+            const float scale =
+                normalize ? math::RmsScale(sum_squares, static_cast<int>(k), 1e-6f) : 1.0f;
+            std::vector<double> xr(k);
+            for (int64_t i = 0; i < k; ++i) {
+              const float v = x[r * ldx + i] * scale;
+              xr[i] = bf16 ? RoundBf16(v) : v;
+            }
+            for (int64_t j = 0; j < m; ++j) {
+              double acc = 0;
+              for (int64_t i = 0; i < k; ++i) acc += double(w[j * k + i]) * xr[i];
+              want[r * m + j] = static_cast<float>(acc);
+            }
+          }
+          // A scale computed in another order can move a value across a bf16 rounding boundary.
+          ExpectNear(y.Download(), want, GemmType::kF32, "skinny gemm, fp32 x", bf16 ? 1e-2 : 1e-5,
+                     1e-4);
+        }
+      }
+    }
+  }
 }
 
 // in_proj with the decode conv fused into the skinny GEMM's output equals the skinny GEMM followed

@@ -787,7 +787,9 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   conv.d_inner = E;
   conv.k_conv = static_cast<int>(c.d_conv);
   const bool fuse_conv = decode && UsesSkinnyGemm(rows);
-  RETURN_IF_ERROR(Gemm(l.in_proj, hidden_, D, rows, xz_, 2 * E, fuse_conv ? &conv : nullptr));
+  SkinnyExtras in_proj_extras;
+  if (fuse_conv) in_proj_extras.fused_conv = &conv;
+  RETURN_IF_ERROR(Gemm(l.in_proj, hidden_, D, rows, xz_, 2 * E, in_proj_extras));
   if (!fuse_conv) {
     RETURN_IF_ERROR(LaunchStatus(decode ? kernels::InvokeCausalConv1dUpdate(conv, stream_)
                                         : kernels::InvokeCausalConv1dPrefill(conv, stream_),
@@ -797,8 +799,11 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   // 4. x_dbl = x_proj(x): [rows][R+2N] = dt_low | B | C.
   RETURN_IF_ERROR(Gemm(l.x_proj, x_conv_in, E, rows, x_dbl_, ld_dbl));
 
-  // 5. Falcon-Mamba's weightless RMSNorm of dt_low, B, C; dt_low into the GEMM dtype.
-  if (falcon || !act_f32) {
+  // 5. Falcon-Mamba's weightless RMSNorm of dt_low, B, C; dt_low into the GEMM dtype. A decode
+  // pass small enough for the skinny GEMM does both inside the kernels that read them instead
+  // (dt_proj from fp32 x_dbl, the state update from raw B and C): one launch fewer per layer.
+  const bool fuse_bcdt = decode && UsesSkinnyGemm(rows);
+  if (!fuse_bcdt && (falcon || !act_f32)) {
     kernels::BcdtRmsNormParams bc;
     bc.x_dbl = x_dbl_;
     bc.ld_x_dbl = ld_dbl;
@@ -814,7 +819,14 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   }
 
   // 6. dt_raw = dt_proj(dt_low): [rows][E]; bias and softplus happen in the scan.
-  RETURN_IF_ERROR(Gemm(l.dt_proj, dt_low, ld_dt_low, rows, dt_, E));
+  if (fuse_bcdt) {
+    SkinnyExtras dt_extras;
+    dt_extras.x_f32 = true;
+    dt_extras.rms_normalize_x = falcon;
+    RETURN_IF_ERROR(Gemm(l.dt_proj, x_dbl_, ld_dbl, rows, dt_, E, dt_extras));
+  } else {
+    RETURN_IF_ERROR(Gemm(l.dt_proj, dt_low, ld_dt_low, rows, dt_, E));
+  }
 
   // 7. selective scan + D skip + SiLU(z) gate, with the slot's SSM state.
   kernels::SelectiveScanParams scan;
@@ -839,6 +851,8 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   scan.y_type = gemm_type_;
   scan.d_inner = E;
   scan.d_state = static_cast<int>(N);
+  scan.rms_normalize_bc = fuse_bcdt && falcon;
+  scan.bc_eps = static_cast<float>(c.mixer_rms_eps);
   RETURN_IF_ERROR(LaunchStatus(decode ? kernels::InvokeSelectiveScanUpdate(scan, stream_)
                                       : kernels::InvokeSelectiveScanPrefill(scan, stream_),
                                "SelectiveScan"));
@@ -852,7 +866,7 @@ bool CudaBackend::UsesSkinnyGemm(int64_t rows) const {
 }
 
 absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
-                               int64_t ldy, const kernels::CausalConv1dParams* fused_conv) {
+                               int64_t ldy, const SkinnyExtras& extras) {
   if (UsesSkinnyGemm(rows)) {
     kernels::SkinnyGemmParams p;
     p.type = gemm_type_;
@@ -864,17 +878,21 @@ absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int6
     p.rows = rows;
     p.m = w.rows;
     p.k = w.cols;
-    if (fused_conv != nullptr) {
+    if (extras.fused_conv != nullptr) {
       p.fuse_conv = true;
-      p.conv = *fused_conv;
+      p.conv = *extras.fused_conv;
     }
+    p.x_f32 = extras.x_f32;
+    p.rms_normalize_x = extras.rms_normalize_x;
+    p.x_eps = static_cast<float>(config_.mixer_rms_eps);
     if (kernels::SkinnyGemmSupports(p)) {
       return LaunchStatus(kernels::InvokeSkinnyGemm(p, stream_), "SkinnyGemm");
     }
   }
-  if (fused_conv != nullptr) {
-    return absl::InternalError(absl::StrCat("the skinny GEMM cannot take in_proj (", rows,
-                                            " rows) with the conv fused in"));
+  if (extras.any()) {
+    return absl::InternalError(absl::StrCat("the skinny GEMM cannot take this ", w.rows, "x",
+                                            w.cols, " product of ", rows,
+                                            " rows with its decode extras"));
   }
   // Row-major Y = X·Wᵀ is column-major Yᵀ = W·Xᵀ with W read transposed. fp32 accumulation
   // (CUBLAS_COMPUTE_32F: no TF32 for f32 weights).

@@ -104,11 +104,24 @@ class CudaBackend final : public Backend {
   absl::Status EnqueueForward(int64_t rows, int num_chunks, bool decode, int64_t logit_rows_bound);
   absl::Status EnqueueLayer(const Layer& layer, int64_t index, int64_t rows, int num_chunks,
                             bool decode);
+  // What the skinny GEMM of a decode pass does besides the product (see SkinnyGemmParams).
+  struct SkinnyExtras {
+    // Runs this conv update on y's first conv.d_inner columns instead of writing them.
+    const kernels::CausalConv1dParams* fused_conv = nullptr;
+    // x is fp32: RMS-normalised per row (Falcon-Mamba's dt_low) when asked, rounded to the
+    // weight dtype in the kernel.
+    bool x_f32 = false;
+    bool rms_normalize_x = false;
+    bool any() const { return fused_conv != nullptr || x_f32 || rms_normalize_x; }
+  };
   // y = x · wᵀ with x in the weight dtype: the skinny GEMM for up to 8 rows (UsesSkinnyGemm),
-  // else cuBLAS. `fused_conv`: the skinny GEMM also runs that conv update on y's first
-  // conv.d_inner columns instead of writing them (see SkinnyGemmParams::fuse_conv).
+  // else cuBLAS, which takes no extras.
   absl::Status Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
-                    int64_t ldy, const kernels::CausalConv1dParams* fused_conv = nullptr);
+                    int64_t ldy, const SkinnyExtras& extras);
+  absl::Status Gemm(const Matrix& w, const void* x, int64_t ldx, int64_t rows, float* y,
+                    int64_t ldy) {
+    return Gemm(w, x, ldx, rows, y, ldy, SkinnyExtras{});
+  }
   bool UsesSkinnyGemm(int64_t rows) const;
   // lm_head over rows [g0, g0 + count) of final_ into logits_, and each row's greedy token into
   // the step metadata.
