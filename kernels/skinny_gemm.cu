@@ -67,13 +67,15 @@ struct Loader<T, kN, false> {
 template <typename TW, typename TX, int kRows, bool kVector>
 __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
   constexpr int kN = kVector ? 16 / static_cast<int>(sizeof(TW)) : 1;
+  // k-steps whose weight loads are in flight together: 32 weights per column in registers.
+  constexpr int kBatch = kVector ? 32 / kN : 4;
   using WL = Loader<TW, kN, kVector>;
   using XL = Loader<TX, kN, kVector>;
   __shared__ float partial[kWarpsPerBlock][kRows][kCols];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   // x_f32 mode (fp32 X under bf16 W, or fp32 X to normalise): each row's RMS scale, one warp per
   // row, before any product.
-  constexpr bool kRoundX = std::is_same_v<TX, float> && !std::is_same_v<TW, float>;
+  [[maybe_unused]] constexpr bool kRoundX = std::is_same_v<TX, float> && !std::is_same_v<TW, float>;
   __shared__ float x_scale[kRows];
   if constexpr (std::is_same_v<TX, float>) {
     if (p.rms_normalize_x) {
@@ -99,31 +101,32 @@ __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
 #pragma unroll
     for (int c = 0; c < kCols; ++c) acc[r][c] = 0.0f;
   if (col0 < p.m) {
-    const TW* w = static_cast<const TW*>(p.w) + col0 * p.k;
-    const bool second = col0 + 1 < p.m;
-    const TX* x = static_cast<const TX*>(p.x);
-    const int64_t step = static_cast<int64_t>(32) * kN * split;
-#pragma unroll 4
-    for (int64_t k0 = (static_cast<int64_t>(part) * 32 + lane) * kN; k0 < p.k; k0 += step) {
-      float wv[kCols][kN];
-      WL::LoadStreaming(w + k0, wv[0]);
-      if (second) {
-        WL::LoadStreaming(w + p.k + k0, wv[1]);
-      } else {
+    // Branch-free: the second column of an odd-sized matrix re-reads the first, and rows past
+    // p.rows re-read the last row; neither sum is ever written.
+    const TW* w0 = static_cast<const TW*>(p.w) + col0 * p.k;
+    const TW* w1 = col0 + 1 < p.m ? w0 + p.k : w0;
+    const TX* x_rows[kRows];
+    float x_mul[kRows];  // fp32 X: its row's RMS scale, or 1
 #pragma unroll
-        for (int i = 0; i < kN; ++i) wv[1][i] = 0.0f;
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t row = r < p.rows ? r : p.rows - 1;
+      x_rows[r] = static_cast<const TX*>(p.x) + row * p.ldx;
+      x_mul[r] = 1.0f;
+      if constexpr (std::is_same_v<TX, float>) {
+        if (p.rms_normalize_x) x_mul[r] = x_scale[row];
       }
+    }
+    // One k-step: every row's activations times both columns' weights.
+    const auto multiply = [&](const float(&wv)[kCols][kN], int64_t k) {
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        if (r >= p.rows) break;
         float xv[kN];
-        XL::Load(x + r * p.ldx + k0, xv);
+        XL::Load(x_rows[r] + k, xv);
         if constexpr (std::is_same_v<TX, float>) {
           // Normalised and rounded exactly as the B/C/dt norm kernel would have written them.
-          const float scale = p.rms_normalize_x ? x_scale[r] : 1.0f;
 #pragma unroll
           for (int i = 0; i < kN; ++i) {
-            xv[i] = kRoundX ? ToF32(FromF32<TW>(xv[i] * scale)) : xv[i] * scale;
+            xv[i] = kRoundX ? ToF32(FromF32<TW>(xv[i] * x_mul[r])) : xv[i] * x_mul[r];
           }
         }
 #pragma unroll
@@ -132,6 +135,26 @@ __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
           acc[r][1] = fmaf(wv[1][i], xv[i], acc[r][1]);
         }
       }
+    };
+    const int64_t step = static_cast<int64_t>(32) * kN * split;
+    int64_t k0 = (static_cast<int64_t>(part) * 32 + lane) * kN;
+    // kBatch k-steps at a time, all of their weight loads (2 * kBatch of 16 bytes) issued before
+    // the first FMA, so each lane keeps them in flight together; then the remaining steps.
+    for (; k0 + (kBatch - 1) * step < p.k; k0 += kBatch * step) {
+      float wv[kBatch][kCols][kN];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        WL::LoadStreaming(w0 + k0 + u * step, wv[u][0]);
+        WL::LoadStreaming(w1 + k0 + u * step, wv[u][1]);
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) multiply(wv[u], k0 + u * step);
+    }
+    for (; k0 < p.k; k0 += step) {
+      float wv[kCols][kN];
+      WL::LoadStreaming(w0 + k0, wv[0]);
+      WL::LoadStreaming(w1 + k0, wv[1]);
+      multiply(wv, k0);
     }
   }
 #pragma unroll

@@ -1,6 +1,8 @@
 // Y[rows][M] = X[rows][K] · W[M][K]ᵀ for the few rows of a small decode batch, fp32 accumulation.
 // At batch 1-8 every GEMM of the model is a weight stream: each warp reads two rows of W once with
-// 16-byte loads and serves every batch row from registers. Larger batches go to cuBLAS.
+// 16-byte loads and serves every batch row from registers; its main loop is branch-free and issues
+// the loads of several k-steps (32 weights per column) before their FMAs, so each lane keeps 8-16
+// loads in flight. Larger batches go to cuBLAS.
 // X is in W's type, as cuBLAS takes it (a row's result does not depend on which of the two
 // multiplies it, beyond the order of the fp32 sums), or fp32 that the kernel rounds to W's type
 // itself (x_f32).

@@ -387,13 +387,15 @@ TEST_P(CudaOpsTest, SelectiveScanWithOtherStateSizes) {
   }
 }
 
-// Weights and activations in the test's type. k = 320 takes the 16-byte vector path, k = 37 the
-// scalar one.
+// Weights and activations in the test's type. k = 320 and 2600 take the 16-byte vector path, 37
+// and 2601 the scalar one; the long ones also run the main loop's batches of k-steps (the short
+// ones only its tail).
 TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
   const bool bf16 = type() == GemmType::kBF16;
-  for (int64_t k : {320, 37}) {
+  for (int64_t k : {320, 37, 2600, 2601}) {
     // m picks the k-split: 4 warps per column pair below 1024 columns, 2 below 4096, 1 above.
     for (int64_t m : {37, 1030, 4099}) {
+      if (k > 1000 && m != 1030) continue;  // one long case per path keeps the emulator quick
       for (int64_t rows : {1, 2, 3, 5, 8}) {
         const int64_t ldx = k + 8;
         auto w = Random(m * k, 20), x = Random(rows * ldx, 21);
