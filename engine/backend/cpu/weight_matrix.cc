@@ -89,10 +89,11 @@ void WeightMatrix::RowToF32(int64_t r, float* out) const {
 
 void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                           ThreadPool& pool) const {
-  if (panels_.dtype == DType::kBF16) {
-    // bf16 weights multiply activations rounded to bf16 on every path (oneDNN takes them so), so a
-    // token's result does not depend on how many tokens share the product: one precision for a
-    // sequence alone and in any batch. Rounded once here, for all threads.
+  if (panels_.dtype == DType::kBF16 && !UsesOneDnn(tokens)) {
+    // bf16 weights multiply activations rounded to bf16 on every path (oneDNN takes them so, and
+    // MatMulOneDnn rounds them itself), so a token's result does not depend on how many tokens
+    // share the product: one precision for a sequence alone and in any batch. Rounded once here,
+    // for all threads.
     const int64_t cols = panels_.cols;
     thread_local std::vector<float> rounded;
     rounded.resize(static_cast<size_t>(tokens * cols));
@@ -115,7 +116,7 @@ void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y,
     // split finish apart when one core is slowed: about eight chunks per thread, taken in turn,
     // keep them together.
     pool.ParallelForDynamic(panels, std::max<int64_t>(1, panels / (8 * pool.num_threads())), run);
-  } else if (use_onednn_ && tokens > 1) {
+  } else if (UsesOneDnn(tokens)) {
     MatMulOneDnn(x, ldx, tokens, y, ldy, pool);
   } else {
     pool.ParallelFor(panels, run);  // one BLAS call per panel
@@ -124,10 +125,9 @@ void WeightMatrix::MatMul(const float* x, int64_t ldx, int64_t tokens, float* y,
 
 void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, float* y, int64_t ldy,
                                 ThreadPool& pool) const {
-  // oneDNN takes the activations dense, and bf16 weights times bf16 activations: copy or convert
+  // oneDNN takes the activations dense, and bf16 weights times bf16 activations: copy or round
   // them once here, for all threads (vectorised and split over them: a 512-token prompt is 48M
-  // values across the layers). bf16 activations are already rounded (MatMul): the conversion is
-  // exact.
+  // values across the layers).
   const int64_t cols = panels_.cols;
   const void* activations = x;
   if (panels_.dtype == DType::kBF16) {
@@ -145,6 +145,19 @@ void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, flo
       std::memcpy(x_dense.data() + t * cols, x + t * ldx, cols * sizeof(float));
     activations = x_dense.data();
   }
+  // Where oneDNN refuses (it would run its reference loop), MatMulPanels multiplies the same
+  // values: for bf16, the rounded activations widened back (exactly).
+  auto fallback = [&](int64_t t0, int64_t t1, int64_t panel_begin, int64_t panel_end) {
+    if (panels_.dtype != DType::kBF16) {
+      MatMulPanels(x + t0 * ldx, ldx, t1 - t0, y + t0 * ldy, ldy, panel_begin, panel_end);
+      return;
+    }
+    thread_local std::vector<float> widened;
+    widened.resize(static_cast<size_t>((t1 - t0) * cols));
+    const uint16_t* bits = static_cast<const uint16_t*>(activations) + t0 * cols;
+    for (size_t i = 0; i < widened.size(); ++i) widened[i] = Bf16ToF32(bits[i]);
+    MatMulPanels(widened.data(), cols, t1 - t0, y + t0 * ldy, ldy, panel_begin, panel_end);
+  };
   if (tokens >= kTokensPerThreadToSplitTokens * pool.num_threads()) {
     // A prompt: each thread multiplies its share of the tokens by the whole matrix, so its output
     // rows are dense (oneDNN writes them in place instead of into a copy) and oneDNN blocks a long
@@ -156,7 +169,7 @@ void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, flo
       const void* share = static_cast<const char*>(activations) + t0 * cols * element;
       if (!cpu::OneDnnMatMul(share, t1 - t0, Panel(0), panels_.rows, cols, panels_.dtype,
                              y + t0 * ldy, ldy)) {
-        MatMulPanels(x + t0 * ldx, ldx, t1 - t0, y + t0 * ldy, ldy, 0, panels_.panels());
+        fallback(t0, t1, 0, panels_.panels());
       }
     });
     return;
@@ -166,7 +179,7 @@ void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, flo
     const int64_t rows = std::min(end * kPanelRows, panels_.rows) - begin * kPanelRows;
     if (!cpu::OneDnnMatMul(activations, tokens, Panel(begin), rows, cols, panels_.dtype,
                            y + begin * kPanelRows, ldy)) {
-      MatMulPanels(x, ldx, tokens, y, ldy, begin, end);
+      fallback(0, tokens, begin, end);
     }
   });
 }

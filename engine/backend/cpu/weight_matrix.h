@@ -48,6 +48,9 @@ class WeightMatrix {
   bool UsesDecodeKernel(int64_t tokens) const {
     return use_small_batch_kernel_ && tokens <= cpu::SmallBatchMaxTokens(panels_.dtype);
   }
+  bool UsesOneDnn(int64_t tokens) const {
+    return use_onednn_ && tokens > 1 && !UsesDecodeKernel(tokens);
+  }
   const void* Panel(int64_t p) const {
     const size_t offset = static_cast<size_t>(p * panels_.panel_elements());
     return panels_.dtype == DType::kBF16 ? static_cast<const void*>(bf16_.data() + offset)
