@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -35,14 +36,46 @@ struct Step {
   std::vector<SequenceInput> sequences;  // distinct slots
 };
 
+// Where a logits buffer's memory comes from when not the heap: a backend whose device copies
+// logits into host memory gives page-locked memory (a copy into pageable memory goes through a
+// driver staging buffer at a fraction of the bus rate). Shared by every allocator copy, so it
+// outlives the backend as long as a buffer from it does.
+class HostMemory {
+ public:
+  virtual ~HostMemory() = default;
+  virtual void* Allocate(size_t bytes) = 0;
+  virtual void Free(void* p, size_t bytes) = 0;
+};
+
 // A std::allocator whose vectors leave new elements unwritten: growing a logits buffer costs no
 // zero-fill (66 MB per step at batch 256 on a 65k vocabulary), since the backend writes every row
-// it hands out.
+// it hands out. With a HostMemory, allocations come from it instead of the heap.
 template <typename T>
 struct UninitializedAllocator : std::allocator<T> {
-  UninitializedAllocator() = default;
+  using value_type = T;
+  // A vector moved or copied into another takes its source's allocator (so its memory's kind).
+  using propagate_on_container_move_assignment = std::true_type;
+  using propagate_on_container_copy_assignment = std::true_type;
+  using propagate_on_container_swap = std::true_type;
+  using is_always_equal = std::false_type;
   template <typename U>
-  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+
+  UninitializedAllocator() = default;
+  explicit UninitializedAllocator(std::shared_ptr<HostMemory> memory) : memory(std::move(memory)) {}
+  template <typename U>
+  UninitializedAllocator(const UninitializedAllocator<U>& other) noexcept : memory(other.memory) {}
+
+  T* allocate(size_t n) {
+    if (memory == nullptr) return std::allocator<T>::allocate(n);
+    return static_cast<T*>(memory->Allocate(n * sizeof(T)));
+  }
+  void deallocate(T* p, size_t n) {
+    if (memory == nullptr) return std::allocator<T>::deallocate(p, n);
+    memory->Free(p, n * sizeof(T));
+  }
   template <typename U>
   void construct(U* p) noexcept {
     ::new (static_cast<void*>(p)) U;  // default-initialisation: nothing written for float
@@ -51,14 +84,22 @@ struct UninitializedAllocator : std::allocator<T> {
   void construct(U* p, Args&&... args) {
     ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
   }
+  template <typename U>
+  bool operator==(const UninitializedAllocator<U>& other) const noexcept {
+    return memory == other.memory;
+  }
+
+  std::shared_ptr<HostMemory> memory;  // nullptr: the heap
 };
+
+using LogitsBuffer = std::vector<float, UninitializedAllocator<float>>;
 
 struct StepOutput {
   int64_t vocab_size = 0;
   // [rows][vocab_size]: one row per sequence with want_logits (one per token with all_logits), in
   // step order. Reuse one StepOutput across steps: the buffer keeps its pages and is never
   // rewritten before the backend writes it.
-  std::vector<float, UninitializedAllocator<float>> logits;
+  LogitsBuffer logits;
   std::vector<int> row_of_sequence;   // per sequence: its first row in `logits`, or -1
   std::vector<int> rows_of_sequence;  // per sequence: how many rows it has (0, 1 or its tokens)
   // Per sequence with want_logits: ArgMax of its last row (engine/greedy.h); -1 for the others.

@@ -520,10 +520,15 @@ absl::Status CudaBackend::WriteSlot(int slot, std::span<const uint8_t> in) {
 
 absl::Status CudaBackend::Forward(const Step& step, StepOutput* out) {
   RETURN_IF_ERROR(ValidateStep(step, num_slots_, config_.vocab_size));
-  PrepareStepOutput(step, config_.vocab_size, out);
   // The scheduler thread may not be the one that created the backend: the current device is
   // per thread.
   MS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
+  // The caller's logits buffer moves to page-locked memory once (the scheduler reuses its
+  // StepOutput), so logits rows come back at the bus rate, as one DMA each.
+  if (out->logits.get_allocator().memory != logits_memory_) {
+    out->logits = LogitsBuffer(UninitializedAllocator<float>(logits_memory_));
+  }
+  PrepareStepOutput(step, config_.vocab_size, out);
   return ForEachPass(
       step, max_rows_, meta_host_ + meta_.tokens,
       [&](const std::vector<Chunk>& chunks, int64_t rows) { return RunPass(chunks, rows, out); });

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/backend/backend.h"
+#include "engine/backend/cuda/pinned_host_memory.h"
 #include "engine/backend/step_plan.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/kernel_types.h"
@@ -185,6 +186,8 @@ class CudaBackend final : public Backend {
   int64_t cublas_workspace_bytes_ = 0;
   int32_t* meta_device_ = nullptr;
   int32_t* meta_host_ = nullptr;  // pinned
+  // Where the callers' logits buffers move to (see Forward).
+  std::shared_ptr<PinnedHostMemory> logits_memory_ = std::make_shared<PinnedHostMemory>();
   MetaLayout meta_;
   std::vector<const Chunk*> emitting_chunks_;  // the running pass's, by logits row
 

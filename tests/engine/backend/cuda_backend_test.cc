@@ -443,6 +443,37 @@ TEST_F(CudaBackendTest, SkinnyGemmEqualsCublas) {
   }
 }
 
+// The caller's logits buffer moves to page-locked memory on the first step and stays there (the
+// same buffer step after step), and it outlives the backend that page-locked it.
+TEST_F(CudaBackendTest, LogitsBufferIsPageLockedAndOutlivesTheBackend) {
+  auto m = GetModel({"tiny", ModelType::kFalconMamba, DType::kF32});
+  StepOutput out;
+  const auto prompt = RandomTokens(40, m->config.vocab_size, 77);
+  Step step;
+  step.sequences.push_back({0, prompt, true, true});
+  step.sequences.back().all_logits = true;  // 40 rows of 512 floats: over the page-locking floor
+  ASSERT_GE(prompt.size() * m->config.vocab_size * sizeof(float),
+            PinnedHostMemory::kDefaultMinPinnedBytes);
+  std::vector<float> first_row;
+  {
+    auto gpu = MakeCuda(m, 2);
+    ASSERT_NE(gpu, nullptr);
+    ASSERT_TRUE(gpu->Forward(step, &out).ok());
+    const auto* memory =
+        dynamic_cast<const PinnedHostMemory*>(out.logits.get_allocator().memory.get());
+    ASSERT_NE(memory, nullptr);
+    EXPECT_TRUE(memory->IsPageLocked(out.logits.data()));
+    const float* buffer = out.logits.data();
+    first_row.assign(out.TokenRow(0, 0).begin(), out.TokenRow(0, 0).end());
+    ASSERT_TRUE(gpu->Forward(step, &out).ok());
+    EXPECT_EQ(out.logits.data(), buffer) << "the buffer is reused";
+    EXPECT_EQ(std::vector<float>(out.TokenRow(0, 0).begin(), out.TokenRow(0, 0).end()), first_row);
+  }
+  // The backend is gone; its memory is freed with the buffer.
+  EXPECT_EQ(std::vector<float>(out.TokenRow(0, 0).begin(), out.TokenRow(0, 0).end()), first_row);
+  out = StepOutput();
+}
+
 // More rows emit logits in one pass than one lm_head GEMM takes (256): the second group's tokens
 // and rows land in their places too, with token_only rows mixed in.
 TEST_F(CudaBackendTest, LogitsGroupsPastTheFirstKeepTheirRowsAndTokens) {
