@@ -387,6 +387,37 @@ TEST_P(CudaOpsTest, SelectiveScanWithOtherStateSizes) {
   }
 }
 
+// y[rows][m] (fp32) = x[rows][ldx] · w[m][k]ᵀ, w and x in `type`.
+SkinnyGemmParams SkinnyParams(GemmType type, const void* w, const void* x, int64_t ldx, float* y,
+                              int64_t rows, int64_t m, int64_t k) {
+  SkinnyGemmParams p;
+  p.type = type;
+  p.w = w;
+  p.x = x;
+  p.ldx = ldx;
+  p.y = y;
+  p.ldy = m;
+  p.rows = rows;
+  p.m = m;
+  p.k = k;
+  return p;
+}
+
+// The float64 product of w [m][k] with `rows` activation rows, x_at(r, i) giving each value.
+template <typename XAt>
+std::vector<float> ReferenceProduct(const std::vector<float>& w, XAt x_at, int64_t rows, int64_t m,
+                                    int64_t k) {
+  std::vector<float> want(rows * m);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < m; ++j) {
+      double acc = 0;
+      for (int64_t i = 0; i < k; ++i) acc += double(w[j * k + i]) * x_at(r, i);
+      want[r * m + j] = static_cast<float>(acc);
+    }
+  }
+  return want;
+}
+
 // Weights and activations in the test's type. k = 320 and 2600 take the 16-byte vector path, 37
 // and 2601 the scalar one; the long ones also run the main loop's batches of k-steps (the short
 // ones only its tail).
@@ -405,26 +436,13 @@ TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
         }
         DeviceBuffer<float> w32(w), x32(x), y(rows * m);
         DeviceBuffer<uint16_t> w16(ToBf16(w)), x16(ToBf16(x));
-        SkinnyGemmParams p;
-        p.type = type();
-        p.w = bf16 ? static_cast<const void*>(w16.get()) : w32.get();
-        p.x = bf16 ? static_cast<const void*>(x16.get()) : x32.get();
-        p.ldx = ldx;
-        p.y = y.get();
-        p.ldy = m;
-        p.rows = rows;
-        p.m = m;
-        p.k = k;
+        const SkinnyGemmParams p = SkinnyParams(
+            type(), bf16 ? static_cast<const void*>(w16.get()) : w32.get(),
+            bf16 ? static_cast<const void*>(x16.get()) : x32.get(), ldx, y.get(), rows, m, k);
         ASSERT_TRUE(SkinnyGemmSupports(p));
         ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
-        std::vector<float> want(rows * m);
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t j = 0; j < m; ++j) {
-            double acc = 0;
-            for (int64_t i = 0; i < k; ++i) acc += double(w[j * k + i]) * x[r * ldx + i];
-            want[r * m + j] = static_cast<float>(acc);
-          }
-        }
+        const auto want = ReferenceProduct(
+            w, [&](int64_t r, int64_t i) { return double(x[r * ldx + i]); }, rows, m, k);
         // Inputs are exact in their type and accumulation is fp32.
         ExpectNear(y.Download(), want, GemmType::kF32, "skinny gemm", 1e-5, 1e-4);
       }
@@ -452,38 +470,28 @@ TEST_P(CudaOpsTest, SkinnyGemmNormalisesAndRoundsFp32Activations) {
           }
           DeviceBuffer<float> w32(w), x32(x), y(rows * m);
           DeviceBuffer<uint16_t> w16(ToBf16(w));
-          SkinnyGemmParams p;
-          p.type = type();
-          p.w = bf16 ? static_cast<const void*>(w16.get()) : w32.get();
-          p.x = x32.get();
+          SkinnyGemmParams p =
+              SkinnyParams(type(), bf16 ? static_cast<const void*>(w16.get()) : w32.get(),
+                           x32.get(), ldx, y.get(), rows, m, k);
           p.x_f32 = true;
           p.rms_normalize_x = normalize;
           p.x_eps = 1e-6f;
-          p.ldx = ldx;
-          p.y = y.get();
-          p.ldy = m;
-          p.rows = rows;
-          p.m = m;
-          p.k = k;
           ASSERT_TRUE(SkinnyGemmSupports(p));
           ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
-          std::vector<float> want(rows * m);
+          // What the norm kernel would have written: each row scaled by its RMS, then rounded.
+          std::vector<float> x_used(rows * ldx);
           for (int64_t r = 0; r < rows; ++r) {
             float sum_squares = 0.0f;
             for (int64_t i = 0; i < k; ++i) sum_squares += x[r * ldx + i] * x[r * ldx + i];
             const float scale =
                 normalize ? math::RmsScale(sum_squares, static_cast<int>(k), 1e-6f) : 1.0f;
-            std::vector<double> xr(k);
             for (int64_t i = 0; i < k; ++i) {
               const float v = x[r * ldx + i] * scale;
-              xr[i] = bf16 ? RoundBf16(v) : v;
-            }
-            for (int64_t j = 0; j < m; ++j) {
-              double acc = 0;
-              for (int64_t i = 0; i < k; ++i) acc += double(w[j * k + i]) * xr[i];
-              want[r * m + j] = static_cast<float>(acc);
+              x_used[r * ldx + i] = bf16 ? RoundBf16(v) : v;
             }
           }
+          const auto want = ReferenceProduct(
+              w, [&](int64_t r, int64_t i) { return double(x_used[r * ldx + i]); }, rows, m, k);
           // A scale computed in another order can move a value across a bf16 rounding boundary.
           ExpectNear(y.Download(), want, GemmType::kF32, "skinny gemm, fp32 x", bf16 ? 1e-2 : 1e-5,
                      1e-4);
@@ -536,16 +544,9 @@ TEST_P(CudaOpsTest, SkinnyGemmWithTheConvFusedEqualsGemmThenConv) {
     conv.out_gemm_type = type();
     conv.d_inner = E;
     conv.k_conv = static_cast<int>(K);
-    SkinnyGemmParams p;
-    p.type = type();
-    p.w = bf16 ? static_cast<const void*>(w16.get()) : w32.get();
-    p.x = bf16 ? static_cast<const void*>(x16.get()) : x32.get();
-    p.ldx = k;
-    p.y = r->y.get();
-    p.ldy = m;
-    p.rows = rows;
-    p.m = m;
-    p.k = k;
+    SkinnyGemmParams p = SkinnyParams(
+        type(), bf16 ? static_cast<const void*>(w16.get()) : w32.get(),
+        bf16 ? static_cast<const void*>(x16.get()) : x32.get(), k, r->y.get(), rows, m, k);
     p.fuse_conv = fused;
     p.conv = conv;
     EXPECT_TRUE(SkinnyGemmSupports(p));
