@@ -32,6 +32,7 @@ __device__ __forceinline__ Candidate WarpBest(Candidate c) {
 }
 
 __global__ void ArgMaxKernel(ArgMaxParams p) {
+  WaitForPreviousKernel();
   __shared__ float values[32];
   __shared__ int indices[32];
   __shared__ int non_finite[32];

@@ -9,6 +9,7 @@ namespace {
 // released checkpoint), so a warp reduction is the whole job. blockDim = (32, 3).
 template <typename T>
 __global__ void BcdtRmsNormKernel(BcdtRmsNormParams p) {
+  WaitForPreviousKernel();
   const int64_t row = blockIdx.x;
   const int segment = threadIdx.y;  // 0: dt_low, 1: B, 2: C
   const int lane = threadIdx.x;

@@ -17,6 +17,7 @@ constexpr int kSlices = 8;
 
 template <typename T>
 __global__ void CausalConv1dPrefillKernel(CausalConv1dParams p) {
+  WaitForPreviousKernel();
   const int chunk = blockIdx.y;
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const int64_t row0 = p.chunks.row_begin[chunk];
@@ -65,6 +66,7 @@ __global__ void CausalConv1dPrefillKernel(CausalConv1dParams p) {
 template <typename T>
 __global__ void __launch_bounds__(kConvUpdateThreads)
     CausalConv1dUpdateKernel(CausalConv1dParams p) {
+  WaitForPreviousKernel();
   const int row = blockIdx.y;
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (ch >= p.d_inner) return;

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/kernel_types.h"
+#include "kernels/launch_options.h"
 
 namespace mambaserve::kernels {
 
@@ -51,15 +52,39 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch) {
   return WarpSum(v);
 }
 
-// Launches kernel<<<grid, block, 0, stream>>>(args...). Call sites use this rather than the
-// chevrons so that the kernel files also compile as plain C++ for tests/cuda_emulator, which runs
-// them on the CPU (its kernel_prelude.h provides cuda_emulator::Launch).
+// The first statement of every kernel: under programmatic dependent launch (launch_options.h) a
+// kernel may start while the previous kernel in its stream is still running, and this waits for
+// that kernel to finish and its writes to be visible. A no-op otherwise, and before sm_90.
+__device__ __forceinline__ void WaitForPreviousKernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Launches kernel<<<grid, block, 0, stream>>>(args...), with programmatic dependent launch when it
+// is on. Call sites use this rather than the chevrons so that the kernel files also compile as
+// plain C++ for tests/cuda_emulator, which runs them on the CPU (its kernel_prelude.h provides
+// cuda_emulator::Launch; kernels run one after another there).
 template <typename... Params, typename... Args>
 void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
                   const Args&... args) {
 #if defined(MAMBASERVE_CUDA_EMULATOR)
   ::mambaserve::cuda_emulator::Launch(kernel, grid, block, stream, args...);
 #else
+  if (ProgrammaticDependentLaunch()) {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = 0;
+    config.stream = stream;
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+    return;
+  }
   // clang-format would split the launch chevrons as if they closed templates.
   // clang-format off
   kernel<<<grid, block, 0, stream>>>(args...);

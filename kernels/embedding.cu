@@ -7,6 +7,7 @@ namespace {
 template <typename T>
 __global__ void EmbeddingKernel(const T* __restrict__ table, const int32_t* __restrict__ tokens,
                                 float* __restrict__ out, int64_t dim) {
+  WaitForPreviousKernel();
   const int64_t row = blockIdx.x;
   const T* src = table + static_cast<int64_t>(tokens[row]) * dim;
   float* dst = out + row * dim;

@@ -15,6 +15,7 @@ __device__ __forceinline__ uint64_t SplitMix64(uint64_t z) {
 
 template <typename T>
 __global__ void FillKernel(FillParams p) {
+  WaitForPreviousKernel();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.count;
        i += stride) {

@@ -12,6 +12,7 @@ constexpr int kMaxPerThread = 16;
 
 template <typename T>
 __global__ void ResidualRmsNormKernel(ResidualRmsNormParams p) {
+  WaitForPreviousKernel();
   __shared__ float scratch[32];
   const int64_t i = blockIdx.x;
   if (p.out_rows_device != nullptr && i >= *p.out_rows_device) return;

@@ -29,6 +29,7 @@ __device__ __forceinline__ float GroupSum(float v, int lanes) {
 
 template <typename T>
 __global__ void SelectiveScanPrefillKernel(SelectiveScanParams p, int lanes) {
+  WaitForPreviousKernel();
   __shared__ float xs[kTileTokens][kChannels];
   __shared__ float dts[kTileTokens][kChannels];
   __shared__ float zs[kTileTokens][kChannels];
@@ -124,6 +125,7 @@ __device__ __forceinline__ void LoadRow(const float* __restrict__ src, int n_val
 
 template <typename T, int kN, bool kVector>
 __global__ void __launch_bounds__(kUpdateThreads) SelectiveScanUpdateKernel(SelectiveScanParams p) {
+  WaitForPreviousKernel();
   const int row = blockIdx.y;
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * kUpdateThreads + threadIdx.x;
   if (ch >= p.d_inner) return;

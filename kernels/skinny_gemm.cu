@@ -66,6 +66,7 @@ struct Loader<T, kN, false> {
 // in flight on every SM. Partial sums meet in shared memory.
 template <typename TW, typename TX, int kRows, bool kVector>
 __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
+  WaitForPreviousKernel();
   constexpr int kN = kVector ? 16 / static_cast<int>(sizeof(TW)) : 1;
   // k-steps whose weight loads are in flight together: 32 weights per column in registers.
   constexpr int kBatch = kVector ? 32 / kN : 4;

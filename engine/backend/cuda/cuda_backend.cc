@@ -16,6 +16,7 @@
 #include "kernels/causal_conv1d.h"
 #include "kernels/embedding.h"
 #include "kernels/fill_random.h"
+#include "kernels/launch_options.h"
 #include "kernels/mamba_math.h"
 #include "kernels/rms_norm.h"
 #include "kernels/selective_scan.h"
@@ -159,6 +160,9 @@ absl::Status CudaBackend::Init(int device) {
   cudaDeviceProp prop;
   MS_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
   device_total_ = static_cast<int64_t>(prop.totalGlobalMem);
+  // Hopper and later: each kernel's launch overlaps the previous kernel's tail (a decode step is
+  // a few hundred short kernels). MAMBASERVE_CUDA_PDL=0 turns it off (for comparisons).
+  kernels::SetProgrammaticDependentLaunch(prop.major >= 9 && !EnvDisabled("MAMBASERVE_CUDA_PDL"));
   device_name_ =
       absl::StrCat(prop.name, " (sm_", prop.major, prop.minor, ", ", Bytes(device_total_), ")");
   MS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),

@@ -8,6 +8,7 @@
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "engine/testing/random_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/launch_options.h"
 #include "tests/testing/backend_test_util.h"
 #include "tests/testing/cuda_test_util.h"
 #include "tests/testing/temp_dir.h"
@@ -441,6 +443,25 @@ TEST_F(CudaBackendTest, SkinnyGemmEqualsCublas) {
     // CudaVsCpuTest::Tolerance).
     EXPECT_LT(MaxAbsDiff(a.logits, b.logits), dtype == DType::kF32 ? 1e-3 : 0.25);
   }
+}
+
+// Programmatic dependent launch is on for devices of compute capability 9.0 and later (the
+// emulator reports 9.0; an sm_80 GPU would not), unless MAMBASERVE_CUDA_PDL=0.
+TEST_F(CudaBackendTest, ProgrammaticDependentLaunchFollowsTheDeviceAndTheSwitch) {
+  auto m = GetModel({"tiny", ModelType::kMamba, DType::kF32});
+  cudaDeviceProp prop;
+  ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
+  setenv("MAMBASERVE_CUDA_PDL", "0", 1);
+  ASSERT_NE(MakeCuda(m, 1), nullptr);
+  EXPECT_FALSE(kernels::ProgrammaticDependentLaunch());
+  unsetenv("MAMBASERVE_CUDA_PDL");
+  auto gpu = MakeCuda(m, 1);
+  ASSERT_NE(gpu, nullptr);
+  EXPECT_EQ(kernels::ProgrammaticDependentLaunch(), prop.major >= 9);
+  // And a step under it still matches the CPU (what every test here checks, on a GPU, with it on).
+  const auto prompt = RandomTokens(7, m->config.vocab_size, 3);
+  auto cpu = MakeCpu(m, 1);
+  EXPECT_LT(MaxAbsDiff(RunStep(*cpu, 0, prompt, true), RunStep(*gpu, 0, prompt, true)), 1e-3);
 }
 
 // The caller's logits buffer moves to page-locked memory on the first step and stays there (the
