@@ -36,22 +36,26 @@ __global__ void CausalConv1dPrefillKernel(CausalConv1dParams p) {
   };
 
   if (active) {
-    float w[kMaxConvWidth], window[kMaxConvWidth];
-    for (int k = 0; k < K; ++k) w[k] = p.weight[ch * K + k];
-    const float b = p.bias != nullptr ? p.bias[ch] : 0.0f;
+    float w[kMaxConvWidth];
+    const float w_last = LoadConvTaps(p, ch, w);
+    const float bias = p.bias != nullptr ? p.bias[ch] : 0.0f;
     const int64_t per_slice = (len + kSlices - 1) / kSlices;
     const int64_t t0 = threadIdx.y * per_slice;
     const int64_t t1 = min(len, t0 + per_slice);
     if (t0 < t1) {
-      for (int k = 0; k < K - 1; ++k) window[k] = input(t0 - (K - 1) + k);
+      float saved[kMaxConvWidth];  // the K - 1 inputs before t, in registers (and a spare, zero)
+#pragma unroll
+      for (int k = 0; k < kMaxConvWidth; ++k) {
+        saved[k] = k < K - 1 ? input(t0 - (K - 1) + k) : 0.0f;
+      }
       for (int64_t t = t0; t < t1; ++t) {
-        window[K - 1] = input(t);
-        const float v = math::ConvSilu(window, w, b, K);
+        const float x = input(t);
+        const float v = ConvSiluOutput(w, w_last, bias, saved, x, K);
         p.out[(row0 + t) * p.ld_out + ch] = v;
         if (p.out_gemm != nullptr) {
           static_cast<T*>(p.out_gemm)[(row0 + t) * p.ld_out_gemm + ch] = FromF32<T>(v);
         }
-        for (int k = 0; k < K - 1; ++k) window[k] = window[k + 1];
+        ShiftIn(saved, x, K);
       }
     }
   }
