@@ -65,7 +65,7 @@ struct Loader<T, kN, false> {
 // every split-th slice of k, so short outputs (x_proj: R+2N = 288 columns) still put enough loads
 // in flight on every SM. Partial sums meet in shared memory.
 template <typename TW, typename TX, int kRows, bool kVector>
-__global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
+__global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split, int64_t k_chunk) {
   WaitForPreviousKernel();
   constexpr int kN = kVector ? 16 / static_cast<int>(sizeof(TW)) : 1;
   // k-steps whose weight loads are in flight together: 32 weights per column in registers.
@@ -138,10 +138,13 @@ __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
       }
     };
     const int64_t step = static_cast<int64_t>(32) * kN * split;
-    int64_t k0 = (static_cast<int64_t>(part) * 32 + lane) * kN;
+    // This block's k range (all of k unless split across blocks).
+    const int64_t k_begin = static_cast<int64_t>(blockIdx.y) * k_chunk;
+    const int64_t k_end = min(p.k, k_begin + k_chunk);
+    int64_t k0 = k_begin + (static_cast<int64_t>(part) * 32 + lane) * kN;
     // kBatch k-steps at a time, all of their weight loads (2 * kBatch of 16 bytes) issued before
     // the first FMA, so each lane keeps them in flight together; then the remaining steps.
-    for (; k0 + (kBatch - 1) * step < p.k; k0 += kBatch * step) {
+    for (; k0 + (kBatch - 1) * step < k_end; k0 += kBatch * step) {
       float wv[kBatch][kCols][kN];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
@@ -151,7 +154,7 @@ __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) multiply(wv[u], k0 + u * step);
     }
-    for (; k0 < p.k; k0 += step) {
+    for (; k0 < k_end; k0 += step) {
       float wv[kCols][kN];
       WL::LoadStreaming(w0 + k0, wv[0]);
       WL::LoadStreaming(w1 + k0, wv[1]);
@@ -169,15 +172,42 @@ __global__ void SkinnyGemmKernel(SkinnyGemmParams p, int split) {
   __syncthreads();
   // Lane (r, c) of the group's first warp writes y[r][col0 + c].
   const int r = lane / kCols, c = lane % kCols;
-  if (part == 0 && r < kRows && r < p.rows && col0 + c < p.m) {
-    float total = 0.0f;
+  const bool writer = part == 0 && r < kRows && r < p.rows && col0 + c < p.m;
+  float total = 0.0f;
+  if (writer) {
     for (int s = 0; s < split; ++s) total += partial[warp + s][r][c];
+  }
+  if (p.k_blocks == 1) {
+    if (!writer) return;
     if (p.fuse_conv && col0 + c < p.conv.d_inner) {
       ConvUpdate<TW>(p.conv, r, col0 + c, total);
     } else {
       p.y[r * p.ldy + col0 + c] = total;
     }
+    return;
   }
+  // Split across blocks: this block's sums to its slice of the scratch; the last block of the
+  // column pair to arrive adds every slice, in k order, and resets the pair's counter.
+  const int64_t column = col0 + c;
+  if (writer) p.partials[(blockIdx.y * p.rows + r) * p.m + column] = total;
+  __threadfence();
+  __syncthreads();
+  __shared__ int is_last[kWarpsPerBlock];
+  const bool group_head = part == 0 && col0 < p.m;
+  if (group_head && lane == 0) {
+    const unsigned arrived = atomicAdd(&p.counters[col0 / kCols], 1u);
+    is_last[warp] = arrived == static_cast<unsigned>(p.k_blocks - 1);
+  }
+  __syncthreads();
+  if (!group_head || !is_last[warp]) return;
+  __threadfence();
+  if (writer) {
+    float sum = 0.0f;
+    for (int kb = 0; kb < p.k_blocks; ++kb)
+      sum += __ldcg(&p.partials[(kb * p.rows + r) * p.m + column]);
+    p.y[r * p.ldy + column] = sum;
+  }
+  if (lane == 0) p.counters[col0 / kCols] = 0;  // ready for the next launch (graph replays too)
 }
 
 template <typename TW, typename TX, int kRows, bool kVector>
@@ -187,8 +217,12 @@ void Launch(const SkinnyGemmParams& p, cudaStream_t stream) {
   const int split = groups >= 2048 ? 1 : groups >= 512 ? 2 : 4;
   const int groups_per_block = kWarpsPerBlock / split;
   const unsigned blocks = static_cast<unsigned>((groups + groups_per_block - 1) / groups_per_block);
-  LaunchKernel(SkinnyGemmKernel<TW, TX, kRows, kVector>, blocks, 32 * kWarpsPerBlock, stream, p,
-               split);
+  // Each k range a whole number of vectors, so every block's loads stay aligned.
+  constexpr int64_t kN = kVector ? 16 / static_cast<int64_t>(sizeof(TW)) : 1;
+  const int64_t k_chunk = ((p.k + p.k_blocks - 1) / p.k_blocks + kN - 1) / kN * kN;
+  LaunchKernel(SkinnyGemmKernel<TW, TX, kRows, kVector>,
+               dim3(blocks, static_cast<unsigned>(p.k_blocks)), 32 * kWarpsPerBlock, stream, p,
+               split, k_chunk);
 }
 
 template <typename TW, typename TX, bool kVector>

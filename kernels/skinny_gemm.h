@@ -39,6 +39,14 @@ struct SkinnyGemmParams {
   bool x_f32 = false;
   bool rms_normalize_x = false;
   float x_eps = 1e-6f;
+  // Split-K across blocks, for thin matrices with a long k (x_proj: 288 columns of 8192): each of
+  // k_blocks blocks per column pair takes one k range, writes its sums to `partials`
+  // ([k_blocks][rows][m] floats), and the last to finish (counted in `counters`, one per column
+  // pair, zero before the launch and left zero after) adds them in a fixed order, so results are
+  // the same from run to run.
+  int k_blocks = 1;
+  float* partials = nullptr;
+  unsigned* counters = nullptr;
 };
 
 // Whether InvokeSkinnyGemm takes these: 1-8 rows. Any k and alignment (unaligned shapes take a
@@ -48,7 +56,9 @@ inline bool SkinnyGemmSupports(const SkinnyGemmParams& p) {
          (!p.fuse_conv || (p.conv.d_inner <= p.m && p.conv.out_gemm_type == p.type &&
                            p.conv.chunks.num_chunks == p.rows && p.conv.k_conv >= 2 &&
                            p.conv.k_conv <= math::kMaxConvWidth)) &&
-         (!p.rms_normalize_x || p.x_f32 || p.type == GemmType::kF32);
+         (!p.rms_normalize_x || p.x_f32 || p.type == GemmType::kF32) &&
+         (p.k_blocks == 1 ||
+          (p.k_blocks > 1 && p.partials != nullptr && p.counters != nullptr && !p.fuse_conv));
 }
 
 // CPU twin: WeightMatrix::MatMul (engine/cpu/weight_matrix.h). Returns cudaErrorNotSupported

@@ -42,6 +42,19 @@ template <typename T>
 T __ldcs(const T* p) {
   return *p;
 }
+template <typename T>
+T __ldcg(const T* p) {
+  return *p;
+}
+
+// Threads switch only at barriers and shuffles, and blocks run one after another: an atomic is a
+// plain read-modify-write, and a fence has nothing to order.
+inline unsigned atomicAdd(unsigned* address, unsigned value) {
+  const unsigned old = *address;
+  *address = old + value;
+  return old;
+}
+inline void __threadfence() {}
 
 inline float cospif(float x) { return static_cast<float>(std::cos(M_PI * static_cast<double>(x))); }
 

@@ -454,6 +454,49 @@ TEST_P(CudaOpsTest, SkinnyGemmMatchesDoubleReference) {
   EXPECT_FALSE(SkinnyGemmSupports(too_many));
 }
 
+// Split-K across blocks (x_proj's shape: few columns, long k): equal to float64, the same bits on
+// a second launch (the last block adds the slices in a fixed order), and every column pair's
+// counter back at zero after each launch.
+TEST_P(CudaOpsTest, SkinnyGemmSplitAcrossBlocksIsExactAndRepeatable) {
+  const bool bf16 = type() == GemmType::kBF16;
+  for (int k_blocks : {2, 4}) {
+    for (int64_t k : {2600, 2601}) {
+      for (int64_t m : {37, 290}) {
+        for (int64_t rows : {1, 3, 8}) {
+          auto w = Random(m * k, 50), x = Random(rows * k, 51);
+          if (bf16) {
+            for (float& v : w) v = RoundBf16(v);
+            for (float& v : x) v = RoundBf16(v);
+          }
+          DeviceBuffer<float> w32(w), x32(x), y(rows * m), partials(k_blocks * rows * m);
+          DeviceBuffer<uint16_t> w16(ToBf16(w)), x16(ToBf16(x));
+          DeviceBuffer<unsigned> counters((m + 1) / 2);
+          SkinnyGemmParams p = SkinnyParams(
+              type(), bf16 ? static_cast<const void*>(w16.get()) : w32.get(),
+              bf16 ? static_cast<const void*>(x16.get()) : x32.get(), k, y.get(), rows, m, k);
+          p.k_blocks = k_blocks;
+          p.partials = partials.get();
+          p.counters = counters.get();
+          ASSERT_TRUE(SkinnyGemmSupports(p));
+          ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
+          const std::vector<float> first = y.Download();
+          EXPECT_EQ(counters.Download(), std::vector<unsigned>((m + 1) / 2, 0u));
+          ASSERT_EQ(InvokeSkinnyGemm(p, nullptr), 0);
+          EXPECT_EQ(y.Download(), first) << "a second launch differs";
+          EXPECT_EQ(counters.Download(), std::vector<unsigned>((m + 1) / 2, 0u));
+          const auto want = ReferenceProduct(
+              w, [&](int64_t r, int64_t i) { return double(x[r * k + i]); }, rows, m, k);
+          ExpectNear(first, want, GemmType::kF32, "split-K skinny gemm", 1e-5, 1e-4);
+        }
+      }
+    }
+  }
+  SkinnyGemmParams no_scratch;
+  no_scratch.rows = 1;
+  no_scratch.k_blocks = 4;
+  EXPECT_FALSE(SkinnyGemmSupports(no_scratch));
+}
+
 // dt_proj without the norm kernel: fp32 X, each row RMS-normalised (or not) and rounded to the
 // weight type in the kernel, equals a float64 product of the values the norm kernel would have
 // written. ldx > k: the columns past k (B and C in x_dbl) must not enter the row's RMS.

@@ -40,6 +40,11 @@ constexpr int64_t kCublasWorkspaceBytes = 32 * kMiB;
 constexpr int64_t kHeadroomBytes = 256 * kMiB;
 // lm_head rows per GEMM: bounds the logits scratch to 256 * V floats (64 MiB for Falcon-Mamba).
 constexpr int kMaxLogitsRowsPerGemm = 256;
+// Skinny GEMMs with fewer column pairs than this and a k of at least kSplitKMinK (x_proj: 144
+// pairs, k = d_inner) split k over kSplitKBlocks blocks per pair, so enough blocks stream it.
+constexpr int64_t kSplitKMaxColumnPairs = 512;
+constexpr int64_t kSplitKMinK = 1024;
+constexpr int kSplitKBlocks = 4;
 int64_t AlignUp(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 std::string Bytes(int64_t bytes) {
@@ -376,6 +381,9 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
     final_ = a.Take<void>(act_rows_bytes * D);
     logits_ = a.Take<float>(int64_t{logits_rows_} * V * 4);
     cublas_workspace_ = a.Take<void>(kCublasWorkspaceBytes);
+    split_k_partials_ =
+        a.Take<float>(int64_t{kSplitKBlocks} * kernels::kSkinnyGemmMaxRows * ld_dbl * 4);
+    split_k_counters_ = a.Take<unsigned>((ld_dbl + 1) / 2 * 4);
     meta_device_ = a.Take<int32_t>(meta_.total * 4);
     return a.size();
   };
@@ -397,6 +405,10 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
                    "cublasSetWorkspace"));
   MS_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&meta_host_), meta_.total * 4),
                           "cudaMallocHost (step metadata)");
+  // Split-K counters start at zero; each launch leaves them so.
+  MS_CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(split_k_counters_, 0, static_cast<size_t>((ld_dbl + 1) / 2) * 4, stream_),
+      "split-K counters");
 
   // The state pool takes what the weights and scratch leave under gpu_memory_fraction of the
   // device (other processes' use counts against it), minus headroom; num_slots is clamped to fit.
@@ -894,6 +906,13 @@ absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int6
     p.x_f32 = extras.x_f32;
     p.rms_normalize_x = extras.rms_normalize_x;
     p.x_eps = static_cast<float>(config_.mixer_rms_eps);
+    const int64_t column_pairs = (w.rows + 1) / 2;
+    if (column_pairs < kSplitKMaxColumnPairs && w.cols >= kSplitKMinK &&
+        w.rows <= config_.dt_rank + 2 * config_.d_state && extras.fused_conv == nullptr) {
+      p.k_blocks = kSplitKBlocks;
+      p.partials = split_k_partials_;
+      p.counters = split_k_counters_;
+    }
     if (kernels::SkinnyGemmSupports(p)) {
       return LaunchStatus(kernels::InvokeSkinnyGemm(p, stream_), "SkinnyGemm");
     }

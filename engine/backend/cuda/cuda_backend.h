@@ -186,6 +186,9 @@ class CudaBackend final : public Backend {
   int64_t cublas_workspace_bytes_ = 0;
   int32_t* meta_device_ = nullptr;
   int32_t* meta_host_ = nullptr;  // pinned
+  // The skinny GEMM's split-K scratch (x_proj): partial sums and per-column-pair counters.
+  float* split_k_partials_ = nullptr;
+  unsigned* split_k_counters_ = nullptr;
   // Where the callers' logits buffers move to (see Forward).
   std::shared_ptr<PinnedHostMemory> logits_memory_ = std::make_shared<PinnedHostMemory>();
   MetaLayout meta_;
