@@ -105,13 +105,13 @@ def kernels(s, w, rows, tokens_per_row, logits_to_host):
     # The conv: its weights, its output (fp32 and the GEMM copy), the state; and its input, unless
     # a decode pass small enough for the skinny GEMM runs it inside in_proj (one launch, and the
     # input never goes through memory). Such a pass also fuses the B/C/dt norm away (below).
-    fuse_conv = decode and rows <= SKINNY_GEMM_MAX_ROWS
+    fused_decode = decode and rows <= SKINNY_GEMM_MAX_ROWS
     conv_bytes = (E * K * w + rows * E * (F32 + (0 if g == F32 else g))
                   + state_rw * E * (K - 1) * F32)
     conv_flops = 2 * rows * E * K
     in_proj_bytes = 2 * E * D * w + rows * D * g + rows * 2 * E * F32
     in_proj_flops = 2 * rows * D * 2 * E
-    if fuse_conv:
+    if fused_decode:
         in_proj = ("in_proj+conv", in_proj_bytes - rows * E * F32 + conv_bytes,
                    in_proj_flops + conv_flops, 1)
         conv = ("causal_conv1d", 0, 0, 0)
@@ -127,8 +127,8 @@ def kernels(s, w, rows, tokens_per_row, logits_to_host):
         # A decode pass small enough for the skinny GEMM leaves the norm to dt_proj (which reads
         # dt_low in fp32) and the state update (B and C): no launch of its own.
         ("bcdt_rms_norm", rows * (R + 2 * N) * 2 * F32 + rows * R * g, 6 * rows * (R + 2 * N),
-         1 if (s.falcon or g != F32) and not fuse_conv else 0),
-        ("dt_proj", E * R * w + rows * R * (F32 if fuse_conv else g) + rows * E * F32,
+         1 if (s.falcon or g != F32) and not fused_decode else 0),
+        ("dt_proj", E * R * w + rows * R * (F32 if fused_decode else g) + rows * E * F32,
          2 * rows * R * E, 1),
         # x, dt, z and y per row; B and C per row; A (fp32), D, dt_bias; the state.
         ("selective_scan", rows * E * (3 * F32 + g) + rows * 2 * N * F32 + E * N * F32

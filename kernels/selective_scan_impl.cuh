@@ -200,11 +200,8 @@ template <typename T, int kN>
 void LaunchUpdateRows(const SelectiveScanParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.d_inner + kUpdateThreads - 1) / kUpdateThreads),
                   static_cast<unsigned>(p.chunks.num_chunks));
-  const auto aligned = [](const void* ptr) {
-    return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0;
-  };
   const bool vector =
-      p.d_state == kN && p.slot_stride % 4 == 0 && aligned(p.ssm_state) && aligned(p.a);
+      p.d_state == kN && p.slot_stride % 4 == 0 && IsAligned16(p.ssm_state) && IsAligned16(p.a);
   if (vector) {
     LaunchKernel(SelectiveScanUpdateKernel<T, kN, true>, grid, kUpdateThreads, stream, p);
   } else {
@@ -212,31 +209,27 @@ void LaunchUpdateRows(const SelectiveScanParams& p, cudaStream_t stream) {
   }
 }
 
-// Prefill's launch shape: kChannels channels per block with `lanes` threads each (the d_state
-// reduction), one grid row per chunk.
-inline LaunchResult LaunchOverChannels(const SelectiveScanParams& p,
-                                       void (*kernel)(SelectiveScanParams, int),
-                                       cudaStream_t stream) {
+inline bool StateSizeSupported(const SelectiveScanParams& p) {
+  return p.d_state >= 1 && p.d_state <= math::kMaxStateSize;
+}
+
+// Prefill: kChannels channels per block with `lanes` threads each (the d_state reduction), one
+// grid row per chunk.
+template <typename T>
+LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
-  if (p.d_state < 1 || p.d_state > math::kMaxStateSize)
-    return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  if (!StateSizeSupported(p)) return static_cast<LaunchResult>(cudaErrorInvalidValue);
   const int lanes = LanesPerChannel(p.d_state);
   const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
                   static_cast<unsigned>(p.chunks.num_chunks));
-  LaunchKernel(kernel, grid, kChannels * lanes, stream, p, lanes);
+  LaunchKernel(SelectiveScanPrefillKernel<T>, grid, kChannels * lanes, stream, p, lanes);
   return LastLaunchResult();
-}
-
-template <typename T>
-LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
-  return LaunchOverChannels(p, SelectiveScanPrefillKernel<T>, stream);
 }
 
 template <typename T>
 LaunchResult LaunchUpdate(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
-  if (p.d_state < 1 || p.d_state > math::kMaxStateSize)
-    return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  if (!StateSizeSupported(p)) return static_cast<LaunchResult>(cudaErrorInvalidValue);
   // Register rows of 4, 8, 16 (Mamba's d_state) or 32 floats.
   static_assert(math::kMaxStateSize == 32, "the row lengths below cover 1..32");
   if (p.d_state <= 4) {

@@ -239,10 +239,7 @@ template <typename TW, typename TX>
 void LaunchTypes(const SkinnyGemmParams& p, cudaStream_t stream) {
   // 16-byte vectors need k and ldx to be whole vectors and the bases aligned.
   const int64_t vec = 16 / static_cast<int64_t>(sizeof(TW));
-  const auto aligned = [](const void* ptr) {
-    return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0;
-  };
-  if (p.k % vec == 0 && p.ldx % vec == 0 && aligned(p.w) && aligned(p.x)) {
+  if (p.k % vec == 0 && p.ldx % vec == 0 && IsAligned16(p.w) && IsAligned16(p.x)) {
     LaunchRows<TW, TX, true>(p, stream);
   } else {
     LaunchRows<TW, TX, false>(p, stream);

@@ -22,11 +22,10 @@ Needs PyTorch >= 2 and transformers (what the GPU machines have); without them i
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 SKIPPED = 77
+TIMEOUT_S = 900
 PROMPT = [5, 17, 42, 7, 300, 11, 2, 99, 64, 1, 250, 3]
 GENERATE = 16
 
@@ -36,14 +35,6 @@ CASES = [
     ("tiny-falcon-f32", "tiny", "falcon_mamba", "f32", ["--use-bias"], 1e-3, False),
     ("7b-shapes-falcon-bf16-2layers", "7b", "falcon_mamba", "bf16", ["--layers", "2"], 2e-2, True),
 ]
-
-
-def run(argv, what):
-    t0 = time.time()
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError("%s failed (exit %d):\n%s" % (what, proc.returncode, proc.stdout[-2000:]))
-    return time.time() - t0
 
 
 def transformers_outputs(torch, transformers, model_dir, model_type, device):
@@ -94,6 +85,8 @@ def main(argv=None):
         print("compare_transformers: skipped, transformers %s does not take PyTorch %s" % (
             transformers.__version__, torch.__version__))
         return SKIPPED
+    import compare_engine  # after the check: it needs NumPy, which PyTorch brings
+    run = compare_engine.run_cmd
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -105,14 +98,15 @@ def main(argv=None):
     for name, preset, model_type, dtype, extra, tol, relative in CASES:
         model_dir = os.path.join(args.workdir, name)
         run([args.mambaserve, "make-model", "--preset", preset, "--model-type", model_type,
-             "--dtype", dtype, "--seed", "3", "--out", model_dir] + extra, "make-model " + name)
+             "--dtype", dtype, "--seed", "3", "--out", model_dir] + extra, TIMEOUT_S,
+            "make-model " + name)
         logits, generated = transformers_outputs(torch, transformers, model_dir, model_type, device)
         theirs = dict(last_logits=logits, generated=generated)
         for backend in backends:
             out_json = os.path.join(args.workdir, "%s-%s.json" % (name, backend))
             seconds = run([args.mambaserve, "eval", "--model", model_dir, "--tokens",
                            ",".join(str(t) for t in PROMPT), "--generate", str(GENERATE),
-                           "--backend", backend, "--json", out_json], "eval " + name)
+                           "--backend", backend, "--json", out_json], TIMEOUT_S, "eval " + name)
             with open(out_json) as f:
                 ours = json.load(f)
             ours.setdefault("backend", backend)

@@ -154,8 +154,8 @@ void WeightMatrix::MatMulOneDnn(const float* x, int64_t ldx, int64_t tokens, flo
     }
     thread_local std::vector<float> widened;
     widened.resize(static_cast<size_t>((t1 - t0) * cols));
-    const uint16_t* bits = static_cast<const uint16_t*>(activations) + t0 * cols;
-    for (size_t i = 0; i < widened.size(); ++i) widened[i] = Bf16ToF32(bits[i]);
+    ConvertToF32(DType::kBF16, static_cast<const uint16_t*>(activations) + t0 * cols,
+                 widened.size(), widened.data());
     MatMulPanels(widened.data(), cols, t1 - t0, y + t0 * ldy, ldy, panel_begin, panel_end);
   };
   if (tokens >= kTokensPerThreadToSplitTokens * pool.num_threads()) {

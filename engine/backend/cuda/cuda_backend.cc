@@ -45,6 +45,7 @@ constexpr int kMaxLogitsRowsPerGemm = 256;
 constexpr int64_t kSplitKMaxColumnPairs = 512;
 constexpr int64_t kSplitKMinK = 1024;
 constexpr int kSplitKBlocks = 4;
+
 int64_t AlignUp(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 std::string Bytes(int64_t bytes) {
@@ -352,6 +353,10 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
   const int64_t esize = kernels::GemmTypeSize(gemm_type_);
   const bool f32 = gemm_type_ == GemmType::kF32;
   const int64_t ld_dbl = R + 2 * N;
+  // Split-K scratch for products up to x_proj's width: its partial sums, one counter per column
+  // pair.
+  split_k_max_columns_ = ld_dbl;
+  const int64_t split_k_counter_bytes = (split_k_max_columns_ + 1) / 2 * 4;
   // GEMM-input activations, in the weight dtype (one precision policy for every pass size).
   const int64_t act_rows_bytes = rows * esize;
   meta_.tokens = 0;
@@ -381,9 +386,9 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
     final_ = a.Take<void>(act_rows_bytes * D);
     logits_ = a.Take<float>(int64_t{logits_rows_} * V * 4);
     cublas_workspace_ = a.Take<void>(kCublasWorkspaceBytes);
-    split_k_partials_ =
-        a.Take<float>(int64_t{kSplitKBlocks} * kernels::kSkinnyGemmMaxRows * ld_dbl * 4);
-    split_k_counters_ = a.Take<unsigned>((ld_dbl + 1) / 2 * 4);
+    split_k_partials_ = a.Take<float>(int64_t{kSplitKBlocks} * kernels::kSkinnyGemmMaxRows *
+                                      split_k_max_columns_ * 4);
+    split_k_counters_ = a.Take<unsigned>(split_k_counter_bytes);
     meta_device_ = a.Take<int32_t>(meta_.total * 4);
     return a.size();
   };
@@ -407,7 +412,7 @@ absl::Status CudaBackend::AllocateScratchAndPool() {
                           "cudaMallocHost (step metadata)");
   // Split-K counters start at zero; each launch leaves them so.
   MS_CUDA_RETURN_IF_ERROR(
-      cudaMemsetAsync(split_k_counters_, 0, static_cast<size_t>((ld_dbl + 1) / 2) * 4, stream_),
+      cudaMemsetAsync(split_k_counters_, 0, static_cast<size_t>(split_k_counter_bytes), stream_),
       "split-K counters");
 
   // The state pool takes what the weights and scratch leave under gpu_memory_fraction of the
@@ -807,11 +812,13 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   conv.out_gemm_type = gemm_type_;
   conv.d_inner = E;
   conv.k_conv = static_cast<int>(c.d_conv);
-  const bool fuse_conv = decode && UsesSkinnyGemm(rows);
+  // A decode pass the skinny GEMM takes fuses the conv into in_proj and the B/C/dt norm into
+  // dt_proj and the state update (step 5).
+  const bool fused_decode = decode && UsesSkinnyGemm(rows);
   SkinnyExtras in_proj_extras;
-  if (fuse_conv) in_proj_extras.fused_conv = &conv;
+  if (fused_decode) in_proj_extras.fused_conv = &conv;
   RETURN_IF_ERROR(Gemm(l.in_proj, hidden_, D, rows, xz_, 2 * E, in_proj_extras));
-  if (!fuse_conv) {
+  if (!fused_decode) {
     RETURN_IF_ERROR(LaunchStatus(decode ? kernels::InvokeCausalConv1dUpdate(conv, stream_)
                                         : kernels::InvokeCausalConv1dPrefill(conv, stream_),
                                  "CausalConv1d"));
@@ -823,8 +830,7 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   // 5. Falcon-Mamba's weightless RMSNorm of dt_low, B, C; dt_low into the GEMM dtype. A decode
   // pass small enough for the skinny GEMM does both inside the kernels that read them instead
   // (dt_proj from fp32 x_dbl, the state update from raw B and C): one launch fewer per layer.
-  const bool fuse_bcdt = decode && UsesSkinnyGemm(rows);
-  if (!fuse_bcdt && (falcon || !act_f32)) {
+  if (!fused_decode && (falcon || !act_f32)) {
     kernels::BcdtRmsNormParams bc;
     bc.x_dbl = x_dbl_;
     bc.ld_x_dbl = ld_dbl;
@@ -840,7 +846,7 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   }
 
   // 6. dt_raw = dt_proj(dt_low): [rows][E]; bias and softplus happen in the scan.
-  if (fuse_bcdt) {
+  if (fused_decode) {
     SkinnyExtras dt_extras;
     dt_extras.x_f32 = true;
     dt_extras.rms_normalize_x = falcon;
@@ -872,7 +878,7 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   scan.y_type = gemm_type_;
   scan.d_inner = E;
   scan.d_state = static_cast<int>(N);
-  scan.rms_normalize_bc = fuse_bcdt && falcon;
+  scan.rms_normalize_bc = fused_decode && falcon;
   scan.bc_eps = static_cast<float>(c.mixer_rms_eps);
   RETURN_IF_ERROR(LaunchStatus(decode ? kernels::InvokeSelectiveScanUpdate(scan, stream_)
                                       : kernels::InvokeSelectiveScanPrefill(scan, stream_),
@@ -908,7 +914,7 @@ absl::Status CudaBackend::Gemm(const Matrix& w, const void* x, int64_t ldx, int6
     p.x_eps = static_cast<float>(config_.mixer_rms_eps);
     const int64_t column_pairs = (w.rows + 1) / 2;
     if (column_pairs < kSplitKMaxColumnPairs && w.cols >= kSplitKMinK &&
-        w.rows <= config_.dt_rank + 2 * config_.d_state && extras.fused_conv == nullptr) {
+        w.rows <= split_k_max_columns_ && extras.fused_conv == nullptr) {
       p.k_blocks = kSplitKBlocks;
       p.partials = split_k_partials_;
       p.counters = split_k_counters_;

@@ -189,6 +189,7 @@ class CudaBackend final : public Backend {
   // The skinny GEMM's split-K scratch (x_proj): partial sums and per-column-pair counters.
   float* split_k_partials_ = nullptr;
   unsigned* split_k_counters_ = nullptr;
+  int64_t split_k_max_columns_ = 0;  // the widest product the scratch serves
   // Where the callers' logits buffers move to (see Forward).
   std::shared_ptr<PinnedHostMemory> logits_memory_ = std::make_shared<PinnedHostMemory>();
   MetaLayout meta_;
