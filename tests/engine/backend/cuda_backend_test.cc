@@ -110,6 +110,26 @@ std::vector<float> RunStep(Backend& backend, int slot, std::span<const int32_t> 
   return {out.Row(0).begin(), out.Row(0).end()};
 }
 
+// The prompt and then `steps` more tokens, the CPU's greedy picks, through both backends in slot 0.
+struct TeacherForced {
+  float worst = 0;     // the largest logit difference over every step
+  int mismatches = 0;  // steps whose greedy tokens differ
+};
+TeacherForced CompareTeacherForced(Backend& cpu, Backend& gpu, std::span<const int32_t> prompt,
+                                   int steps) {
+  std::vector<float> c = RunStep(cpu, 0, prompt, true), g = RunStep(gpu, 0, prompt, true);
+  TeacherForced r;
+  r.worst = MaxAbsDiff(c, g);
+  for (int step = 0; step < steps; ++step) {
+    const int32_t token = ArgMax(c);
+    if (ArgMax(g) != token) ++r.mismatches;
+    c = RunStep(cpu, 0, std::span(&token, 1), false);
+    g = RunStep(gpu, 0, std::span(&token, 1), false);
+    r.worst = std::max(r.worst, MaxAbsDiff(c, g));
+  }
+  return r;
+}
+
 std::vector<uint8_t> SlotState(Backend& backend, int slot) {
   std::vector<uint8_t> state(backend.config().state_bytes());
   EXPECT_TRUE(backend.ReadSlot(slot, state).ok());
@@ -156,20 +176,11 @@ TEST_P(CudaVsCpuTest, LogitsAndGreedyTokensMatch) {
   EXPECT_EQ(gpu->info().weight_dtype, cpu->info().weight_dtype);
   const auto prompt = RandomTokens(19, m->config.vocab_size, 1);
   // Teacher-forced: both backends see the CPU's greedy tokens, logits compared at every step.
-  std::vector<float> c = RunStep(*cpu, 0, prompt, true), g = RunStep(*gpu, 0, prompt, true);
-  float worst = MaxAbsDiff(c, g);
-  int mismatches = 0;
-  for (int step = 0; step < 64; ++step) {
-    const int32_t token = ArgMax(c);
-    if (ArgMax(g) != token) ++mismatches;
-    c = RunStep(*cpu, 0, std::span(&token, 1), false);
-    g = RunStep(*gpu, 0, std::span(&token, 1), false);
-    worst = std::max(worst, MaxAbsDiff(c, g));
-  }
-  RecordProperty("max_abs_logit_diff", std::to_string(worst));
-  EXPECT_LT(worst, Tolerance()) << "max |cuda - cpu| logit over 65 steps";
+  const TeacherForced r = CompareTeacherForced(*cpu, *gpu, prompt, 64);
+  RecordProperty("max_abs_logit_diff", std::to_string(r.worst));
+  EXPECT_LT(r.worst, Tolerance()) << "max |cuda - cpu| logit over 65 steps";
   if (GetParam().dtype == DType::kF32) {
-    EXPECT_EQ(mismatches, 0) << "greedy tokens differ";
+    EXPECT_EQ(r.mismatches, 0) << "greedy tokens differ";
   }
   // And free-running greedy generation gives the same tokens on f32.
   if (GetParam().dtype == DType::kF32) {
@@ -462,16 +473,10 @@ TEST_F(CudaBackendTest, SplitKXProjMatchesTheCpu) {
   auto cpu = MakeCpu(m, 1);
   auto gpu = MakeCuda(m, 1);
   ASSERT_NE(gpu, nullptr);
-  const auto prompt = RandomTokens(5, config.vocab_size, 21);
-  std::vector<float> c = RunStep(*cpu, 0, prompt, true), g = RunStep(*gpu, 0, prompt, true);
-  EXPECT_LT(MaxAbsDiff(c, g), 1e-3);
-  for (int step = 0; step < 4; ++step) {
-    const int32_t token = ArgMax(c);
-    EXPECT_EQ(ArgMax(g), token) << "step " << step;
-    c = RunStep(*cpu, 0, std::span(&token, 1), false);
-    g = RunStep(*gpu, 0, std::span(&token, 1), false);
-    EXPECT_LT(MaxAbsDiff(c, g), 1e-3) << "step " << step;
-  }
+  const TeacherForced r =
+      CompareTeacherForced(*cpu, *gpu, RandomTokens(5, config.vocab_size, 21), 4);
+  EXPECT_LT(r.worst, 1e-3);
+  EXPECT_EQ(r.mismatches, 0);
   EXPECT_GE(gpu->stats().graph_replays, 2);
 }
 
