@@ -401,16 +401,28 @@ absl::StatusOr<SessionInfo> StoredSessions::Import(const std::string& id,
 }
 
 absl::StatusOr<SessionInfo> StoredSessions::Fork(const std::string& source, const std::string& id) {
-  RETURN_IF_ERROR(Refresh(source));
-  ASSIGN_OR_RETURN(SessionInfo made,
-                   scheduler_->CallOnSchedulerThread<SessionInfo>(
-                       [&](SessionManager& sessions) { return sessions.Fork(source, id); }));
-  absl::StatusOr<std::string> blob = EncodeHeld(made.id);
-  if (!blob.ok()) {
-    sessions_.Delete(made.id).IgnoreError();
-    return blob.status();
-  }
-  return AddToStore(made, *std::move(blob));
+  // The source's lease, as a turn takes it: the fork waits while the source's previous turn is
+  // being stored (write-behind, perhaps on another replica), so it starts from the newest version
+  // and not the one before, and it is refused while a turn runs on the source elsewhere, as a busy
+  // session is here. With the store away, Refresh lets this replica's copy answer, as before.
+  const std::string token = NewToken();
+  const absl::Status leased = AcquireLease(source, token, nullptr);
+  if (absl::IsAborted(leased)) return leased;
+  auto fork = [&]() -> absl::StatusOr<SessionInfo> {
+    RETURN_IF_ERROR(Refresh(source));
+    ASSIGN_OR_RETURN(SessionInfo made,
+                     scheduler_->CallOnSchedulerThread<SessionInfo>(
+                         [&](SessionManager& sessions) { return sessions.Fork(source, id); }));
+    absl::StatusOr<std::string> blob = EncodeHeld(made.id);
+    if (!blob.ok()) {
+      sessions_.Delete(made.id).IgnoreError();
+      return blob.status();
+    }
+    return AddToStore(made, *std::move(blob));
+  };
+  absl::StatusOr<SessionInfo> made = fork();
+  if (leased.ok()) ReleaseLease(source, token);
+  return made;
 }
 
 absl::Status StoredSessions::Delete(const std::string& id) {

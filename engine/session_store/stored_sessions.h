@@ -72,6 +72,8 @@ class StoredSessions {
   // Fork add the session to the store as well (AlreadyExists when any replica has the id).
   absl::StatusOr<SessionInfo> Create(const std::string& id);
   absl::StatusOr<SessionInfo> Import(const std::string& id, std::span<const uint8_t> blob);
+  // Takes the source's lease like a turn: waits for its previous turn to be stored, ABORTED while
+  // a turn runs on it on another replica.
   absl::StatusOr<SessionInfo> Fork(const std::string& source, const std::string& id);
   // Deletes it here and in the store.
   absl::Status Delete(const std::string& id);
