@@ -6,7 +6,9 @@ RMSNorm, in_proj, causal conv, x_proj, the B/C/dt norm, dt_proj, selective scan,
 decode passes of up to 8 rows the conv runs inside in_proj and the norm inside dt_proj and the
 scan) and per step (embedding, final norm, lm_head, logits to the host), it counts the bytes moved
 through device memory and the floating-point operations, and estimates the kernel's time as the
-larger of bytes / bandwidth and FLOPs / peak rate, plus a fixed cost per kernel (launch and tail,
+larger of bytes / bandwidth and FLOPs / peak rate (for the selective scan, which runs on the CUDA
+cores rather than the tensor cores, its instructions / their issue rate), plus a fixed cost per
+kernel (launch and tail,
 which CUDA graphs shrink but do not remove). Summed, that gives the best step time this design can
 reach, so each measurement of bench/cuda_bench (its JSON, --measured) can be printed beside its
 estimate.
@@ -92,6 +94,28 @@ class Shapes:
 # pass also runs the causal conv on in_proj's output.
 SKINNY_GEMM_MAX_ROWS = 8
 
+# The selective scan is not a GEMM: its arithmetic runs on the CUDA cores, one instruction per
+# scheduler per clock, and at prefill that, not memory, bounds it. Instructions per (token,
+# channel, state) triple, counted in the kernels' PTX for sm_90 at d_state 16 (non-move
+# instructions of one pass of the kernel body over the triples it covers, its per-tile work
+# included): the chunked parallel scan that prefill chunks of at least CHUNKED_SCAN_MIN_TOKENS
+# take (kernels/selective_scan.h), the token-sequential kernel of shorter chunks (its h.C a
+# shuffle sum over 16 lanes, its gate run by one lane of 16), and the decode update.
+CHUNKED_SCAN_MIN_TOKENS = 128
+SCAN_INSTRUCTIONS = {"chunked": 23, "sequential": 73, "update": 26}
+
+
+def scan_instructions(s, rows, tokens_per_row, prefill_scan=None):
+    """Instructions the selective scan issues on the CUDA cores in one step, all layers;
+    `prefill_scan` names a prefill kernel to use whatever the length."""
+    if tokens_per_row == 1:
+        kind = "update"
+    elif prefill_scan:
+        kind = prefill_scan
+    else:
+        kind = "chunked" if tokens_per_row >= CHUNKED_SCAN_MIN_TOKENS else "sequential"
+    return s.L * rows * s.E * s.N * SCAN_INSTRUCTIONS[kind]
+
 
 def kernels(s, w, rows, tokens_per_row, logits_to_host):
     """(name, bytes, flops, launches) of one forward step over `rows` rows; each row is one token
@@ -148,7 +172,7 @@ def kernels(s, w, rows, tokens_per_row, logits_to_host):
     return out
 
 
-def estimate(s, w, rows, tokens_per_row, logits_to_host, device):
+def estimate(s, w, rows, tokens_per_row, logits_to_host, device, prefill_scan=None):
     bw = device["bandwidth_gbps"] * 1e9
     peak = device["peak_tflops"] * 1e12
     pcie = device["host_copy_gbps"] * 1e9
@@ -158,10 +182,15 @@ def estimate(s, w, rows, tokens_per_row, logits_to_host, device):
             continue
         memory_s = nbytes / (pcie if name == "logits_to_host" else bw)
         compute_s = flops / peak
-        seconds = max(memory_s, compute_s) + launches * device["kernel_overhead_us"] * 1e-6
+        core_s = 0.0
+        if name == "selective_scan":
+            core_s = (scan_instructions(s, rows, tokens_per_row, prefill_scan)
+                      / (device["core_tinstr_per_s"] * 1e12))
+        seconds = max(memory_s, compute_s, core_s) + launches * device["kernel_overhead_us"] * 1e-6
+        bound = "memory" if memory_s >= max(compute_s, core_s) else (
+            "cuda-core" if core_s > compute_s else "compute")
         rows_out.append({"kernel": name, "launches": launches, "bytes": nbytes, "flops": flops,
-                         "bound": "memory" if memory_s >= compute_s else "compute",
-                         "estimated_us": seconds * 1e6})
+                         "bound": bound, "estimated_us": seconds * 1e6})
         total_s += seconds
         total_bytes += nbytes
         total_flops += flops
@@ -191,6 +220,9 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=790.0,
                     help="dense GEMM rate in the weight dtype (default: an H200's measured bf16)")
     ap.add_argument("--host-copy-gbps", type=float, default=50.0, help="device to host copies")
+    ap.add_argument("--core-tinstr-per-s", type=float, default=33.4,
+                    help="instructions per second on the CUDA cores, in 1e12 thread-instructions "
+                         "(default: an H200's 132 SMs x 128 lanes x 1.98 GHz)")
     ap.add_argument("--kernel-overhead-us", type=float, default=2.0,
                     help="fixed cost per kernel launch inside a CUDA graph")
     ap.add_argument("--measured", help="bench/cuda_bench's JSON, printed beside the estimates")
@@ -209,7 +241,8 @@ def main():
         print(params * w)
         return 0
     device = {"bandwidth_gbps": args.bandwidth_gbps, "peak_tflops": args.peak_tflops,
-              "host_copy_gbps": args.host_copy_gbps, "kernel_overhead_us": args.kernel_overhead_us}
+              "core_tinstr_per_s": args.core_tinstr_per_s, "host_copy_gbps": args.host_copy_gbps,
+              "kernel_overhead_us": args.kernel_overhead_us}
     decode_measured, prefill_measured = {}, {}
     if args.measured:
         decode_measured, prefill_measured, _ = measured_figures(args.measured)
@@ -238,12 +271,17 @@ def main():
               f"{measured or '-':>10} {measured_greedy or '-':>12} {ratio:>9}")
         result["decode"].append(row)
     prefill = estimate(s, w, args.prefill_tokens, args.prefill_tokens, True, device)
-    result["prefill"] = {"tokens": args.prefill_tokens, **prefill}
+    sequential = estimate(s, w, args.prefill_tokens, args.prefill_tokens, True, device,
+                          prefill_scan="sequential")
+    result["prefill"] = {"tokens": args.prefill_tokens, **prefill,
+                         "token_sequential_scan_estimated_tokens_per_s":
+                             sequential["estimated_tokens_per_s"]}
     measured = prefill_measured.get("tokens_per_s")
     if measured:
         result["prefill"]["measured_tokens_per_s"] = measured
     print(f"prefill {args.prefill_tokens} tokens: roofline {prefill['roofline_tokens_per_s']:.0f} tok/s,"
-          f" estimate {prefill['estimated_tokens_per_s']:.0f} tok/s, measured {measured or '-'}")
+          f" estimate {prefill['estimated_tokens_per_s']:.0f} tok/s (with the token-sequential scan"
+          f" {sequential['estimated_tokens_per_s']:.0f}), measured {measured or '-'}")
     batch1 = result["decode"][0]["with_logits"] if result["decode"] else None
     if batch1:
         print("where a batch-%d decode step goes:" % result["decode"][0]["batch"])

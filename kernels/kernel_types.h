@@ -25,6 +25,9 @@ struct ChunkTable {
       nullptr;  // state slot; -1 marks a padding row (state neither read nor written)
   const int32_t* fresh = nullptr;  // 1: the sequence starts here, its previous state counts as zero
   int num_chunks = 0;
+  // The longest chunk's len, known on the host (0 where the caller does not say): lets a
+  // launcher skip a kernel that no chunk of the pass needs.
+  int max_len = 0;
 };
 
 // Launchers return the cudaError_t of the launch as an int: 0 (cudaSuccess) or the error code.

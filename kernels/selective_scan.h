@@ -37,6 +37,12 @@ struct SelectiveScanParams {
   float bc_eps = 1e-6f;
 };
 
+// In prefill, a chunk of at least this many tokens goes through the chunked parallel scan
+// (selective_scan_chunked.cuh: lanes along tokens, a warp scan between them), a shorter one
+// through the token-sequential kernel (lanes along the state, which a short chunk keeps busy).
+// The choice follows each chunk's own length, never the rest of its pass.
+inline constexpr int kChunkedScanMinTokens = 128;
+
 // CPU twin: softplus(dt + bias), then cpu::SelectiveScan per chunk.
 LaunchResult InvokeSelectiveScanPrefill(const SelectiveScanParams& params, cudaStream_t stream);
 

@@ -1,14 +1,17 @@
 // Selective scan kernels, templated on the element type of the output y. Included once per type.
 //
-// Prefill thread mapping: each channel gets G = next_pow2(N) lanes of a warp, one state element
-// h[n] per lane, so a Falcon-Mamba-7B prompt keeps E*16 = 131k threads busy through its
-// token-sequential loop. h.C is a shuffle reduction within the G lanes. A block covers kChannels
-// channels (32 * G threads). Decode (SelectiveScanUpdateKernel) is one thread per channel.
+// Prefill thread mapping (chunks shorter than kChunkedScanMinTokens; the chunked parallel scan of
+// selective_scan_chunked.cuh takes longer ones): each channel gets G = next_pow2(N) lanes of a
+// warp, one state element h[n] per lane, so a Falcon-Mamba-7B prompt keeps E*16 = 131k threads busy
+// through its token-sequential loop. h.C is a shuffle reduction within the G lanes. A block covers
+// kChannels channels (32 * G threads). Decode (SelectiveScanUpdateKernel) is one thread per
+// channel.
 #pragma once
 
 #include "kernels/cuda_utils.cuh"
 #include "kernels/mamba_math.h"
 #include "kernels/selective_scan.h"
+#include "kernels/selective_scan_chunked.cuh"
 
 namespace mambaserve::kernels::scan_impl {
 
@@ -46,6 +49,7 @@ __global__ void SelectiveScanPrefillKernel(SelectiveScanParams p, int lanes) {
   const bool lane_active = ch < p.d_inner && n < N;
   const int64_t row0 = p.chunks.row_begin[chunk];
   const int64_t len = p.chunks.len[chunk];
+  if (len >= kChunkedScanMinTokens) return;  // the chunked scan's chunk
   const int slot = p.chunks.slot[chunk];
   const bool has_state = slot >= 0 && p.chunks.fresh[chunk] == 0;
   float* state =
@@ -213,12 +217,19 @@ inline bool StateSizeSupported(const SelectiveScanParams& p) {
   return p.d_state >= 1 && p.d_state <= math::kMaxStateSize;
 }
 
-// Prefill: kChannels channels per block with `lanes` threads each (the d_state reduction), one
-// grid row per chunk.
+// Prefill: chunks of kChunkedScanMinTokens or more through the chunked parallel scan (not
+// launched when max_len says there are none), the others through kChannels channels per block
+// with `lanes` threads each (the d_state reduction); one grid row per chunk in both launches, a
+// block whose chunk is the other kernel's returning at once.
 template <typename T>
 LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
   if (!StateSizeSupported(p)) return static_cast<LaunchResult>(cudaErrorInvalidValue);
+  if (p.chunks.max_len == 0 || p.chunks.max_len >= kChunkedScanMinTokens) {
+    LaunchChunked<T>(p, stream);
+    const LaunchResult chunked = LastLaunchResult();
+    if (chunked != 0) return chunked;
+  }
   const int lanes = LanesPerChannel(p.d_state);
   const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
                   static_cast<unsigned>(p.chunks.num_chunks));

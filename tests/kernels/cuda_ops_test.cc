@@ -1,9 +1,11 @@
 // Every CUDA op against its CPU twin (engine/cpu/mixer_ops.h, WeightMatrix, plain loops), over
 // packed chunks with scattered slots, fresh and padding rows, f32 and bf16 outputs. Skips without a
 // GPU. Tolerances: f32 outputs 1e-5 relative (+1e-5 absolute); bf16 outputs are compared with the
-// CPU value rounded to bf16 (one bf16 ulp, 2^-8 relative).
+// CPU value rounded to bf16, within one bf16 ulp of it (a value near a rounding boundary may round
+// either way).
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -56,7 +58,10 @@ void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, G
     double w = want[i], tol = rel * std::fabs(w) + abs;
     if (type == GemmType::kBF16) {
       w = RoundBf16(want[i]);
-      tol = std::fabs(w) * (1.0 / 256) + abs + rel * std::fabs(w);
+      int exponent = 0;
+      std::frexp(w,
+                 &exponent);  // |w| in [2^(exponent-1), 2^exponent): a bf16 ulp is 2^(exponent-8)
+      tol = std::ldexp(1.0, exponent - 8) + abs + rel * std::fabs(w);
     }
     if (!(std::fabs(got[i] - w) <= tol)) {
       ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << w;
@@ -103,8 +108,12 @@ struct Chunks {
     d_fresh = std::make_unique<DeviceBuffer<int32_t>>(fresh);
   }
   ChunkTable table() const {
-    return ChunkTable{d_row_begin->get(), d_len->get(), d_slot->get(), d_fresh->get(),
-                      static_cast<int>(len.size())};
+    return ChunkTable{d_row_begin->get(),
+                      d_len->get(),
+                      d_slot->get(),
+                      d_fresh->get(),
+                      static_cast<int>(len.size()),
+                      *std::max_element(len.begin(), len.end())};
   }
   std::unique_ptr<DeviceBuffer<int32_t>> d_row_begin, d_len, d_slot, d_fresh;
 };
@@ -287,12 +296,21 @@ TEST_P(CudaOpsTest, CausalConv1dOtherWidths) {
 // when N is 4, 8, 16 or 32). E = 300 spans three decode blocks, the last partly.
 // normalize_bc (decode only): B and C go in raw and the kernel applies Falcon-Mamba's weightless
 // RMSNorm to each; the CPU twin gets them normalised on the host.
+// Prefill lengths: kShort stays under kChunkedScanMinTokens (the token-sequential kernel alone);
+// kLong has chunks past it (the chunked scan: several tiles, the last partial) beside chunks under
+// it, one a token short; kLongUnknown is kLong without ChunkTable::max_len (both kernels launched
+// either way, each taking its own chunks).
+enum class ScanLengths { kShort, kLong, kLongUnknown };
+
 void RunScanTest(GemmType type, bool decode, int64_t N, int64_t slot_padding = 17,
-                 bool normalize_bc = false) {
+                 bool normalize_bc = false, ScanLengths lengths = ScanLengths::kShort) {
   const int64_t E = decode ? 300 : 40, layers = 2, slots = 8,
                 slot_stride = layers * E * N + slot_padding;
   const Chunks chunks = decode ? Chunks({1, 1, 1, 1, 1}, {5, -1, 2, 0, 7}, {0, 0, 1, 0, 0})
-                               : Chunks({1, 5, 70, 3}, {4, 0, 2, 7}, {0, 1, 0, 0});
+                        : lengths == ScanLengths::kShort
+                            ? Chunks({1, 5, 70, 3}, {4, 0, 2, 7}, {0, 1, 0, 0})
+                            : Chunks({1, 300, 600, 3, -1 + kChunkedScanMinTokens, 40},
+                                     {4, 0, 2, -1, 5, 7}, {0, 1, 0, 0, 1, 0});
   const int64_t rows = chunks.rows, ld_bc = 3 + 2 * N + 1, ld_z = 2 * E;
   const auto x = Random(rows * E, 12), dt_raw = Random(rows * E, 13, 1.0f),
              dt_bias = Random(E, 14, 0.5f, -4.0f), bc = Random(rows * ld_bc, 15),
@@ -322,6 +340,7 @@ void RunScanTest(GemmType type, bool decode, int64_t N, int64_t slot_padding = 1
   p.ssm_state = d_pool.get() + E * N;  // layer 1
   p.slot_stride = slot_stride;
   p.chunks = chunks.table();
+  if (lengths == ScanLengths::kLongUnknown) p.chunks.max_len = 0;
   p.y = y.get();
   p.ld_y = E;
   p.y_type = type;
@@ -368,6 +387,15 @@ void RunScanTest(GemmType type, bool decode, int64_t N, int64_t slot_padding = 1
 }
 
 TEST_P(CudaOpsTest, SelectiveScanPrefillMatchesCpu) { RunScanTest(type(), false, 16); }
+// Long chunks: the chunked parallel scan for each register row length (N 1, 5 and 16: tiles of
+// 256 tokens, three for the longest chunk, the last partial; 32: five of 128).
+TEST_P(CudaOpsTest, SelectiveScanChunkedPrefillMatchesCpu) {
+  for (int64_t n : {16, 1, 5, 32}) {
+    SCOPED_TRACE(n);
+    RunScanTest(type(), false, n, 17, false, ScanLengths::kLong);
+  }
+  RunScanTest(type(), false, 16, 17, false, ScanLengths::kLongUnknown);
+}
 TEST_P(CudaOpsTest, SelectiveScanUpdateMatchesCpu) {
   for (int64_t padding : {17, 0}) {
     SCOPED_TRACE(padding == 0 ? "aligned state rows" : "unaligned state rows");

@@ -555,13 +555,14 @@ absl::Status CudaBackend::Forward(const Step& step, StepOutput* out) {
       [&](const std::vector<Chunk>& chunks, int64_t rows) { return RunPass(chunks, rows, out); });
 }
 
-kernels::ChunkTable CudaBackend::DeviceChunks(int num_chunks) const {
+kernels::ChunkTable CudaBackend::DeviceChunks(const PassShape& pass) const {
   kernels::ChunkTable t;
   t.row_begin = meta_device_ + meta_.row_begin;
   t.len = meta_device_ + meta_.len;
   t.slot = meta_device_ + meta_.slot;
   t.fresh = meta_device_ + meta_.fresh;
-  t.num_chunks = num_chunks;
+  t.num_chunks = pass.num_chunks;
+  t.max_len = pass.max_chunk_len;
   return t;
 }
 
@@ -588,6 +589,7 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
   int32_t* m = meta_host_;
   int n_logits = 0;
   int first_out_row = -1;
+  int max_chunk_len = 0;
   std::vector<const Chunk*>& emitting = emitting_chunks_;
   emitting.clear();
   for (int i = 0; i < num_chunks; ++i) {
@@ -596,6 +598,7 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
     m[meta_.len + i] = static_cast<int32_t>(ch.len);
     m[meta_.slot + i] = ch.slot;
     m[meta_.fresh + i] = ch.start_fresh ? 1 : 0;
+    max_chunk_len = std::max(max_chunk_len, static_cast<int>(ch.len));
     if (ch.logits_rows == 0) continue;
     if (first_out_row < 0) first_out_row = static_cast<int>(ch.out_row);
     if (ch.out_row != first_out_row + n_logits)
@@ -625,7 +628,7 @@ absl::Status CudaBackend::EnqueuePassAndWait(const std::vector<Chunk>& chunks, i
     MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
                                             cudaMemcpyHostToDevice, stream_),
                             "step metadata upload");
-    RETURN_IF_ERROR(EnqueueForward(rows, num_chunks, decode, n_logits));
+    RETURN_IF_ERROR(EnqueueForward({rows, num_chunks, max_chunk_len, decode}, n_logits));
     ++stats_.eager_passes;
   }
 
@@ -706,7 +709,7 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
     MS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_device_, meta_host_, meta_.upload * 4,
                                             cudaMemcpyHostToDevice, stream_),
                             "step metadata upload");
-    RETURN_IF_ERROR(EnqueueForward(bucket, bucket, /*decode=*/true, bucket));
+    RETURN_IF_ERROR(EnqueueForward(DecodePass(bucket), bucket));
     if (GraphIncludesLogits(bucket)) RETURN_IF_ERROR(EnqueueLogits(0, bucket));
     MS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "graph warm-up");
     std::copy(saved.begin(), saved.end(), meta_host_);
@@ -715,7 +718,7 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
                             "step metadata upload");
     MS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
                             "graph capture begin");
-    absl::Status enqueued = EnqueueForward(bucket, bucket, /*decode=*/true, bucket);
+    absl::Status enqueued = EnqueueForward(DecodePass(bucket), bucket);
     if (enqueued.ok() && GraphIncludesLogits(bucket)) enqueued = EnqueueLogits(0, bucket);
     cudaGraph_t graph = nullptr;
     const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
@@ -736,18 +739,17 @@ absl::Status CudaBackend::ReplayDecodeGraph(int bucket) {
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::EnqueueForward(int64_t rows, int num_chunks, bool decode,
-                                         int64_t logit_rows_bound) {
+absl::Status CudaBackend::EnqueueForward(const PassShape& pass, int64_t logit_rows_bound) {
   kernels::EmbeddingParams emb;
   emb.table = embeddings_.data;
   emb.table_type = gemm_type_;
   emb.tokens = meta_device_ + meta_.tokens;
   emb.out = residual_;
-  emb.rows = rows;
+  emb.rows = pass.rows;
   emb.dim = config_.d_model;
   RETURN_IF_ERROR(LaunchStatus(kernels::InvokeEmbedding(emb, stream_), "Embedding"));
   for (size_t i = 0; i < layers_.size(); ++i) {
-    RETURN_IF_ERROR(EnqueueLayer(layers_[i], static_cast<int64_t>(i), rows, num_chunks, decode));
+    RETURN_IF_ERROR(EnqueueLayer(layers_[i], static_cast<int64_t>(i), pass));
   }
   // Last residual add fused with norm_f, gathering only the rows that emit logits.
   kernels::ResidualRmsNormParams fin;
@@ -765,9 +767,10 @@ absl::Status CudaBackend::EnqueueForward(int64_t rows, int num_chunks, bool deco
   return LaunchStatus(kernels::InvokeResidualRmsNorm(fin, stream_), "ResidualRmsNorm (norm_f)");
 }
 
-absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t rows, int num_chunks,
-                                       bool decode) {
+absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, const PassShape& pass) {
   const ModelConfig& c = config_;
+  const int64_t rows = pass.rows;
+  const bool decode = pass.decode;
   const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank;
   const int64_t ld_dbl = R + 2 * N;
   const int64_t slot_stride = c.conv_state_floats() + c.ssm_state_floats();
@@ -804,7 +807,7 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   conv.bias = l.conv_bias;
   conv.conv_state = ConvState(index);
   conv.slot_stride = slot_stride;
-  conv.chunks = DeviceChunks(num_chunks);
+  conv.chunks = DeviceChunks(pass);
   conv.out = x_conv_;
   conv.ld_out = E;
   conv.out_gemm = act_f32 ? nullptr : x_conv_gemm_;
@@ -872,7 +875,7 @@ absl::Status CudaBackend::EnqueueLayer(const Layer& l, int64_t index, int64_t ro
   scan.d = l.d;
   scan.ssm_state = SsmState(index);
   scan.slot_stride = slot_stride;
-  scan.chunks = DeviceChunks(num_chunks);
+  scan.chunks = DeviceChunks(pass);
   scan.y = y_;
   scan.ld_y = E;
   scan.y_type = gemm_type_;

@@ -100,11 +100,18 @@ class CudaBackend final : public Backend {
 
   absl::Status RunPass(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
   absl::Status EnqueuePassAndWait(const std::vector<Chunk>& chunks, int64_t rows, StepOutput* out);
-  // Enqueues embedding, every layer and norm_f (gathering the logits rows) for `rows` packed rows
-  // in `num_chunks` chunks; `decode` selects the single-token kernels.
-  absl::Status EnqueueForward(int64_t rows, int num_chunks, bool decode, int64_t logit_rows_bound);
-  absl::Status EnqueueLayer(const Layer& layer, int64_t index, int64_t rows, int num_chunks,
-                            bool decode);
+  // One packed pass: `rows` rows in `num_chunks` chunks (their table is in the step metadata).
+  struct PassShape {
+    int64_t rows = 0;
+    int num_chunks = 0;
+    int max_chunk_len = 0;  // the longest chunk, for launchers that pick a mapping by length
+    bool decode = false;    // every chunk one token: the single-token kernels
+  };
+  // A decode pass of `rows` one-token chunks (a graph bucket's shape).
+  static PassShape DecodePass(int rows) { return {rows, rows, 1, true}; }
+  // Enqueues embedding, every layer and norm_f (gathering the logits rows) for the pass.
+  absl::Status EnqueueForward(const PassShape& pass, int64_t logit_rows_bound);
+  absl::Status EnqueueLayer(const Layer& layer, int64_t index, const PassShape& pass);
   // What the skinny GEMM of a decode pass does besides the product (see SkinnyGemmParams).
   struct SkinnyExtras {
     // Runs this conv update on y's first conv.d_inner columns instead of writing them.
@@ -135,7 +142,7 @@ class CudaBackend final : public Backend {
   absl::Status ReplayDecodeGraph(int bucket);
   void DropGraphs();
 
-  kernels::ChunkTable DeviceChunks(int num_chunks) const;
+  kernels::ChunkTable DeviceChunks(const PassShape& pass) const;
   float* ConvState(int64_t layer) const;
   float* SsmState(int64_t layer) const;
 

@@ -24,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/launch_options.h"
+#include "kernels/selective_scan.h"
 #include "tests/testing/backend_test_util.h"
 #include "tests/testing/cuda_test_util.h"
 #include "tests/testing/temp_dir.h"
@@ -268,6 +269,46 @@ TEST_P(CudaVsCpuTest, AllLogitsRowsMatchAcrossPasses) {
   EXPECT_LT(MaxAbsDiff(co.Row(1), go.Row(1)), Tolerance());
   for (int i : {0, 1, 2}) EXPECT_EQ(go.argmax[i], ArgMax(go.Row(i))) << "sequence " << i;
   EXPECT_GE(go.argmax[3], 0);
+}
+
+// Prompts of at least kernels::kChunkedScanMinTokens take the chunked parallel scan: a fresh one,
+// and one continuing a stored state beside a decode; every token's logits row and the states.
+TEST_P(CudaVsCpuTest, LongPromptsMatchThroughTheChunkedScan) {
+  auto m = model();
+  const int64_t V = m->config.vocab_size;
+  auto cpu = MakeCpu(m, 2);
+  auto gpu = MakeCuda(m, 2);
+  ASSERT_NE(gpu, nullptr);
+  const auto long_prompt = RandomTokens(300, V, 90), short_prompt = RandomTokens(20, V, 91),
+             continuation = RandomTokens(kernels::kChunkedScanMinTokens + 72, V, 92),
+             next = RandomTokens(1, V, 93);
+  ASSERT_GE(long_prompt.size(), static_cast<size_t>(kernels::kChunkedScanMinTokens));
+  const double row_tolerance = GetParam().dtype == DType::kF32 ? Tolerance() : 2 * Tolerance();
+  auto compare_every_row = [&](const Step& step, int sequence) {
+    StepOutput co, go;
+    ASSERT_TRUE(cpu->Forward(step, &co).ok());
+    ASSERT_TRUE(gpu->Forward(step, &go).ok());
+    ASSERT_EQ(co.rows_of_sequence, go.rows_of_sequence);
+    for (int t = 0; t < co.rows_of_sequence[sequence]; ++t) {
+      EXPECT_LT(MaxAbsDiff(co.TokenRow(sequence, t), go.TokenRow(sequence, t)), row_tolerance)
+          << "sequence " << sequence << " token " << t;
+    }
+  };
+  Step first;
+  first.sequences.push_back({0, long_prompt, true, true});
+  first.sequences.back().all_logits = true;
+  first.sequences.push_back({1, short_prompt, true, true});
+  compare_every_row(first, 0);
+  Step second;
+  second.sequences.push_back({0, next, false, true});
+  second.sequences.push_back({1, continuation, false, true});
+  second.sequences.back().all_logits = true;
+  compare_every_row(second, 1);
+  for (int slot : {0, 1}) {
+    EXPECT_LT(MaxAbsDiff(AsFloats(SlotState(*cpu, slot)), AsFloats(SlotState(*gpu, slot))),
+              10 * Tolerance())
+        << "slot " << slot;
+  }
 }
 
 // token_only sequences get their greedy token picked on the device, and their logits rows are
