@@ -97,12 +97,12 @@ SKINNY_GEMM_MAX_ROWS = 8
 # The selective scan is not a GEMM: its arithmetic runs on the CUDA cores, one instruction per
 # scheduler per clock, and at prefill that, not memory, bounds it. Instructions per (token,
 # channel, state) triple, counted in the kernels' PTX for sm_90 at d_state 16 (non-move
-# instructions of one pass of the kernel body over the triples it covers, its per-tile work
-# included): the chunked parallel scan that prefill chunks of at least CHUNKED_SCAN_MIN_TOKENS
-# take (kernels/selective_scan.h), the token-sequential kernel of shorter chunks (its h.C a
-# shuffle sum over 16 lanes, its gate run by one lane of 16), and the decode update.
+# instructions of one pass of the kernel body over the triples it covers, its per-tile staging,
+# gates and stores included): the chunked parallel scan that prefill chunks of at least
+# CHUNKED_SCAN_MIN_TOKENS take (kernels/selective_scan.h), the token-sequential kernel of shorter
+# chunks (its h.C a shuffle sum over 16 lanes), and the decode update.
 CHUNKED_SCAN_MIN_TOKENS = 128
-SCAN_INSTRUCTIONS = {"chunked": 23, "sequential": 73, "update": 26}
+SCAN_INSTRUCTIONS = {"chunked": 24, "sequential": 43, "update": 26}
 
 
 def scan_instructions(s, rows, tokens_per_row, prefill_scan=None):

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/kernel_types.h"
 #include "kernels/launch_options.h"
@@ -100,6 +101,21 @@ void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t
 // The status of the launch just made (configuration errors surface here; faults surface at the
 // next synchronisation).
 inline LaunchResult LastLaunchResult() { return static_cast<LaunchResult>(cudaGetLastError()); }
+
+// Calls f(std::integral_constant<int, kN>{}) with kN the register row length that holds d_state
+// (1..32) values: 4, 8, 16 (Mamba's d_state) or 32. Every scan kernel is instantiated for these.
+template <typename F>
+void WithStateRowLength(int d_state, F&& f) {
+  if (d_state <= 4) {
+    f(std::integral_constant<int, 4>{});
+  } else if (d_state <= 8) {
+    f(std::integral_constant<int, 8>{});
+  } else if (d_state <= 16) {
+    f(std::integral_constant<int, 16>{});
+  } else {
+    f(std::integral_constant<int, 32>{});
+  }
+}
 
 // Dispatches a GemmType to a template taking the element type.
 #define MS_DISPATCH_GEMM_TYPE(type, T, ...)                 \

@@ -17,9 +17,9 @@
 // dt * A log2(e) (one MUFU.EX2 rather than expf's dozen instructions; the reference
 // implementation does the same).
 //
-// Cost at d_state 16 (PTX for sm_90, non-move instructions): 23 per (token, channel, state),
-// the tile's loads and gates included, against 73 for the token-sequential kernel, whose h.C is
-// a shuffle sum over 16 lanes and whose gate runs on one lane of 16 (bench/roofline.py).
+// Cost at d_state 16 (PTX for sm_90, non-move instructions, the tile's loads, gates and stores
+// included): 24 per (token, channel, state), against 43 for the token-sequential kernel, whose
+// h.C is a shuffle sum over 16 lanes (bench/roofline.py).
 #pragma once
 
 #include "kernels/cuda_utils.cuh"
@@ -184,19 +184,11 @@ void LaunchChunkedRows(const SelectiveScanParams& p, cudaStream_t stream) {
   LaunchKernel(SelectiveScanChunkedKernel<T, kN>, grid, kChunkedThreads, stream, p);
 }
 
-// Register rows of 4, 8, 16 (Mamba's d_state) or 32 floats, as the decode kernel.
 template <typename T>
 void LaunchChunked(const SelectiveScanParams& p, cudaStream_t stream) {
-  static_assert(math::kMaxStateSize == 32, "the row lengths below cover 1..32");
-  if (p.d_state <= 4) {
-    LaunchChunkedRows<T, 4>(p, stream);
-  } else if (p.d_state <= 8) {
-    LaunchChunkedRows<T, 8>(p, stream);
-  } else if (p.d_state <= 16) {
-    LaunchChunkedRows<T, 16>(p, stream);
-  } else {
-    LaunchChunkedRows<T, 32>(p, stream);
-  }
+  WithStateRowLength(p.d_state, [&](auto row_length) {
+    LaunchChunkedRows<T, decltype(row_length)::value>(p, stream);
+  });
 }
 
 }  // namespace mambaserve::kernels::scan_impl

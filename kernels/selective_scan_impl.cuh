@@ -1,11 +1,11 @@
 // Selective scan kernels, templated on the element type of the output y. Included once per type.
 //
 // Prefill thread mapping (chunks shorter than kChunkedScanMinTokens; the chunked parallel scan of
-// selective_scan_chunked.cuh takes longer ones): each channel gets G = next_pow2(N) lanes of a
-// warp, one state element h[n] per lane, so a Falcon-Mamba-7B prompt keeps E*16 = 131k threads busy
-// through its token-sequential loop. h.C is a shuffle reduction within the G lanes. A block covers
-// kChannels channels (32 * G threads). Decode (SelectiveScanUpdateKernel) is one thread per
-// channel.
+// selective_scan_chunked.cuh takes longer ones): each channel gets G lanes of a warp (d_state's
+// register row length: 4, 8, 16 or 32), one state element h[n] per lane, so a Falcon-Mamba-7B
+// prompt keeps E*16 = 131k threads busy through its token-sequential loop. h.C is a shuffle
+// reduction within the G lanes; the gate runs when a tile is written out. A block covers kChannels
+// channels (32 * G threads). Decode (SelectiveScanUpdateKernel) is one thread per (row, channel).
 #pragma once
 
 #include "kernels/cuda_utils.cuh"
@@ -18,32 +18,30 @@ namespace mambaserve::kernels::scan_impl {
 constexpr int kChannels = 32;    // channels per block: 128-byte rows of x/dt/z per token
 constexpr int kTileTokens = 32;  // prefill tokens staged in shared memory per iteration
 
-inline int LanesPerChannel(int n) {
-  int g = 1;
-  while (g < n) g <<= 1;
-  return g;
-}
-
-__device__ __forceinline__ float GroupSum(float v, int lanes) {
-  for (int offset = lanes >> 1; offset > 0; offset >>= 1)
+template <int kLanes>
+__device__ __forceinline__ float GroupSum(float v) {
+#pragma unroll
+  for (int offset = kLanes / 2; offset > 0; offset /= 2)
     v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 
-template <typename T>
-__global__ void SelectiveScanPrefillKernel(SelectiveScanParams p, int lanes) {
+template <typename T, int kLanes>
+__global__ void __launch_bounds__(kChannels* kLanes)
+    SelectiveScanPrefillKernel(SelectiveScanParams p) {
   WaitForPreviousKernel();
   __shared__ float xs[kTileTokens][kChannels];
   __shared__ float dts[kTileTokens][kChannels];
   __shared__ float zs[kTileTokens][kChannels];
-  __shared__ float ys[kTileTokens][kChannels];
+  __shared__ float ys[kTileTokens][kChannels];  // h.C, gated as it is written out
+  __shared__ float ds[kChannels];
   __shared__ float bs[kTileTokens][math::kMaxStateSize];
   __shared__ float cs[kTileTokens][math::kMaxStateSize];
 
   const int chunk = blockIdx.y;
   const int64_t ch0 = static_cast<int64_t>(blockIdx.x) * kChannels;
-  const int local_ch = threadIdx.x / lanes;
-  const int n = threadIdx.x % lanes;
+  const int local_ch = threadIdx.x / kLanes;
+  const int n = threadIdx.x % kLanes;
   const int64_t ch = ch0 + local_ch;
   const int N = p.d_state;
   const bool lane_active = ch < p.d_inner && n < N;
@@ -57,7 +55,8 @@ __global__ void SelectiveScanPrefillKernel(SelectiveScanParams p, int lanes) {
 
   float h = has_state && lane_active ? *state : 0.0f;
   const float a = lane_active ? p.a[ch * N + n] : 0.0f;
-  const float d = ch < p.d_inner ? p.d[ch] : 0.0f;
+  if (threadIdx.x < kChannels)
+    ds[threadIdx.x] = ch0 + threadIdx.x < p.d_inner ? p.d[ch0 + threadIdx.x] : 0.0f;
 
   for (int64_t tile0 = 0; tile0 < len; tile0 += kTileTokens) {
     const int tile_len = len - tile0 < kTileTokens ? static_cast<int>(len - tile0) : kTileTokens;
@@ -88,15 +87,16 @@ __global__ void SelectiveScanPrefillKernel(SelectiveScanParams p, int lanes) {
         h = math::ScanStateStep(h, a, bs[t][n], dt, dt * x);
         contrib = h * cs[t][n];
       }
-      const float y_state = GroupSum(contrib, lanes);
-      if (n == 0 && ch < p.d_inner)
-        ys[t][local_ch] = math::GatedOutput(y_state, d, xs[t][local_ch], zs[t][local_ch]);
+      const float y_state = GroupSum<kLanes>(contrib);
+      if (n == 0) ys[t][local_ch] = y_state;
     }
     __syncthreads();
+    // The gate here, spread over every thread, rather than on one lane per channel in the loop.
     for (int i = threadIdx.x; i < kTileTokens * kChannels; i += blockDim.x) {
       const int t = i / kChannels, c = i % kChannels;
       if (t < tile_len && ch0 + c < p.d_inner) {
-        static_cast<T*>(p.y)[(row0 + tile0 + t) * p.ld_y + ch0 + c] = FromF32<T>(ys[t][c]);
+        static_cast<T*>(p.y)[(row0 + tile0 + t) * p.ld_y + ch0 + c] =
+            FromF32<T>(math::GatedOutput(ys[t][c], ds[c], xs[t][c], zs[t][c]));
       }
     }
     // The next tile's staging overwrites xs/ys: wait until every thread is done with them.
@@ -213,14 +213,16 @@ void LaunchUpdateRows(const SelectiveScanParams& p, cudaStream_t stream) {
   }
 }
 
+// WithStateRowLength's row lengths cover every supported d_state.
+static_assert(math::kMaxStateSize == 32);
 inline bool StateSizeSupported(const SelectiveScanParams& p) {
   return p.d_state >= 1 && p.d_state <= math::kMaxStateSize;
 }
 
 // Prefill: chunks of kChunkedScanMinTokens or more through the chunked parallel scan (not
 // launched when max_len says there are none), the others through kChannels channels per block
-// with `lanes` threads each (the d_state reduction); one grid row per chunk in both launches, a
-// block whose chunk is the other kernel's returning at once.
+// with G lanes each (the d_state reduction); one grid row per chunk in both launches, a block
+// whose chunk is the other kernel's returning at once.
 template <typename T>
 LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
@@ -230,10 +232,12 @@ LaunchResult LaunchPrefill(const SelectiveScanParams& p, cudaStream_t stream) {
     const LaunchResult chunked = LastLaunchResult();
     if (chunked != 0) return chunked;
   }
-  const int lanes = LanesPerChannel(p.d_state);
   const dim3 grid(static_cast<unsigned>((p.d_inner + kChannels - 1) / kChannels),
                   static_cast<unsigned>(p.chunks.num_chunks));
-  LaunchKernel(SelectiveScanPrefillKernel<T>, grid, kChannels * lanes, stream, p, lanes);
+  WithStateRowLength(p.d_state, [&](auto row_length) {
+    constexpr int kLanes = decltype(row_length)::value;
+    LaunchKernel(SelectiveScanPrefillKernel<T, kLanes>, grid, kChannels * kLanes, stream, p);
+  });
   return LastLaunchResult();
 }
 
@@ -241,17 +245,9 @@ template <typename T>
 LaunchResult LaunchUpdate(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.chunks.num_chunks == 0) return 0;
   if (!StateSizeSupported(p)) return static_cast<LaunchResult>(cudaErrorInvalidValue);
-  // Register rows of 4, 8, 16 (Mamba's d_state) or 32 floats.
-  static_assert(math::kMaxStateSize == 32, "the row lengths below cover 1..32");
-  if (p.d_state <= 4) {
-    LaunchUpdateRows<T, 4>(p, stream);
-  } else if (p.d_state <= 8) {
-    LaunchUpdateRows<T, 8>(p, stream);
-  } else if (p.d_state <= 16) {
-    LaunchUpdateRows<T, 16>(p, stream);
-  } else {
-    LaunchUpdateRows<T, 32>(p, stream);
-  }
+  WithStateRowLength(p.d_state, [&](auto row_length) {
+    LaunchUpdateRows<T, decltype(row_length)::value>(p, stream);
+  });
   return LastLaunchResult();
 }
 
