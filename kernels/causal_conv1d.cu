@@ -8,18 +8,29 @@ namespace {
 
 using math::kMaxConvWidth;
 
-// Prefill: a block owns 32 channels of one chunk for the whole chunk. threadIdx.x is the channel
-// (32 consecutive floats: one 128-byte transaction per token), threadIdx.y one of kSlices time
-// slices, so a long chunk is split 8 ways without a second pass; the state is written after a
-// barrier, once every slice has read the old one.
+// Prefill: a block owns 32 channels of one chunk and walks it in tiles of kTileTokens tokens.
+// Every thread first loads its share of the tile (kTileTokens / kSlices inputs, all issued before
+// the first is used: a thread with one load in flight at a time leaves a long prompt waiting on
+// memory latency), into shared memory rows that follow the K - 1 inputs before the tile; then
+// threadIdx.y's slice of consecutive tokens is computed from there with the window sliding through
+// registers. threadIdx.x is the channel, so every global load and store is one 128-byte row per
+// token. The state is read once before the first tile and written after the last.
 constexpr int kChannels = 32;
 constexpr int kSlices = 8;
+constexpr int kTileTokens = 128;
+constexpr int kSliceTokens = kTileTokens / kSlices;
+constexpr int kHistory = kMaxConvWidth - 1;  // rows for the K - 1 inputs before the tile
 
 template <typename T>
-__global__ void CausalConv1dPrefillKernel(CausalConv1dParams p) {
+__global__ void __launch_bounds__(kChannels* kSlices)
+    CausalConv1dPrefillKernel(CausalConv1dParams p) {
   WaitForPreviousKernel();
+  // Row kHistory + i: the tile's input i (bias added); rows kHistory - (K-1) .. kHistory - 1:
+  // the K - 1 inputs before it.
+  __shared__ float inputs[kHistory + kTileTokens][kChannels];
+  const int c = threadIdx.x, slice = threadIdx.y;
   const int chunk = blockIdx.y;
-  const int64_t ch = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
+  const int64_t ch = static_cast<int64_t>(blockIdx.x) * kChannels + c;
   const int64_t row0 = p.chunks.row_begin[chunk];
   const int64_t len = p.chunks.len[chunk];
   const int slot = p.chunks.slot[chunk];
@@ -28,42 +39,56 @@ __global__ void CausalConv1dPrefillKernel(CausalConv1dParams p) {
   const bool active = ch < p.d_inner;
   float* state = active && slot >= 0 ? p.conv_state + slot * p.slot_stride + ch * (K - 1) : nullptr;
   const float xb = active && p.x_bias != nullptr ? p.x_bias[ch] : 0.0f;
+  float w[kMaxConvWidth];
+  const float w_last = active ? LoadConvTaps(p, ch, w) : 0.0f;
+  const float bias = active && p.bias != nullptr ? p.bias[ch] : 0.0f;
 
-  // Input at time t of this chunk (t < 0: from the state).
-  auto input = [&](int64_t t) -> float {
-    if (t >= 0) return p.x[(row0 + t) * p.ld_x + ch] + xb;
-    return has_state ? state[t + K - 1] : 0.0f;
-  };
-
-  if (active) {
-    float w[kMaxConvWidth];
-    const float w_last = LoadConvTaps(p, ch, w);
-    const float bias = p.bias != nullptr ? p.bias[ch] : 0.0f;
-    const int64_t per_slice = (len + kSlices - 1) / kSlices;
-    const int64_t t0 = threadIdx.y * per_slice;
-    const int64_t t1 = min(len, t0 + per_slice);
-    if (t0 < t1) {
-      float saved[kMaxConvWidth];  // the K - 1 inputs before t, in registers (and a spare, zero)
+  if (slice == 0) {
+    for (int j = 0; j < K - 1; ++j)
+      inputs[kHistory - (K - 1) + j][c] = has_state && state != nullptr ? state[j] : 0.0f;
+  }
+  for (int64_t tile0 = 0; tile0 < len; tile0 += kTileTokens) {
+    const int n = len - tile0 < kTileTokens ? static_cast<int>(len - tile0) : kTileTokens;
+    float loaded[kSliceTokens];
 #pragma unroll
-      for (int k = 0; k < kMaxConvWidth; ++k) {
-        saved[k] = k < K - 1 ? input(t0 - (K - 1) + k) : 0.0f;
-      }
-      for (int64_t t = t0; t < t1; ++t) {
-        const float x = input(t);
+    for (int j = 0; j < kSliceTokens; ++j) {
+      const int i = slice + j * kSlices;
+      loaded[j] = active && i < n ? p.x[(row0 + tile0 + i) * p.ld_x + ch] + xb : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kSliceTokens; ++j) inputs[kHistory + slice + j * kSlices][c] = loaded[j];
+    __syncthreads();
+
+    const int i0 = slice * kSliceTokens;
+    if (active && i0 < n) {
+      float saved[kMaxConvWidth];  // the K - 1 inputs before token i0 (and a spare, zero)
+#pragma unroll
+      for (int k = 0; k < kMaxConvWidth; ++k)
+        saved[k] = k < K - 1 ? inputs[kHistory + i0 - (K - 1) + k][c] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kSliceTokens; ++j) {
+        const int i = i0 + j;
+        if (i >= n) break;
+        const float x = inputs[kHistory + i][c];
         const float v = ConvSiluOutput(w, w_last, bias, saved, x, K);
-        p.out[(row0 + t) * p.ld_out + ch] = v;
-        if (p.out_gemm != nullptr) {
-          static_cast<T*>(p.out_gemm)[(row0 + t) * p.ld_out_gemm + ch] = FromF32<T>(v);
-        }
+        const int64_t r = row0 + tile0 + i;
+        p.out[r * p.ld_out + ch] = v;
+        if (p.out_gemm != nullptr)
+          static_cast<T*>(p.out_gemm)[r * p.ld_out_gemm + ch] = FromF32<T>(v);
         ShiftIn(saved, x, K);
       }
     }
+    __syncthreads();
+    // The last K - 1 inputs so far become the rows before the next tile (ascending j reads rows
+    // at or after the one it writes, so nothing is overwritten before it is read).
+    if (slice == 0) {
+      for (int j = 0; j < K - 1; ++j)
+        inputs[kHistory - (K - 1) + j][c] = inputs[kHistory + n - (K - 1) + j][c];
+    }
+    __syncthreads();
   }
-  __syncthreads();
-  if (active && threadIdx.y == 0 && slot >= 0) {
-    // New state: inputs at times len-K+1 .. len-1. Ascending j reads old entries j+len > j, which
-    // are not yet overwritten.
-    for (int j = 0; j < K - 1; ++j) state[j] = input(len - (K - 1) + j);
+  if (slice == 0 && state != nullptr) {
+    for (int j = 0; j < K - 1; ++j) state[j] = inputs[kHistory - (K - 1) + j][c];
   }
 }
 

@@ -232,10 +232,13 @@ struct ConvSetup {
   int64_t slot_stride() const { return kLayers * per_layer(); }
 };
 
+// Prefill chunks: shorter than the state (1, 2 with K = 4), one tile (37, exactly 128), and three
+// tiles, the last partial (300); fresh, continuing and padding (slot -1).
 void RunConvTest(GemmType type, bool decode, int64_t k_conv = 4) {
   const ConvSetup s{70, k_conv, 8};
-  const Chunks chunks = decode ? Chunks({1, 1, 1, 1}, {5, -1, 2, 0}, {0, 0, 1, 0})
-                               : Chunks({1, 5, 37, 3, 2}, {4, 0, 2, 7, 1}, {0, 1, 0, 0, 0});
+  const Chunks chunks =
+      decode ? Chunks({1, 1, 1, 1}, {5, -1, 2, 0}, {0, 0, 1, 0})
+             : Chunks({1, 5, 37, 3, 2, 300, 128}, {4, 0, 2, 7, 1, 3, -1}, {0, 1, 0, 0, 0, 0, 0});
   const int64_t rows = chunks.rows, E = s.E, K = s.K, ld_x = 2 * E + 5;
   const auto x = Random(rows * ld_x, 7), weight = Random(E * K, 8, 0.5f), bias = Random(E, 9, 0.5f),
              x_bias = Random(E, 10, 0.1f);
