@@ -2,18 +2,17 @@
 // Engine (scheduler, batching and the CPU backend a server uses) while the process's resident
 // memory and the time per token are sampled every --sample-every tokens of the first stream. A
 // transformer's KV cache would grow with every token; here memory and per-token time should stay
-// flat. Writes the samples and the first-vs-last-window ratios as JSON.
+// flat. Writes the samples and the first-vs-last-tenth ratios (bench/flat_over_length.h) as JSON.
 //
 //   flat_over_length_bench [--preset 130m] [--tokens 100000] [--streams 1] [--sample-every 1000]
 //                          [--out bench/results/flat_over_length.json]
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <thread>
 
 #include "bench/bench_model.h"
+#include "bench/flat_over_length.h"
 #include "engine/engine.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/flags.h"
@@ -41,14 +40,6 @@ struct BenchFlags {
     app.add_option("--out", out_path, "FILE: the JSON result");
   }
 };
-
-int64_t ResidentBytes() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;  // "... kB"
-  }
-  return -1;
-}
 
 absl::Status Run(const BenchFlags& f) {
   absl::StatusOr<BenchModel> bench_model = EnsureBenchModel(f.preset, f.model_dir);
@@ -116,13 +107,7 @@ absl::Status Run(const BenchFlags& f) {
                         {"sample_every", f.sample_every},
                         {"state_bytes_per_stream", config->state_bytes()},
                         {"samples", samples}};
-  if (samples.size() >= 2) {
-    const nlohmann::json& first = samples.front();
-    const nlohmann::json& last = samples.back();
-    out["rss_growth"] = last["rss_bytes"].get<double>() / first["rss_bytes"].get<double>() - 1.0;
-    out["per_token_drift"] =
-        last["ms_per_token"].get<double>() / first["ms_per_token"].get<double>() - 1.0;
-  }
+  AddFlatOverLengthSummary(out);
   std::cout << out.dump(1) << "\n";
   return WriteOutputFile(f.out_path, out.dump(1) + "\n");
 }

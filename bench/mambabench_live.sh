@@ -67,4 +67,4 @@ if ! "$mambactl" --target "${target:-127.0.0.1:0}" health > /dev/null 2>&1; then
   exit 1
 fi
 echo "mambabench_live: server on $target (backend $backend), pid $server_pid"
-"$mambabench" --target "$target" --out "$out" "$@"
+"$mambabench" --target "$target" --server-pid "$server_pid" --out "$out" "$@"

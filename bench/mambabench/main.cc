@@ -5,14 +5,19 @@
 //   mambabench --target ... --rates 0.5,1,2 --requests 40          # Poisson arrivals
 //   mambabench --target ... --multi-turn 8:6 --turn-tokens 64      # 8 conversations of 6 turns
 //   mambabench --target ... --compare-in-process MODEL_DIR         # the server's overhead
+//   mambabench --target ... --long-streams 1 --long-tokens 100000 --server-pid PID
+//                                                     # flat over length: memory, time per token
 //
 // Per level: output tokens/s, requests/s, TTFT and inter-token latency p50/p90/p99, errors by
 // code; JSON (with the latency samples) for bench/plot_mambabench.py.
+#include <unistd.h>
+
 #include <iostream>
 #include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/mambabench/long_streams.h"
 #include "bench/mambabench/workload.h"
 #include "server/cli/flags.h"
 #include "server/cli/output_file.h"
@@ -27,6 +32,9 @@ struct Flags {
               out = "bench/results/mambabench.json";
   int requests = 0, turn_tokens = 64, threads = 0, max_batch = 64, rounds = 1;
   uint64_t seed = 1;
+  int long_streams = 0, server_pid = 0;
+  int64_t long_tokens = 100000, sample_every = 1000;
+  std::string label = "server";
 
   void Declare(CLI::App& app) {
     app.option_defaults()->always_capture_default();
@@ -55,6 +63,21 @@ struct Flags {
     app.add_option("--max-batch", max_batch, "in-process Engine's --max-batch")
         ->check(CLI::Range(1, 1 << 16));
     app.add_option("--seed", seed, "prompts, lengths and arrivals");
+    app.add_option("--long-streams", long_streams,
+                   "N: instead of levels, N streams of --long-tokens tokens each, sampled every "
+                   "--sample-every tokens of the first (time per token, resident memory)")
+        ->check(CLI::Range(0, 1024));
+    app.add_option("--long-tokens", long_tokens,
+                   "tokens per long stream (the server's "
+                   "--max-tokens-limit must allow them)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+    app.add_option("--sample-every", sample_every, "tokens between long-stream samples")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+    app.add_option("--server-pid", server_pid,
+                   "PID: the server's process on this machine, whose resident memory the long "
+                   "streams sample (bench/mambabench_live.sh passes it)")
+        ->check(CLI::Range(0, 1 << 30));
+    app.add_option("--label", label, "names a long-stream run in its plot");
     app.add_option("--out", out, "FILE: the JSON result");
   }
 };
@@ -111,6 +134,22 @@ absl::Status Run(const Flags& f) {
                            {"output_tokens", output->ToString()},
                            {"seed", f.seed}};
   std::unique_ptr<ProgressBar> bar;
+  if (f.long_streams > 0) {
+    LongStreamOptions o;
+    o.streams = f.long_streams;
+    o.tokens = f.long_tokens;
+    o.sample_every = f.sample_every;
+    o.memory_pid = f.in_process.empty() ? f.server_pid : static_cast<int>(::getpid());
+    o.label = f.label;
+    RequestMaker maker(vocab, *prompt, *output, f.seed);
+    bar = std::make_unique<ProgressBar>("first stream", f.long_tokens, "tokens");
+    nlohmann::json r = RunLongStreams(**target, maker, o, [&](int64_t done) { bar->Update(done); });
+    bar->Finish();
+    if (r.contains("error")) return absl::UnavailableError(r["error"].get<std::string>());
+    std::cerr << "per-token drift " << r.value("per_token_drift", 0.0)
+              << ", resident memory growth " << r.value("rss_growth", 0.0) << "\n";
+    return WriteOutputFile(f.out, r.dump(1) + "\n");
+  }
   if (!f.rates.empty()) {
     absl::StatusOr<std::vector<double>> rates = ParseList(f.rates);
     if (!rates.ok()) return rates.status();

@@ -21,7 +21,8 @@ double Since(Clock::time_point start) {
 // gaps of g / n (the server may batch tokens into one message when the client reads slowly).
 class ArrivalClock {
  public:
-  explicit ArrivalClock(StreamResult* out) : out_(out), start_(Clock::now()), last_(start_) {}
+  ArrivalClock(StreamResult* out, const std::function<void(int64_t)>& on_tokens)
+      : out_(out), on_tokens_(on_tokens), start_(Clock::now()), last_(start_) {}
   void Tokens(const int32_t* ids, int n) {
     if (n <= 0) return;
     const auto now = Clock::now();
@@ -34,10 +35,14 @@ class ArrivalClock {
     last_ = now;
   }
   void Done() { out_->e2e_s = Since(start_); }
-  void Append(const int32_t* ids, int n) { out_->tokens.insert(out_->tokens.end(), ids, ids + n); }
+  void Append(const int32_t* ids, int n) {
+    out_->tokens.insert(out_->tokens.end(), ids, ids + n);
+    if (on_tokens_ && n > 0) on_tokens_(static_cast<int64_t>(out_->tokens.size()));
+  }
 
  private:
   StreamResult* out_;
+  const std::function<void(int64_t)>& on_tokens_;
   const Clock::time_point start_;
   Clock::time_point last_;
 };
@@ -58,7 +63,7 @@ class GrpcTarget final : public Target {
     request.set_session_id(r.session_id);
     grpc::ClientContext context;
     StreamResult result;
-    ArrivalClock clock(&result);
+    ArrivalClock clock(&result, r.on_tokens);
     auto reader = stub_->Generate(&context, request);
     v1::GenerateResponse response;
     while (reader->Read(&response)) {
@@ -121,7 +126,7 @@ class InProcessTarget final : public Target {
       ready.notify_one();
     });
     StreamResult result;
-    ArrivalClock clock(&result);
+    ArrivalClock clock(&result, r.on_tokens);
     absl::Status status = engine_->Submit(std::move(request));
     while (status.ok()) {
       std::optional<GenerationEvent> event;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,8 @@ struct BenchRequest {
   std::vector<int32_t> prompt;
   int max_tokens = 0;
   std::string session_id;  // empty: no session
+  // Called on the stream's thread with the number of tokens received so far, as they arrive.
+  std::function<void(int64_t)> on_tokens;
 };
 
 // One stream as the client saw it.

@@ -128,6 +128,7 @@ struct BackendInfo {
   int64_t weight_bytes = 0;  // as held by the backend
   int64_t state_pool_bytes = 0;
   int64_t device_memory_total = 0;  // 0 when not applicable
+  int max_rows_per_pass = 0;        // the activation scratch's rows (a longer step is split)
 };
 
 class Backend {

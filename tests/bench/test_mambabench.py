@@ -124,6 +124,37 @@ def main():
                   f"live: {lv['requests_ok']} ok, {lv['output_tokens']} tokens, {lv['errors']}")
         pid = next((w.split()[-1] for w in run.stdout.split("\n") if ", pid " in w), None)
         check(pid is not None and not pathlib.Path(f"/proc/{pid}").exists(), f"server {pid} left running")
+
+        # Long streams through a live server: samples every 100 tokens of the first stream, the
+        # server's resident memory (its pid, passed by the script) and the time per token; the
+        # flat-over-length plot draws them.
+        long_out = work / "flat_over_length_live.json"
+        run = subprocess.run([live_script, "--mambaserve", args.mambaserve, "--mambabench", args.mambabench,
+                              "--model", str(model), "--backend", "cpu",
+                              "--serve-args", "--threads 1 --max-tokens-limit 300",
+                              "--out", str(long_out), "--", "--long-streams", "2", "--long-tokens", "300",
+                              "--sample-every", "100", "--prompt-tokens", "5", "--label", "tiny"],
+                             timeout=120, capture_output=True, text=True)
+        check(run.returncode == 0, f"long streams: exit {run.returncode}: {run.stderr[-500:]}")
+        if run.returncode == 0:
+            r = json.loads(long_out.read_text())
+            pid = next((w.split()[-1] for w in run.stdout.split("\n") if ", pid " in w), None)
+            check(r["streams"] == 2 and [s["tokens"] for s in r["samples"]] == [100, 200, 300],
+                  f"long-stream samples {r['samples']}")
+            check(str(r.get("rss_pid")) == pid, f"memory sampled from {r.get('rss_pid')}, server {pid}")
+            check(all(s["rss_bytes"] > 1 << 20 and s["ms_per_token"] > 0 for s in r["samples"]),
+                  f"long-stream samples {r['samples']}")
+            check("rss_growth" in r and "per_token_drift" in r, f"long-stream result {list(r)}")
+            plot = subprocess.run(["/usr/bin/python3", str(ROOT / "bench" / "plot_flat_over_length.py"),
+                                   str(long_out)], check=True, capture_output=True, text=True)
+            check(pathlib.Path(plot.stdout.strip()).stat().st_size > 1000, f"flat plot {plot.stdout}")
+        # More tokens than the server allows: the stream's refusal ends the run with an error.
+        refused = subprocess.run([live_script, "--mambaserve", args.mambaserve, "--mambabench", args.mambabench,
+                                  "--model", str(model), "--backend", "cpu", "--serve-args", "--threads 1",
+                                  "--out", str(work / "long_refused.json"), "--", "--long-streams", "1",
+                                  "--long-tokens", "100000"], timeout=120, capture_output=True, text=True)
+        check(refused.returncode != 0 and "max_tokens" in refused.stderr,
+              f"refused long stream: exit {refused.returncode}, {refused.stderr[-300:]}")
         bad = subprocess.run([live_script, "--mambaserve", args.mambaserve, "--mambabench", args.mambabench,
                               "--model", str(work / "no-such-model"), "--backend", "cpu",
                               "--out", str(work / "bad.json")], timeout=60, capture_output=True, text=True)

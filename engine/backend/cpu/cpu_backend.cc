@@ -105,6 +105,7 @@ BackendInfo CpuBackend::info() const {
   }
   info.weight_bytes = weight_bytes;
   info.state_pool_bytes = states_.bytes();
+  info.max_rows_per_pass = static_cast<int>(max_rows_);
   return info;
 }
 

@@ -465,6 +465,7 @@ BackendInfo CudaBackend::info() const {
   info.state_bytes_per_slot = config_.state_bytes();
   info.weight_bytes = weight_bytes_;
   info.state_pool_bytes = int64_t{num_slots_} * config_.state_bytes();
+  info.max_rows_per_pass = static_cast<int>(max_rows_);
   info.device_memory_total = device_total_;
   return info;
 }

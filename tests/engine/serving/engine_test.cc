@@ -174,6 +174,28 @@ TEST_F(EngineTest, ImportBoundsPendingTokensByThePromptLimit) {
   EXPECT_THAT(std::string(big.get().status().message()), HasSubstr("encodes to at most"));
 }
 
+// The backend's activation scratch covers the largest step the scheduler sends (its token budget,
+// or the batch when that is larger), not the backend's default; longer prompts still run, over
+// several steps.
+TEST_F(EngineTest, PassScratchIsSizedByTheSchedulersLargestStep) {
+  EngineOptions options = Options();
+  EXPECT_EQ(options.backend.max_tokens_per_pass, 512);
+  options.scheduler.max_step_tokens = 40;
+  auto engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->info().backend.max_rows_per_pass, 40);
+  std::vector<int32_t> prompt(60);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>(1 + i % 200);
+  auto tokens = Generate(**engine, prompt, 3);
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(tokens->size(), 3u);
+
+  options.scheduler.max_step_tokens = 2;  // below the batch of 4: a step may hold 4 decodes
+  engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->info().backend.max_rows_per_pass, 4);
+}
+
 TEST_F(EngineTest, SizesThisMachineCannotHoldAreRefusedNamingTheFlag) {
   EngineOptions options = Options();
   options.backend.num_slots = 1'000'000'000;
