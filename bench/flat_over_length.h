@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <string>
@@ -22,6 +23,35 @@ inline int64_t ResidentBytes(const std::string& pid = "self") {
   }
   return -1;
 }
+
+// Samples a long stream every `every` tokens: the time per token over the window since the last
+// sample and, when `pid` is set, that process's resident memory. Used from one thread.
+class WindowSampler {
+ public:
+  WindowSampler(int64_t every, std::string pid) : every_(every), pid_(std::move(pid)) {}
+
+  // Records a sample for each window that `produced` tokens (so far, in all) have completed.
+  void Observe(int64_t produced) {
+    while (produced >= next_) {
+      const auto now = std::chrono::steady_clock::now();
+      const double seconds = std::chrono::duration<double>(now - window_start_).count();
+      window_start_ = now;
+      nlohmann::json s = {{"tokens", next_},
+                          {"ms_per_token", 1000 * seconds / static_cast<double>(every_)}};
+      if (!pid_.empty()) s["rss_bytes"] = ResidentBytes(pid_);
+      samples_.push_back(std::move(s));
+      next_ += every_;
+    }
+  }
+  const nlohmann::json& samples() const { return samples_; }
+
+ private:
+  const int64_t every_;
+  const std::string pid_;
+  int64_t next_ = every_;
+  std::chrono::steady_clock::time_point window_start_ = std::chrono::steady_clock::now();
+  nlohmann::json samples_ = nlohmann::json::array();
+};
 
 // Median of `key` over samples [begin, end).
 inline double MedianOf(const nlohmann::json& samples, const std::string& key, size_t begin,

@@ -67,13 +67,10 @@ absl::Status Run(const BenchFlags& f) {
     streams.push_back(request.stream);
     if (absl::Status s = (*engine)->Submit(std::move(request)); !s.ok()) return s;
   }
-  using Clock = std::chrono::steady_clock;
-  nlohmann::json samples = nlohmann::json::array();
+  WindowSampler sampler(f.sample_every, "self");
   std::vector<int64_t> produced(streams.size(), 0);
   std::vector<bool> done(streams.size(), false);
   size_t finished = 0;
-  auto window_start = Clock::now();
-  int64_t next_sample = f.sample_every;
   while (finished < streams.size()) {
     bool any = false;
     for (size_t i = 0; i < streams.size(); ++i) {
@@ -87,15 +84,11 @@ absl::Status Run(const BenchFlags& f) {
         }
       }
     }
-    while (produced[0] >= next_sample) {
-      const auto now = Clock::now();
-      const double seconds = std::chrono::duration<double>(now - window_start).count();
-      window_start = now;
-      samples.push_back({{"tokens", next_sample},
-                         {"rss_bytes", ResidentBytes()},
-                         {"ms_per_token", 1000 * seconds / static_cast<double>(f.sample_every)}});
-      std::cerr << "\r" << next_sample << "/" << f.tokens << " tokens" << std::flush;
-      next_sample += f.sample_every;
+    const size_t before = sampler.samples().size();
+    sampler.Observe(produced[0]);
+    if (sampler.samples().size() > before) {
+      std::cerr << "\r" << sampler.samples().back()["tokens"] << "/" << f.tokens << " tokens"
+                << std::flush;
     }
     if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
@@ -106,7 +99,7 @@ absl::Status Run(const BenchFlags& f) {
                         {"tokens_per_stream", f.tokens},
                         {"sample_every", f.sample_every},
                         {"state_bytes_per_stream", config->state_bytes()},
-                        {"samples", samples}};
+                        {"samples", sampler.samples()}};
   AddFlatOverLengthSummary(out);
   std::cout << out.dump(1) << "\n";
   return WriteOutputFile(f.out_path, out.dump(1) + "\n");

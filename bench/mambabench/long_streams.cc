@@ -1,7 +1,5 @@
 #include "bench/mambabench/long_streams.h"
 
-#include <chrono>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -13,24 +11,11 @@ namespace mambaserve::bench {
 
 nlohmann::json RunLongStreams(Target& target, RequestMaker& maker, const LongStreamOptions& o,
                               const Progress& progress) {
-  using Clock = std::chrono::steady_clock;
-  nlohmann::json samples = nlohmann::json::array();
-  std::mutex mu;  // samples, written from the first stream's thread
-  auto window_start = Clock::now();
-  int64_t next_sample = o.sample_every;
+  // Only the first stream's thread observes; its samples are read after the threads are joined.
+  WindowSampler sampler(o.sample_every, o.memory_pid > 0 ? std::to_string(o.memory_pid) : "");
   auto sample = [&](int64_t produced) {
     progress(produced);
-    std::lock_guard<std::mutex> lock(mu);
-    while (produced >= next_sample) {
-      const auto now = Clock::now();
-      const double seconds = std::chrono::duration<double>(now - window_start).count();
-      window_start = now;
-      nlohmann::json s = {{"tokens", next_sample},
-                          {"ms_per_token", 1000 * seconds / static_cast<double>(o.sample_every)}};
-      if (o.memory_pid > 0) s["rss_bytes"] = ResidentBytes(std::to_string(o.memory_pid));
-      samples.push_back(std::move(s));
-      next_sample += o.sample_every;
-    }
+    sampler.Observe(produced);
   };
 
   std::vector<StreamResult> results(o.streams);
@@ -50,7 +35,7 @@ nlohmann::json RunLongStreams(Target& target, RequestMaker& maker, const LongStr
                         {"streams", o.streams},
                         {"tokens_per_stream", o.tokens},
                         {"sample_every", o.sample_every},
-                        {"samples", samples}};
+                        {"samples", sampler.samples()}};
   if (o.memory_pid > 0) out["rss_pid"] = o.memory_pid;
   for (const StreamResult& r : results) {
     if (r.code != 0) {
